@@ -1,0 +1,169 @@
+"""Turn a rule's compact case into FHIR resources and a CDS Hooks request, run it, and judge the result.
+
+Used by `spasm-cds lint`, the knowledge tests (prefetch mode) and the integration tests (fetch mode)."""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from .errors import ServiceError
+from .knowledge.model import Case, Knowledge, Service
+from .pipeline import respond
+from .render.cards import EXTENSION_KEY
+from .settings import Settings
+
+_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The cards a case produced, the card of its rule if any, and what is wrong (None when it passes)."""
+
+    cards: list[dict[str, Any]]
+    card: dict[str, Any] | None
+    problem: str | None
+
+
+def service_for(knowledge: Knowledge, case: Case) -> Service:
+    """The service that runs the case's rule on the case's hook."""
+    for service in knowledge.services.values():
+        if service.hook == case.hook and any(r.id == case.rule for r in service.rules):
+            return service
+    raise LookupError(f"no service runs rule {case.rule} on {case.hook}")
+
+
+def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: date) -> dict[str, list[dict]]:
+    """The case's chart as FHIR R4 resources (plain dicts) grouped by data kind."""
+    systems = {k: v[0] for k, v in knowledge.systems.items()}
+    chart = case.chart
+    subject = {"reference": f"Patient/{patient_id}"}
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": patient_id}
+    person = chart.get("patient") or {}
+    if "sex" in person:
+        patient["gender"] = person["sex"]
+    if "age" in person:
+        patient["birthDate"] = date(today.year - person["age"], 1, 1).isoformat()
+    out: dict[str, list[dict]] = {"patient": [patient], "medication-requests": [], "medication-statements": [],
+                                  "conditions": [], "observations": []}
+    for i, med in enumerate(chart.get("medications") or ()):
+        concept: dict[str, Any] = {}
+        if "rxnorm" in med:
+            concept["coding"] = [{"system": systems["rxnorm"], "code": str(med["rxnorm"])}]
+        if "text" in med:
+            concept["text"] = med["text"]
+        kind = med.get("resource", "MedicationRequest")
+        resource: dict[str, Any] = {"resourceType": kind, "id": f"med-{i}", "status": med.get("status", "active"),
+                                    "subject": subject}
+        if kind == "MedicationRequest":
+            resource["intent"] = "order"
+        if med.get("reference"):
+            medication = {"resourceType": "Medication", "id": f"medication-{i}", "code": concept}
+            resource["medicationReference"] = {"reference": f"Medication/medication-{i}"}
+            out["medication-requests"].append(medication)
+        else:
+            resource["medicationCodeableConcept"] = concept
+        out["medication-requests" if kind == "MedicationRequest" else "medication-statements"].append(resource)
+    for i, cond in enumerate(chart.get("conditions") or ()):
+        system = "icd10cm" if "icd10cm" in cond else "snomed"
+        resource = {"resourceType": "Condition", "id": f"cond-{i}", "subject": subject,
+                    "clinicalStatus": {"coding": [{"system": _CLINICAL,
+                                                   "code": cond.get("clinical_status", "active")}]},
+                    "verificationStatus": {"coding": [{"system": _VERIFICATION,
+                                                       "code": cond.get("verification_status", "confirmed")}]},
+                    "code": {"coding": [{"system": systems[system], "code": str(cond[system])}]}}
+        out["conditions"].append(resource)
+    for i, lab in enumerate(chart.get("labs") or ()):
+        unit = lab.get("unit")
+        quantity: dict[str, Any] = {"value": lab["value"]}
+        if unit:
+            quantity.update({"unit": unit, "system": systems["ucum"], "code": unit})
+        when = today - timedelta(days=lab["days_ago"])
+        resource = {"resourceType": "Observation", "id": f"obs-{i}", "status": "final", "subject": subject,
+                    "code": {"coding": [{"system": systems["loinc"], "code": str(lab["loinc"])}]},
+                    "effectiveDateTime": f"{when.isoformat()}T09:00:00Z", "valueQuantity": quantity}
+        if "range" in lab:
+            rng = {side: {"value": v, "unit": unit, "system": systems["ucum"], "code": unit}
+                   for side, v in lab["range"].items()}
+            resource["referenceRange"] = [rng]
+        if "interpretation" in lab:
+            resource["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": lab["interpretation"]}]}]
+        out["observations"].append(resource)
+    return out
+
+
+def build_request(knowledge: Knowledge, case: Case, service: Service, today: date, patient_id: str = "case-patient",
+                  mode: str = "prefetch", fhir_server: str | None = None) -> dict[str, Any]:
+    """A CDS Hooks request body for the case: data in prefetch, or (fetch mode) left to the FHIR server."""
+    body: dict[str, Any] = {"hook": case.hook, "hookInstance": str(uuid.uuid4()),
+                            "context": {"userId": "Practitioner/case-user", "patientId": patient_id}}
+    if fhir_server:
+        body["fhirServer"] = fhir_server
+    unavailable = set(case.chart.get("unavailable") or ())
+    if mode == "prefetch":
+        resources = build_resources(knowledge, case, patient_id, today)
+        prefetch: dict[str, Any] = {}
+        for query in service.queries:
+            if query.key in unavailable:
+                prefetch[query.key] = {"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "error", "code": "exception", "diagnostics": "fetch failed at the EHR"}]}
+            elif query.kind == "patient":
+                prefetch[query.key] = resources["patient"][0]
+            else:
+                prefetch[query.key] = {"resourceType": "Bundle", "type": "searchset",
+                                       "entry": [{"resource": r} for r in resources[query.kind]]}
+        body["prefetch"] = prefetch
+    return body
+
+
+def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseResult:
+    """Whether the response is what the case expects of its rule's card."""
+    cards = response.get("cards", [])
+    mine = [c for c in cards if (c.get("extension") or {}).get(EXTENSION_KEY, {}).get("rule") == case.rule]
+    card = mine[0] if mine else None
+    problem = None
+    if case.expect == "no-card" and mine:
+        problem = f"expected no card, got: {mine[0]['summary']!r}"
+    elif case.expect == "card":
+        problem = _card_problem(knowledge, case, card)
+    return CaseResult(cards, card, problem)
+
+
+def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None) -> str | None:
+    if card is None:
+        return "expected a card, got none"
+    summary = card["summary"]
+    if len(summary) > knowledge.max_summary_chars or summary.endswith("…"):
+        return f"summary is longer than {knowledge.max_summary_chars} characters once filled in: {summary!r}"
+    for text in case.summary_contains:
+        if text not in summary:
+            return f"summary {summary!r} does not contain {text!r}"
+    for pattern, why in knowledge.forbidden:
+        for field in ("summary", "detail"):
+            if re.search(pattern, card.get(field, ""), re.IGNORECASE):
+                return f"card {field} matches forbidden {pattern!r} ({why})"
+    if "{" in summary or "{" in card.get("detail", ""):
+        return "card text has an unfilled placeholder"
+    if case.suggestions is not None:
+        got = [a["resource"]["code"]["coding"][0]["code"] for s in card.get("suggestions", ()) for a in s["actions"]
+               if a["type"] == "create"]
+        if got != list(case.suggestions):
+            return f"suggested orders {got} but the case expects {list(case.suggestions)}"
+    return None
+
+
+def run_case(knowledge: Knowledge, case: Case, settings: Settings | None = None,
+             today: date | None = None) -> CaseResult:
+    """Run a case in prefetch mode, in process, and judge it."""
+    today = today or date.today()
+    service = service_for(knowledge, case)
+    body = build_request(knowledge, case, service, today)
+    try:
+        response = respond(body, service, knowledge, settings or Settings(), today)
+    except ServiceError as exc:
+        return CaseResult([], None, f"the service answered {exc.status}: {exc.diagnostics}")
+    return judge(knowledge, case, response)

@@ -1,0 +1,82 @@
+"""The spasm-cds command: serve (gunicorn by default), lint (check the knowledge)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import KnowledgeError
+from .settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `spasm-cds` and `python -m cds_service`."""
+    parser = argparse.ArgumentParser(prog="spasm-cds", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the CDS Hooks service (gunicorn)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; SPASM_CDS_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8080; SPASM_CDS_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 2; SPASM_CDS_WORKERS)")
+    serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
+    lint = sub.add_parser("lint", help="validate cards/ and mappings/ and run every rule's cases")
+    lint.add_argument("--knowledge-dir", type=Path, help="folder holding cards/ and mappings/")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _lint(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
+    try:
+        from . import create_app
+        app = create_app(settings)
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.dev:
+        app.run(host=settings.host, port=settings.port)
+        return 0
+    from gunicorn.app.base import BaseApplication
+
+    from . import gunicorn_conf
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            for key in ("worker_class", "threads", "preload_app", "timeout", "graceful_timeout", "keepalive",
+                        "accesslog", "errorlog"):
+                self.cfg.set(key, getattr(gunicorn_conf, key))
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", settings.workers)
+
+        def load(self):
+            return app
+
+    _Server().run()
+    return 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from .case_runner import run_case
+    from .knowledge.lint import unused_sources
+    from .knowledge.loader import load_knowledge
+
+    root = args.knowledge_dir or Settings.from_env().knowledge_dir
+    try:
+        knowledge = load_knowledge(root)
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    failures = []
+    for case in knowledge.cases:
+        problem = run_case(knowledge, case).problem
+        if problem:
+            failures.append(f"cards/{knowledge.rules[case.rule].group}/{case.rule}.cases.yaml: {case.name}: {problem}")
+    for sid in unused_sources(knowledge.rules, knowledge.concepts, knowledge.sources):
+        print(f"warning: cards/sources.yaml: {sid!r} is cited by no rule or concept")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        return 1
+    print(f"ok: {len(knowledge.concepts)} concepts, {len(knowledge.rules)} rules, {len(knowledge.cases)} cases, "
+          f"{len(knowledge.services)} services")
+    return 0

@@ -1,0 +1,105 @@
+"""One error shape: every non-2xx body is a FHIR OperationOutcome made by to_operation_outcome (401: empty body)."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 413: "too-long",
+                     415: "not-supported", 412: "processing"}
+
+
+class ServiceError(Exception):
+    """Base of the errors a request can end in; carries the HTTP status and FHIR issue code."""
+
+    status = 500
+    issue_code = "exception"
+
+    def __init__(self, diagnostics: str):
+        super().__init__(diagnostics)
+        self.diagnostics = diagnostics
+
+
+class InvalidRequest(ServiceError):
+    """The body is not JSON, or not a valid CDS Hooks request for this service."""
+
+    status, issue_code = 400, "invalid"
+
+
+class UnknownService(ServiceError):
+    """No service with that id is in the discovery document."""
+
+    status, issue_code = 404, "not-found"
+
+
+class UnsupportedMediaType(ServiceError):
+    """A POST whose Content-Type is not JSON."""
+
+    status, issue_code = 415, "not-supported"
+
+
+class PayloadTooLarge(ServiceError):
+    """The body is larger than max_body_bytes."""
+
+    status, issue_code = 413, "too-long"
+
+
+class DataUnavailable(ServiceError):
+    """Data the service cannot do without is neither prefetched nor fetchable (CDS Hooks: 412)."""
+
+    status, issue_code = 412, "processing"
+
+
+class Unauthorized(ServiceError):
+    """The caller's JWT failed verification; answered with an empty 401."""
+
+    status, issue_code = 401, "login"
+
+
+class KnowledgeError(Exception):
+    """Start-up only: the knowledge folders are broken; carries every problem found."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("knowledge has %d problem(s):\n  %s" % (len(problems), "\n  ".join(problems)))
+        self.problems = problems
+
+
+class FhirError(Exception):
+    """A call to the EHR's FHIR server failed; raised in gather/ and never let out of it."""
+
+
+def to_operation_outcome(status: int, code: str, diagnostics: str) -> Response:
+    """The one function that builds an error response."""
+    if status == 401:
+        return Response(status=401)
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/fhir+json"
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route service errors, routing errors and anything unexpected through to_operation_outcome."""
+
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError) -> Response:
+        log.info("request failed: %s %s", exc.status, exc.issue_code)
+        return to_operation_outcome(exc.status, exc.issue_code, exc.diagnostics)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return to_operation_outcome(status, _HTTP_ISSUE_CODES.get(status, "exception"),
+                                    exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return to_operation_outcome(500, "exception", "internal error; see the service log")

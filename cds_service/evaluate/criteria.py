@@ -1,0 +1,125 @@
+"""The closed vocabulary of criterion kinds: one small function each, returning a Match.
+
+A Match holds True, False, or None (unknown: the data it needs could not be had)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable
+
+from ..gather.facts import LabResult, PatientFacts, flag_of
+from ..knowledge.model import Criterion
+from ..terminology import Terminology
+
+MEDICATION_DATA = ("medication-requests", "medication-statements")
+
+
+@dataclass(frozen=True)
+class Match:
+    """Whether a criterion holds, the card fields it binds, and (missing-lab) which labs were missing."""
+
+    holds: bool | None
+    fields: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+
+
+UNKNOWN = Match(None)
+NO = Match(False)
+
+
+def medication(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    wanted = set(c.concepts)
+    for med in facts.medications:
+        hit = wanted & med.concepts
+        if hit:
+            label = terms.concept(sorted(hit)[0]).label
+            return Match(True, {"name": ", ".join(med.ingredients) or med.display, "label": label})
+    return UNKNOWN if facts.unknown & set(MEDICATION_DATA) else NO
+
+
+def condition(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    wanted = set(c.concepts)
+    for cond in facts.conditions:
+        hit = wanted & cond.concepts
+        if hit:
+            label = terms.concept(sorted(hit)[0]).label
+            return Match(True, {"name": cond.display or label, "label": label})
+    return UNKNOWN if "conditions" in facts.unknown else NO
+
+
+def lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    if "observations" in facts.unknown:
+        return UNKNOWN
+    concept = terms.concept(c.concepts[0])
+    latest = _latest_within(facts, concept.id, c.within_days)
+    if latest is None:
+        return NO
+    spec = concept.lab
+    flag = flag_of(latest, spec.fallback_low, spec.fallback_high)
+    holds = True
+    if c.flag == "abnormal":
+        holds = flag is not None
+    elif c.flag:
+        holds = flag == c.flag
+    if c.below is not None:
+        holds = holds and latest.value < c.below
+    if c.above is not None:
+        holds = holds and latest.value > c.above
+    if not holds:
+        return NO
+    rng = latest.shown_range or _fallback_range(spec)
+    return Match(True, {"name": concept.label, "value": latest.shown_value, "unit": latest.shown_unit,
+                        "date": latest.when.isoformat(), "range": rng or "not given", "flag": flag or "in range"})
+
+
+def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    if "observations" in facts.unknown:
+        return UNKNOWN
+    missing: list[str] = []
+    described: list[str] = []
+    for cid in c.concepts:
+        if _latest_within(facts, cid, c.within_days) is not None:
+            continue
+        missing.append(cid)
+        label = terms.concept(cid).label
+        last = facts.labs.get(cid)
+        described.append(f"{label} (last {last[0].when.isoformat()})" if last else f"{label} (none on file)")
+    if not missing:
+        return NO
+    labels = [terms.concept(cid).label for cid in missing]
+    return Match(True, {"labels": ", ".join(labels), "detail": "; ".join(described)}, tuple(missing))
+
+
+def age(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    if facts.age is None:
+        return UNKNOWN
+    ok = (c.age_at_least is None or facts.age >= c.age_at_least) and (c.age_below is None or facts.age < c.age_below)
+    return Match(True, {"age": str(facts.age)}) if ok else NO
+
+
+def sex(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    if facts.sex is None:
+        return UNKNOWN
+    return Match(True, {"sex": facts.sex}) if facts.sex == c.sex else NO
+
+
+def _latest_within(facts: PatientFacts, concept_id: str, within_days: int | None) -> LabResult | None:
+    results = facts.labs.get(concept_id)
+    if not results:
+        return None
+    newest = results[0]
+    if within_days is not None and newest.when < facts.today - timedelta(days=within_days):
+        return None
+    return newest
+
+
+def _fallback_range(spec) -> str:
+    if spec.fallback_low is not None and spec.fallback_high is not None:
+        return f"{spec.fallback_low:g}–{spec.fallback_high:g} {spec.canonical_unit} (typical adult range)"
+    return ""
+
+
+KINDS: dict[str, Callable[[Criterion, PatientFacts, Terminology], Match]] = {
+    "medication": medication, "condition": condition, "lab": lab, "missing-lab": missing_lab,
+    "age": age, "sex": sex,
+}

@@ -1,0 +1,72 @@
+"""evaluate(rules, facts) -> findings: include criteria must all hold, no exclude criterion may hold,
+and a rule whose decision needs unknown data stays silent (reported in `silenced`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..gather.facts import PatientFacts
+from ..knowledge.lint import KIND_FIELDS
+from ..knowledge.model import Rule
+from ..terminology import Terminology
+from .criteria import KINDS
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule that fired, with the values its card text needs."""
+
+    rule: Rule
+    fields: dict[str, str]
+    missing_labs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The findings, and the rules that could not decide because data was unknown."""
+
+    findings: tuple[Finding, ...]
+    silenced: tuple[str, ...]
+
+
+def passes_gate(concepts: tuple[str, ...], facts: PatientFacts) -> bool:
+    """True when the chart has one of the gate's conditions (or the service has no gate)."""
+    if not concepts:
+        return True
+    wanted = set(concepts)
+    return any(wanted & c.concepts for c in facts.conditions)
+
+
+def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminology) -> Evaluation:
+    """Run each rule; pure function of its inputs."""
+    findings: list[Finding] = []
+    silenced: list[str] = []
+    for rule in rules:
+        fields: dict[str, str] = {}
+        missing: tuple[str, ...] = ()
+        decided = True
+        fired = True
+        for criterion in rule.include:
+            match = KINDS[criterion.kind](criterion, facts, terminology)
+            if match.holds is False:
+                fired = False
+                decided = True
+                break
+            if match.holds is None:
+                decided = False
+                continue
+            alias = criterion.alias or KIND_FIELDS[criterion.kind][0]
+            fields.update({f"{alias}.{k}": v for k, v in match.fields.items()})
+            missing = missing or match.missing
+        if fired and decided:
+            for criterion in rule.exclude:
+                match = KINDS[criterion.kind](criterion, facts, terminology)
+                if match.holds is True:
+                    fired = False
+                    break
+                if match.holds is None:
+                    decided = False
+        if fired and not decided:
+            silenced.append(rule.id)
+        elif fired:
+            findings.append(Finding(rule, fields, missing))
+    return Evaluation(tuple(findings), tuple(silenced))

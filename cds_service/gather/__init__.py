@@ -1,0 +1,121 @@
+"""STEP 4: get the chart data a service needs, from prefetch or from the EHR's FHIR server.
+
+gather_resources returns the resources per data kind and which kinds are unknown (could not be had)."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import DataUnavailable, FhirError
+from ..hook_request import HookCall
+from ..knowledge.model import DataQuery, Service
+from ..settings import Settings
+from .fhir_client import FhirClient
+from .prefetch import PrefetchState, classify, render_template
+
+log = logging.getLogger(__name__)
+_MAX_REFERENCE_READS = 25
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """Resources (plain dicts) by data kind; a kind in `unknown` could not be had and is not empty-by-fact."""
+
+    resources: Mapping[str, list[dict[str, Any]]]
+    unknown: frozenset[str]
+    fetched: int  # FHIR queries made by the service itself
+
+
+def gather_resources(call: HookCall, service: Service, settings: Settings,
+                     pool: ThreadPoolExecutor | None = None) -> Gathered:
+    """Decide per prefetch key (use / null / OperationOutcome / absent), fetch what is missing in parallel.
+
+    Raises DataUnavailable (412) when a required kind can be neither prefetched nor fetched."""
+    client = FhirClient(call.fhir_server, call.access_token, settings) if call.fhir_server else None
+    resources: dict[str, list[dict[str, Any]]] = {}
+    unknown: set[str] = set()
+    to_fetch: list[tuple[DataQuery, str]] = []
+    for query in service.queries:
+        state, found = classify(call.prefetch, query.key)
+        if state is PrefetchState.USABLE:
+            resources[query.kind] = found
+            next_url = _next_link(call.prefetch[query.key])
+            if next_url and client:
+                to_fetch.append((query, next_url))  # the EHR paginated: follow its next link
+            continue
+        if state is PrefetchState.EMPTY:
+            resources[query.kind] = []
+            continue
+        url = render_template(query.template, call)
+        if client is None or url is None:
+            _unavailable(query, service, state, unknown)
+            continue
+        to_fetch.append((query, url))
+    fetched = 0
+    if to_fetch:
+        own_pool = pool is None
+        pool = pool or ThreadPoolExecutor(max_workers=settings.fhir_max_parallel)
+        try:
+            futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
+            for query, future in futures:
+                try:
+                    result = future.result()
+                    fetched += 1
+                except FhirError as exc:
+                    log.warning("FHIR fetch failed for prefetch key %s: %s", query.key, exc)
+                    resources.pop(query.kind, None)
+                    _unavailable(query, service, PrefetchState.FAILED, unknown)
+                    continue
+                resources.setdefault(query.kind, []).extend(result)
+            fetched += _resolve_medication_references(resources, client, pool)
+        finally:
+            if own_pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+    return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched)
+
+
+def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unknown: set[str]) -> None:
+    if query.kind in service.required_data:
+        how = ("fetching it from fhirServer failed" if state is PrefetchState.FAILED
+               else f"it was {state.value} and there is no usable fhirServer to fetch it from")
+        raise DataUnavailable(f"prefetch key {query.key!r} is required: {how}")
+    unknown.add(query.kind)
+
+
+def _next_link(value: Any) -> str | None:
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        for link in value.get("link") or ():
+            if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+                return link["url"]
+    return None
+
+
+def _resolve_medication_references(resources: dict[str, list[dict]], client: FhirClient | None,
+                                   pool: ThreadPoolExecutor) -> int:
+    """Read referenced Medications that neither _include nor contained supplied; they are added as resources."""
+    if client is None:
+        return 0
+    have = {f"Medication/{r.get('id')}" for rs in resources.values() for r in rs
+            if r.get("resourceType") == "Medication"}
+    wanted: set[str] = set()
+    for kind in ("medication-requests", "medication-statements"):
+        for r in resources.get(kind, ()):
+            ref = (r.get("medicationReference") or {}).get("reference")
+            if isinstance(ref, str) and ref.startswith("Medication/") and ref not in have:
+                wanted.add(ref)
+    if not wanted:
+        return 0
+    refs = sorted(wanted)[:_MAX_REFERENCE_READS]
+    futures = [pool.submit(client.read, ref) for ref in refs]
+    read = 0
+    for future in futures:
+        try:
+            medication = future.result()
+        except FhirError as exc:
+            log.warning("could not read a referenced Medication: %s", exc)
+            continue
+        read += 1
+        resources.setdefault("medication-requests", []).append(medication)
+    return read

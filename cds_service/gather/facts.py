@@ -1,0 +1,232 @@
+"""Resources (plain dicts) -> PatientFacts: medications as concepts, labs normalised to canonical units,
+active conditions, age and sex, and which kinds of data are unknown. Reads only the fields rules need."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from ..terminology import Terminology
+
+log = logging.getLogger(__name__)
+
+_ACTIVE_MED = {"active", "on-hold"}
+_ACTIVE_CONDITION = {"active", "recurrence", "relapse"}
+_VOID_VERIFICATION = {"refuted", "entered-in-error"}
+_VOID_OBSERVATION = {"cancelled", "entered-in-error", "registered"}
+_LOW_FLAGS = {"L", "LL", "LU"}
+_HIGH_FLAGS = {"H", "HH", "HU"}
+
+
+@dataclass(frozen=True)
+class MedicationUse:
+    """One active medication order or statement, rolled up to ingredients and concepts."""
+
+    concepts: frozenset[str]
+    ingredients: tuple[str, ...]
+    display: str
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """One result: value in the analyte's canonical unit for comparing, and as reported for showing."""
+
+    concept: str
+    value: float
+    low: float | None  # the result's own reference range, canonical unit
+    high: float | None
+    interpretation: str | None  # L, H, N ... as sent
+    when: date
+    shown_value: str
+    shown_unit: str
+    shown_range: str
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    """One active, not refuted condition."""
+
+    concepts: frozenset[str]
+    display: str
+
+
+@dataclass(frozen=True)
+class PatientFacts:
+    """What the rules may know about the patient; `unknown` names data kinds that could not be had."""
+
+    today: date
+    age: int | None
+    sex: str | None
+    medications: tuple[MedicationUse, ...]
+    labs: Mapping[str, tuple[LabResult, ...]]  # concept -> results, newest first
+    conditions: tuple[ConditionFact, ...]
+    unknown: frozenset[str]
+
+
+def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterable[str],
+                  terminology: Terminology, today: date) -> PatientFacts:
+    """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed."""
+    patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
+    medications_by_id = {r.get("id"): r for rs in resources.values() for r in rs
+                         if r.get("resourceType") == "Medication"}
+    meds = tuple(m for kind in ("medication-requests", "medication-statements")
+                 for m in _medications(resources.get(kind, ()), medications_by_id, terminology))
+    return PatientFacts(
+        today=today,
+        age=_age(patient.get("birthDate"), today) if patient else None,
+        sex=patient.get("gender") if patient else None,
+        medications=meds,
+        labs=_labs(resources.get("observations", ()), terminology),
+        conditions=tuple(_conditions(resources.get("conditions", ()), terminology)),
+        unknown=frozenset(unknown))
+
+
+def _age(birth: Any, today: date) -> int | None:
+    born = _date(birth)
+    if born is None:
+        return None
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def _date(value: Any) -> date | None:
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    text = value[:10]
+    text += "-01-01"[len(text) - 4:] if len(text) < 10 else ""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _codings(concept: Any) -> list[Mapping]:
+    if not isinstance(concept, dict):
+        return []
+    return [c for c in concept.get("coding") or () if isinstance(c, dict)]
+
+
+def _medications(items, medications_by_id, terminology: Terminology):
+    for r in items:
+        kind = r.get("resourceType")
+        if kind not in ("MedicationRequest", "MedicationStatement"):
+            continue
+        if r.get("status") not in _ACTIVE_MED:
+            continue
+        concept = r.get("medicationCodeableConcept")
+        if concept is None:
+            ref = (r.get("medicationReference") or {}).get("reference") or ""
+            if ref.startswith("#"):
+                concept = next((c.get("code") for c in r.get("contained") or ()
+                                if c.get("resourceType") == "Medication" and c.get("id") == ref[1:]), None)
+            elif ref.startswith("Medication/"):
+                concept = (medications_by_id.get(ref.split("/", 1)[1]) or {}).get("code")
+        if not isinstance(concept, dict):
+            log.info("a %s has no usable medication code; not matched", kind)
+            continue
+        codings = _codings(concept)
+        concepts, ingredients = terminology.medication(codings, concept.get("text"))
+        display = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
+        yield MedicationUse(concepts, ingredients, display or "medication")
+
+
+def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]]:
+    found: dict[str, list[LabResult]] = defaultdict(list)
+    for r in items:
+        if r.get("resourceType") != "Observation" or r.get("status") in _VOID_OBSERVATION:
+            continue
+        when = _date(r.get("effectiveDateTime") or r.get("effectiveInstant")
+                     or (r.get("effectivePeriod") or {}).get("start") or r.get("issued"))
+        if when is None:
+            continue
+        parts = [r] + [c for c in r.get("component") or () if isinstance(c, dict)]
+        for part in parts:
+            result = _lab_result(part, when, terminology)
+            if result:
+                found[result.concept].append(result)
+    return MappingProxyType({k: tuple(sorted(v, key=lambda x: x.when, reverse=True)) for k, v in found.items()})
+
+
+def _lab_result(part: Mapping, when: date, terminology: Terminology) -> LabResult | None:
+    quantity = part.get("valueQuantity")
+    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)):
+        return None
+    concept_id = terminology.lab(_codings(part.get("code")))
+    if concept_id is None:
+        return None
+    spec = terminology.concept(concept_id).lab
+    unit = quantity.get("code") if terminology.system_name(quantity.get("system")) == "ucum" else None
+    unit = unit or quantity.get("unit")
+    if not unit:
+        log.info("a %s result has no unit; not compared", concept_id)
+        return None
+
+    def canonical(v: Any) -> float | None:
+        if not isinstance(v, (int, float)):
+            return None
+        return terminology.units.convert(float(v), unit, spec.canonical_unit, spec.molar_mass_g_per_mol,
+                                         spec.valence)
+
+    value = canonical(quantity["value"])
+    if value is None:
+        log.info("a %s result has a unit that cannot be converted; not compared", concept_id)
+        return None
+    ref = next((rr for rr in part.get("referenceRange") or () if isinstance(rr, dict)), None) or {}
+    low = canonical((ref.get("low") or {}).get("value"))
+    high = canonical((ref.get("high") or {}).get("value"))
+    interpretation = next((c.get("code") for i in part.get("interpretation") or () for c in _codings(i)), None)
+    return LabResult(concept=concept_id, value=value, low=low, high=high, interpretation=interpretation,
+                     when=when, shown_value=_number(quantity["value"]), shown_unit=str(quantity.get("unit") or unit),
+                     shown_range=_range_text(ref, str(quantity.get("unit") or unit)))
+
+
+def _number(v: float) -> str:
+    return str(v)  # as the lab reported it: 3.0 stays 3.0
+
+
+def _range_text(ref: Mapping, unit: str) -> str:
+    low, high = (ref.get("low") or {}).get("value"), (ref.get("high") or {}).get("value")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f"{_number(low)}–{_number(high)} {unit}"
+    if isinstance(low, (int, float)):
+        return f"≥ {_number(low)} {unit}"
+    if isinstance(high, (int, float)):
+        return f"≤ {_number(high)} {unit}"
+    return ref.get("text") or ""
+
+
+def _conditions(items, terminology: Terminology):
+    for r in items:
+        if r.get("resourceType") != "Condition":
+            continue
+        clinical = next((c.get("code") for c in _codings(r.get("clinicalStatus"))), None)
+        verification = next((c.get("code") for c in _codings(r.get("verificationStatus"))), None)
+        if verification in _VOID_VERIFICATION:
+            continue
+        if clinical is not None and clinical not in _ACTIVE_CONDITION:
+            continue
+        if clinical is None and r.get("abatementDateTime"):
+            continue
+        codings = _codings(r.get("code"))
+        concepts = terminology.conditions(codings)
+        if concepts:
+            display = (r.get("code") or {}).get("text") or next(
+                (c.get("display") for c in codings if c.get("display")), "")
+            yield ConditionFact(concepts, display)
+
+
+def flag_of(result: LabResult, fallback_low: float | None, fallback_high: float | None) -> str | None:
+    """'low', 'high' or None (within range), judged by reference range, then interpretation, then fallback."""
+    if result.low is not None or result.high is not None:
+        low, high = result.low, result.high
+    elif result.interpretation:
+        return "low" if result.interpretation in _LOW_FLAGS else "high" if result.interpretation in _HIGH_FLAGS else None
+    else:
+        low, high = fallback_low, fallback_high
+    if low is not None and result.value < low:
+        return "low"
+    if high is not None and result.value > high:
+        return "high"
+    return None

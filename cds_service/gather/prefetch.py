@@ -1,0 +1,67 @@
+"""Prefetch: fill {{...}} tokens in query templates, and classify what the EHR sent under each key."""
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any, Mapping
+
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+_USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
+                "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+
+
+class PrefetchState(enum.Enum):
+    """What the EHR sent under one prefetch key (the value reads well in a 412 message)."""
+
+    USABLE = "usable"
+    EMPTY = "null"
+    OPERATION_OUTCOME = "an OperationOutcome"
+    ABSENT = "absent"
+    FAILED = "not fetchable"
+
+
+def classify(prefetch: Mapping[str, Any], key: str) -> tuple[PrefetchState, list[dict[str, Any]]]:
+    """(state, resources) for one key: a resource, a searchset Bundle, null, an OperationOutcome, or absent."""
+    if key not in prefetch:
+        return PrefetchState.ABSENT, []
+    value = prefetch[key]
+    if value is None:
+        return PrefetchState.EMPTY, []
+    kind = value.get("resourceType")
+    if kind == "OperationOutcome":
+        return PrefetchState.OPERATION_OUTCOME, []
+    if kind == "Bundle":
+        return PrefetchState.USABLE, bundle_resources(value)
+    return PrefetchState.USABLE, [value]
+
+
+def bundle_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a Bundle's entries, without OperationOutcome entries (search.mode outcome)."""
+    out: list[dict[str, Any]] = []
+    for entry in bundle.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") not in (None, "OperationOutcome"):
+            out.append(resource)
+    return out
+
+
+def render_template(template: str, call) -> str | None:
+    """The template with its tokens filled from the call's context, or None if a token has no value."""
+    missing = False
+
+    def fill(match: re.Match) -> str:
+        nonlocal missing
+        name = match.group(1)
+        value: Any = None
+        if name.startswith("context."):
+            value = call.context.get(name[len("context."):])
+        elif name in _USER_TOKENS:
+            kind, _, ident = str(call.user_id).partition("/")
+            value = ident if kind == _USER_TOKENS[name] else None
+        if not isinstance(value, (str, int)) or value == "":
+            missing = True
+            return ""
+        return str(value)
+
+    rendered = _TOKEN.sub(fill, template)
+    return None if missing else rendered

@@ -1,0 +1,16 @@
+"""gunicorn settings shared by `spasm-cds serve` and the Dockerfile; values come from SPASM_CDS_* settings."""
+from cds_service.settings import Settings
+
+_settings = Settings.from_env()
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+worker_class = "gthread"
+threads = 4
+# the app (and its knowledge) is loaded once in the master, so broken knowledge stops start-up
+preload_app = True
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+accesslog = None
+errorlog = "-"

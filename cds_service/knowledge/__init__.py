@@ -1,0 +1,1 @@
+"""Clinical knowledge: read cards/ and mappings/ once at start-up, validate, and hold it frozen."""

@@ -1,0 +1,204 @@
+"""Cross-file checks of the knowledge (ids, references, cases, placeholders, policy), gathered, never first-only.
+
+Used by the loader at start-up, by `spasm-cds lint`, and by the knowledge tests."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from .model import Case, Concept, Rule, Service, Source
+
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\.([a-z_]+)\}")
+# the fields each criterion kind lends to card text, and the alias they go under by default
+KIND_FIELDS = {
+    "medication": ("medication", {"name", "label"}),
+    "condition": ("condition", {"name", "label"}),
+    "lab": ("lab", {"name", "value", "unit", "date", "range", "flag"}),
+    "missing-lab": ("missing", {"labels", "detail"}),
+    "age": ("patient", {"age"}),
+    "sex": ("patient", {"sex"}),
+}
+_DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab"}
+VALID_DATA_KINDS = {"patient", "medication-requests", "medication-statements", "conditions", "observations"}
+
+
+def allowed_placeholders(rule: Rule) -> set[str]:
+    """Every {alias.field} the rule's card may use: from its include criteria only (exclusions bind nothing)."""
+    allowed: set[str] = set()
+    for c in rule.include:
+        alias, fields = KIND_FIELDS[c.kind]
+        allowed.update(f"{c.alias or alias}.{f}" for f in fields)
+    return allowed
+
+
+def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Rule], cases: list[Case],
+          sources: dict[str, Source], services: dict[str, Service], units) -> list[str]:
+    """All cross-file problems, each naming the file and the field."""
+    problems: list[str] = []
+    problems += _check_concepts(raw["concepts"], sources, units)
+    problems += _check_rules(raw["rules"], concepts, sources, raw["policy"])
+    problems += _check_cases(raw["cases"], rules, cases)
+    problems += _check_services(raw["services"], rules, concepts)
+    return problems
+
+
+def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source]) -> list[str]:
+    """Bibliography entries no rule or concept cites (a warning, not an error)."""
+    cited = {s for r in rules.values() for s in r.sources} | {s for c in concepts.values() for s in c.sources}
+    return sorted(set(sources) - cited)
+
+
+def _check_concepts(entries, sources, units) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    loinc_owner: dict[str, str] = {}
+    for rel, stem, domain, doc in entries:
+        cid = doc["id"]
+        if cid != stem:
+            problems.append(f"{rel}: id: {cid!r} must equal the file name {stem!r}")
+        if cid in seen:
+            problems.append(f"{rel}: id: {cid!r} is already used by {seen[cid]}")
+        seen[cid] = rel
+        if ("ingredients" in doc) != (domain == "medication"):
+            problems.append(f"{rel}: ingredients: " + ("medications need ingredients" if domain == "medication"
+                                                       else "only medications have ingredients"))
+        if ("lab" in doc) != (domain == "lab"):
+            problems.append(f"{rel}: lab: " + ("labs need a lab block" if domain == "lab"
+                                               else "only labs have a lab block"))
+        if domain == "lab" and "lab" in doc and not units.check(doc["lab"]["canonical_unit"]):
+            problems.append(f"{rel}: lab.canonical_unit: {doc['lab']['canonical_unit']!r} is not UCUM")
+        if domain == "lab" and not doc.get("codes", {}).get("loinc"):
+            problems.append(f"{rel}: codes.loinc: a lab needs at least one LOINC code")
+        for code in doc.get("codes", {}).get("loinc", ()):
+            if code in loinc_owner and loinc_owner[code] != cid:
+                problems.append(f"{rel}: codes.loinc: {code} is also in {loinc_owner[code]}")
+            loinc_owner[code] = cid
+        for i, sid in enumerate(doc["sources"]):
+            if sid not in sources:
+                problems.append(f"{rel}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+    return problems
+
+
+def _check_rules(entries, concepts, sources, policy) -> list[str]:
+    problems: list[str] = []
+    ids = Counter(doc["id"] for _rel, _stem, _group, doc in entries)
+    forbidden = [(re.compile(f["pattern"], re.IGNORECASE), f["why"]) for f in policy["forbidden"]]
+    for rel, stem, _group, doc in entries:
+        rid = doc["id"]
+        if rid != stem:
+            problems.append(f"{rel}: id: {rid!r} must equal the file name {stem!r}")
+        if ids[rid] > 1:
+            problems.append(f"{rel}: id: {rid!r} is used by more than one rule")
+        for i, sid in enumerate(doc["sources"]):
+            if sid not in sources:
+                problems.append(f"{rel}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+        aliases: Counter[str] = Counter()
+        for part in ("include", "exclude"):
+            for i, crit in enumerate(doc.get(part) or ()):
+                problems += _check_criterion(crit, concepts, f"{rel}: {part}[{i}]", doc)
+                if part == "include":
+                    kind = next(k for k in KIND_FIELDS if k in crit)
+                    if kind not in ("age", "sex"):
+                        aliases[crit.get("as") or KIND_FIELDS[kind][0]] += 1
+        for alias, n in aliases.items():
+            if n > 1:
+                problems.append(f"{rel}: include: {n} criteria share the placeholder name {alias!r}; "
+                                f"give the others an `as:` name")
+        allowed = set()
+        for crit in doc.get("include") or ():
+            kind = next(k for k in KIND_FIELDS if k in crit)
+            alias, fields = KIND_FIELDS[kind]
+            allowed.update(f"{crit.get('as') or alias}.{f}" for f in fields)
+        for field in ("summary", "detail"):
+            text = doc["card"][field]
+            for m in PLACEHOLDER.finditer(text):
+                if f"{m.group(1)}.{m.group(2)}" not in allowed:
+                    problems.append(f"{rel}: card.{field}: unknown placeholder {m.group(0)}; "
+                                    f"this rule offers {', '.join(sorted(allowed)) or 'none'}")
+            stray = re.sub(PLACEHOLDER, "", text)
+            if "{" in stray or "}" in stray:
+                problems.append(f"{rel}: card.{field}: stray brace; placeholders look like {{lab.value}}")
+            for pattern, why in forbidden:
+                if pattern.search(text):
+                    problems.append(f"{rel}: card.{field}: says {pattern.pattern!r}, which policy forbids: {why}")
+        if doc["card"].get("suggest_missing_labs"):
+            missing = [c for c in doc.get("include") or () if "missing-lab" in c]
+            if not missing:
+                problems.append(f"{rel}: card.suggest_missing_labs: needs a missing-lab criterion in include")
+            for crit in missing:
+                for lab in crit["missing-lab"]:
+                    if lab in concepts and concepts[lab].lab and not concepts[lab].lab.order_loinc:
+                        problems.append(f"{rel}: card.suggest_missing_labs: lab {lab!r} has no lab.order to suggest")
+    return problems
+
+
+def _check_criterion(crit: dict, concepts, where: str, doc: dict) -> list[str]:
+    problems: list[str] = []
+    kind = next(k for k in KIND_FIELDS if k in crit)
+    domain = _DOMAIN_OF_KIND.get(kind)
+    if domain:
+        value = crit[kind]
+        for cid in [value] if isinstance(value, str) else value:
+            concept = concepts.get(cid)
+            if concept is None:
+                problems.append(f"{where}.{kind}: {cid!r} is not a concept in mappings/")
+            elif concept.domain != domain:
+                problems.append(f"{where}.{kind}: {cid!r} is a {concept.domain}, not a {domain}")
+    if kind == "lab" and not any(k in crit for k in ("flag", "below", "above")):
+        problems.append(f"{where}: a lab criterion needs flag, below or above")
+    return problems
+
+
+def _check_cases(entries, rules: dict[str, Rule], cases: list[Case]) -> list[str]:
+    problems: list[str] = []
+    files = {doc["rule"]: rel for rel, _stem, doc in entries}
+    for rel, stem, doc in entries:
+        if doc["rule"] != stem:
+            problems.append(f"{rel}: rule: {doc['rule']!r} must equal the file name {stem!r}")
+        if doc["rule"] not in rules:
+            problems.append(f"{rel}: rule: {doc['rule']!r} is not a rule in cards/")
+        names = Counter(c["name"] for c in doc["cases"])
+        for name, n in names.items():
+            if n > 1:
+                problems.append(f"{rel}: cases: the name {name!r} is used {n} times")
+    by_rule: dict[str, Counter[str]] = {}
+    for case in cases:
+        by_rule.setdefault(case.rule, Counter())[case.expect] += 1
+    for rid, rule in rules.items():
+        counts = by_rule.get(rid, Counter())
+        where = files.get(rid, f"cards/{rule.group}/{rid}.cases.yaml")
+        for expect in ("card", "no-card"):
+            if counts[expect] < 1:
+                problems.append(f"{where}: cases: rule {rid!r} needs at least one case with expect: {expect}")
+        for case in cases:
+            if case.rule == rid and case.hook not in rule.hooks:
+                problems.append(f"{where}: cases: {case.name}: hook {case.hook!r} is not one of the rule's hooks")
+    return problems
+
+
+def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
+    problems: list[str] = []
+    groups = {r.group for r in rules.values()}
+    seen: Counter[str] = Counter(s["id"] for s in doc["services"])
+    covered: set[str] = set()
+    for i, s in enumerate(doc["services"]):
+        where = f"cards/services.yaml: services[{i}]"
+        if seen[s["id"]] > 1:
+            problems.append(f"{where}.id: {s['id']!r} is used twice")
+        for g in s["rule_groups"]:
+            if g not in groups:
+                problems.append(f"{where}.rule_groups: {g!r} is not a folder of rules under cards/")
+        covered.update(r.id for r in rules.values() if r.group in s["rule_groups"] and s["hook"] in r.hooks)
+        for cid in (s.get("gate") or {}).get("condition", ()):
+            if cid not in concepts or concepts[cid].domain != "condition":
+                problems.append(f"{where}.gate.condition: {cid!r} is not a condition concept in mappings/")
+        for kind in s.get("required_data", ()):
+            if kind not in VALID_DATA_KINDS:
+                problems.append(f"{where}.required_data: {kind!r} is not one of {sorted(VALID_DATA_KINDS)}")
+            elif kind not in doc["data"]:
+                problems.append(f"{where}.required_data: {kind!r} has no query under data:")
+    for rid, rule in rules.items():
+        if rid not in covered:
+            problems.append(f"cards/{rule.group}/{rid}.yaml: no service in cards/services.yaml runs this rule")
+    return problems

@@ -1,0 +1,250 @@
+"""Read mappings/ and cards/, validate every file against its schema, and build a frozen Knowledge.
+
+All problems are gathered and raised together as KnowledgeError (file and field named in each)."""
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from ..errors import KnowledgeError
+from . import lint
+from .model import (Case, CardTemplate, Concept, Criterion, DataQuery, Knowledge, LabSpec, Rule, Service,
+                    Source)
+from .rxnorm_table import read_table
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+CONCEPT_DOMAINS = {"medications": "medication", "labs": "lab", "conditions": "condition"}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# which data kinds each criterion kind reads; the gate reads conditions
+_KIND_DATA = {"medication": ("medication-requests", "medication-statements"), "condition": ("conditions",),
+              "lab": ("observations",), "missing-lab": ("observations",), "age": ("patient",),
+              "sex": ("patient",)}
+_CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex")
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    """The validator for schemas/<name>.schema.json."""
+    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def schema_problems(doc: Any, schema: str, where: str) -> list[str]:
+    """Every schema violation of doc, as 'file: path: message' lines sorted by path."""
+    errors = sorted(validator(schema).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{where}: {_path(e.absolute_path) or '(top)'}: {_explain(e)}" for e in errors]
+
+
+def _path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _explain(error) -> str:
+    if error.validator == "required":
+        return f"add the required field {error.message.split(' ')[0]}"
+    if error.validator == "additionalProperties":
+        return f"unknown field ({error.message.split('(')[-1].rstrip(')')})"
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        return ("not a valid criterion: use exactly one of medication, condition, lab (with within_days), "
+                "missing-lab (with within_days), age, sex, and only their own fields")
+    return error.message
+
+
+_UNREADABLE = object()
+
+
+def _read_yaml(path: Path, root: Path, problems: list[str]) -> Any:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        problems.append(" ".join(f"{path.relative_to(root)}: cannot be read as YAML: {exc}".split()))
+        return _UNREADABLE
+
+
+def load_knowledge(root: Path, units=None) -> Knowledge:
+    """Load and check the knowledge under root (which holds cards/ and mappings/). Raises KnowledgeError."""
+    from ..terminology import Terminology, UnitConverter
+
+    root = Path(root)
+    problems: list[str] = []
+    raw = _read_all(root, problems)
+    if problems:
+        raise KnowledgeError(problems)
+    units = units or UnitConverter(raw["units"].get("aliases", {}))
+    concepts = _build_concepts(raw["concepts"])
+    rules = _build_rules(raw["rules"], concepts, units, problems)
+    cases = _build_cases(raw["cases"], rules)
+    sources = {sid: Source(sid, s["label"], s["citation"], s["url"])
+               for sid, s in raw["sources"]["sources"].items()}
+    services = _build_services(raw["services"], rules, concepts, raw["systems"])
+    problems += lint.check(raw, concepts, rules, cases, sources, services, units)
+    try:
+        products = read_table(root / "mappings" / "rxnorm" / "product-ingredient.tsv")
+    except (OSError, ValueError) as exc:
+        problems.append(f"mappings/rxnorm/product-ingredient.tsv: {exc}")
+        products = {}
+    if problems:
+        raise KnowledgeError(problems)
+    systems = {k: tuple(v) for k, v in raw["systems"].items()}
+    policy = raw["policy"]
+    knowledge = Knowledge(
+        concepts=MappingProxyType(concepts), rules=MappingProxyType(rules), cases=tuple(cases),
+        sources=MappingProxyType(sources), services=MappingProxyType(services),
+        systems=MappingProxyType(systems),
+        override_reasons=tuple((r["code"], r["display"]) for r in raw["services"]["override_reasons"]),
+        forbidden=tuple((f["pattern"], f["why"]) for f in policy["forbidden"]),
+        max_summary_chars=policy.get("max_summary_chars", 140),
+        product_ingredients=MappingProxyType(products),
+        missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]))
+    object.__setattr__(knowledge, "terminology", Terminology(concepts, systems, products, units))
+    return knowledge
+
+
+def _read_all(root: Path, problems: list[str]) -> dict[str, Any]:
+    raw: dict[str, Any] = {"concepts": [], "rules": [], "cases": []}
+    singles = {"systems": ("mappings/systems.yaml", "systems"), "units": ("mappings/units.yaml", "units"),
+               "sources": ("cards/sources.yaml", "sources"), "policy": ("cards/policy.yaml", "policy"),
+               "services": ("cards/services.yaml", "services")}
+    for name, (rel, schema) in singles.items():
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        doc = _read_yaml(path, root, problems)
+        if doc is not _UNREADABLE:
+            problems += schema_problems(doc, schema, rel)
+        raw[name] = doc
+    for folder, domain in CONCEPT_DOMAINS.items():
+        for path in sorted((root / "mappings" / folder).rglob("*.yaml")):
+            rel = str(path.relative_to(root))
+            doc = _read_yaml(path, root, problems)
+            if doc is _UNREADABLE:
+                continue
+            problems += schema_problems(doc, "concept", rel)
+            raw["concepts"].append((rel, path.stem, domain, doc))
+    cards = root / "cards"
+    for path in sorted(cards.glob("*/*.yaml")):
+        rel = str(path.relative_to(root))
+        doc = _read_yaml(path, root, problems)
+        if doc is _UNREADABLE:
+            continue
+        if path.name.endswith(".cases.yaml"):
+            problems += schema_problems(doc, "cases", rel)
+            raw["cases"].append((rel, path.name[: -len(".cases.yaml")], doc))
+        else:
+            problems += schema_problems(doc, "rule", rel)
+            raw["rules"].append((rel, path.stem, path.parent.name, doc))
+    return raw
+
+
+def _build_concepts(entries) -> dict[str, Concept]:
+    concepts: dict[str, Concept] = {}
+    for _rel, _stem, domain, doc in entries:
+        lab = None
+        if "lab" in doc:
+            spec, rng, order = doc["lab"], doc["lab"]["fallback_range"], doc["lab"].get("order") or {}
+            lab = LabSpec(spec["canonical_unit"], spec.get("molar_mass_g_per_mol"), spec.get("valence"),
+                          rng.get("low"), rng.get("high"), order.get("loinc"), order.get("display"))
+        concepts.setdefault(doc["id"], Concept(
+            id=doc["id"], domain=domain, label=doc["label"],
+            codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
+            ingredients=tuple(doc.get("ingredients", ())), lab=lab, sources=tuple(doc["sources"])))
+    return concepts
+
+
+def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, problems: list[str]) -> Criterion:
+    kind = next(k for k in _CRITERION_KEYS if k in raw)
+    value = raw[kind]
+    ids = tuple([value] if isinstance(value, str) else value) if kind in (
+        "medication", "condition", "lab", "missing-lab") else ()
+    bounds: dict[str, float | None] = {"below": None, "above": None}
+    for side in bounds:
+        if side in raw:
+            lab = concepts.get(ids[0]) if ids else None
+            if lab is None or lab.lab is None:
+                continue  # lint reports the unknown lab
+            q = raw[side]
+            converted = units.convert(q["value"], q["unit"], lab.lab.canonical_unit,
+                                      lab.lab.molar_mass_g_per_mol, lab.lab.valence)
+            if converted is None:
+                problems.append(f"{where}: {side}.unit: {q['unit']!r} cannot be converted to "
+                                f"{lab.lab.canonical_unit!r} for {lab.id}")
+            bounds[side] = converted
+    age = raw.get("age") or {}
+    return Criterion(kind=kind, concepts=ids, alias=raw.get("as", ""), within_days=raw.get("within_days"),
+                     flag=raw.get("flag"), below=bounds["below"], above=bounds["above"],
+                     age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"))
+
+
+def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
+    rules: dict[str, Rule] = {}
+    for rel, _stem, group, doc in entries:
+        crit = {part: tuple(_criterion(c, concepts, units, f"{rel}: {part}[{i}]", problems)
+                            for i, c in enumerate(doc.get(part) or ())) for part in ("include", "exclude")}
+        card = doc["card"]
+        rules.setdefault(doc["id"], Rule(
+            id=doc["id"], group=group, title=doc["title"], hooks=tuple(doc["hooks"]),
+            severity=doc["grading"]["severity"], evidence=doc["grading"]["evidence"],
+            sources=tuple(doc["sources"]), rationale=doc["rationale"].strip(),
+            include=crit["include"], exclude=crit["exclude"],
+            card=CardTemplate(card["summary"].strip(), card["detail"].strip(),
+                              bool(card.get("suggest_missing_labs")),
+                              tuple((link["label"], link["url"]) for link in card.get("links", ())))))
+    return rules
+
+
+def _build_cases(entries, rules) -> list[Case]:
+    cases: list[Case] = []
+    for _rel, _stem, doc in entries:
+        defaults = doc.get("defaults") or {}
+        rule = rules.get(doc["rule"])
+        for c in doc["cases"]:
+            chart = {k: v for k, v in defaults.items()}
+            for key, value in c.items():
+                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note"):
+                    continue
+                chart[key] = value  # a case's own value replaces the default
+            hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
+            cases.append(Case(rule=doc["rule"], name=c["name"], expect=c["expect"], hook=hook,
+                              chart=MappingProxyType(chart),
+                              summary_contains=tuple(c.get("summary_contains", ())),
+                              suggestions=tuple(c["suggestions"]) if "suggestions" in c else None))
+    return cases
+
+
+def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
+    loinc_uri = systems["loinc"][0]
+    queries = {kind: DataQuery(kind, q["key"], q["template"]) for kind, q in doc["data"].items()}
+    services: dict[str, Service] = {}
+    for s in doc["services"]:
+        chosen = tuple(r for r in rules.values() if r.group in s["rule_groups"] and s["hook"] in r.hooks)
+        kinds: set[str] = {"conditions"} if s.get("gate") else set()
+        labs: set[str] = set()
+        for rule in chosen:
+            for c in rule.include + rule.exclude:
+                kinds.update(_KIND_DATA[c.kind])
+                if c.kind in ("lab", "missing-lab"):
+                    labs.update(c.concepts)
+        codes = sorted({code for lab in labs if lab in concepts for code in concepts[lab].codes.get("loinc", ())})
+        needed = tuple(queries[k] for k in queries if k in kinds)
+        rendered = tuple(DataQuery(q.kind, q.key, q.template.replace(
+            "{codes}", ",".join(f"{loinc_uri}|{c}" for c in codes))) for q in needed)
+        prefetch = s.get("prefetch") or {q.key: q.template for q in rendered}
+        if s.get("prefetch"):
+            rendered = tuple(DataQuery(q.kind, q.key, s["prefetch"].get(q.key, q.template)) for q in rendered)
+        services[s["id"]] = Service(
+            id=s["id"], hook=s["hook"], title=s["title"], description=s["description"].strip(),
+            usage_requirements=(s.get("usageRequirements") or "").strip() or None, rules=chosen,
+            gate_conditions=tuple((s.get("gate") or {}).get("condition", ())), queries=rendered,
+            required_data=frozenset(s.get("required_data", ())), prefetch=MappingProxyType(dict(prefetch)))
+    return services

@@ -1,0 +1,152 @@
+"""The frozen shapes knowledge takes after loading: concepts, rules, criteria, cards, sources, services."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """How one analyte's results are normalised, judged and ordered."""
+
+    canonical_unit: str
+    molar_mass_g_per_mol: float | None
+    valence: int | None
+    fallback_low: float | None
+    fallback_high: float | None
+    order_loinc: str | None
+    order_display: str | None
+
+
+@dataclass(frozen=True)
+class Concept:
+    """Codes from several systems that mean one clinical thing."""
+
+    id: str
+    domain: str  # medication | lab | condition
+    label: str
+    codes: Mapping[str, tuple[str, ...]]
+    ingredients: tuple[str, ...] = ()
+    lab: LabSpec | None = None
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One line of a rule's include or exclude list; `kind` is one of criteria.KINDS."""
+
+    kind: str
+    concepts: tuple[str, ...] = ()
+    alias: str = ""
+    within_days: int | None = None
+    flag: str | None = None
+    below: float | None = None  # in the lab's canonical unit
+    above: float | None = None
+    age_at_least: int | None = None
+    age_below: int | None = None
+    sex: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A bibliography entry."""
+
+    id: str
+    label: str
+    citation: str
+    url: str
+
+
+@dataclass(frozen=True)
+class CardTemplate:
+    """Card text with {alias.field} placeholders, plus what the card offers."""
+
+    summary: str
+    detail: str
+    suggest_missing_labs: bool = False
+    links: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When every include criterion holds and no exclude criterion does, the card is shown."""
+
+    id: str
+    group: str
+    title: str
+    hooks: tuple[str, ...]
+    severity: str
+    evidence: str
+    sources: tuple[str, ...]
+    rationale: str
+    include: tuple[Criterion, ...]
+    exclude: tuple[Criterion, ...]
+    card: CardTemplate
+
+
+@dataclass(frozen=True)
+class Case:
+    """A compact patient and whether the rule must (card) or must not (no-card) give its card."""
+
+    rule: str
+    name: str
+    expect: str
+    hook: str
+    chart: Mapping[str, Any]
+    summary_contains: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DataQuery:
+    """How one kind of chart data is asked for: the prefetch key and its FHIR query template."""
+
+    kind: str
+    key: str
+    template: str
+
+
+@dataclass(frozen=True)
+class Service:
+    """One discovery entry and the rules it runs."""
+
+    id: str
+    hook: str
+    title: str
+    description: str
+    usage_requirements: str | None
+    rules: tuple[Rule, ...]
+    gate_conditions: tuple[str, ...]
+    queries: tuple[DataQuery, ...]  # what this service's rules need, in prefetch-key order
+    required_data: frozenset[str]
+    prefetch: Mapping[str, str]  # key -> template, as advertised
+
+    def discovery_entry(self) -> dict[str, Any]:
+        """The JSON object this service shows in GET /cds-services."""
+        entry: dict[str, Any] = {"hook": self.hook, "id": self.id, "title": self.title,
+                                 "description": self.description, "prefetch": dict(self.prefetch)}
+        if self.usage_requirements:
+            entry["usageRequirements"] = self.usage_requirements
+        return entry
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Everything loaded from cards/ and mappings/; built once, shared read-only by every request."""
+
+    concepts: Mapping[str, Concept]
+    rules: Mapping[str, Rule]
+    cases: tuple[Case, ...]
+    sources: Mapping[str, Source]
+    services: Mapping[str, Service]
+    systems: Mapping[str, tuple[str, ...]]
+    override_reasons: tuple[tuple[str, str], ...]
+    forbidden: tuple[tuple[str, str], ...]
+    max_summary_chars: int
+    product_ingredients: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    missing_data_card: Mapping[str, Any] | None = None
+
+    def service(self, service_id: str) -> Service | None:
+        """The service with this id, or None."""
+        return self.services.get(service_id)

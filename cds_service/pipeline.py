@@ -1,0 +1,36 @@
+"""One hook call from body to response: parse -> gather -> facts -> gate -> evaluate -> render.
+
+Shared by the HTTP view, the case runner and the command line, so all three give the same cards."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from typing import Any
+
+from .evaluate.engine import evaluate, passes_gate
+from .gather import gather_resources
+from .gather.facts import extract_facts
+from .hook_request import parse_hook_request
+from .knowledge.model import Knowledge, Service
+from .render.cards import render_cards
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def respond(body: Any, service: Service, knowledge: Knowledge, settings: Settings, today: date,
+            pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
+    """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412)."""
+    call = parse_hook_request(body, service)
+    gathered = gather_resources(call, service, settings, pool)
+    facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today)
+    if not passes_gate(service.gate_conditions, facts):
+        log.info("service %s: relevance gate closed; no cards", service.id)
+        return {"cards": []}
+    evaluation = evaluate(service.rules, facts, knowledge.terminology)
+    cards = render_cards(evaluation, knowledge, call.hook_instance, call.patient_id, tuple(sorted(gathered.unknown)))
+    log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",
+             service.id, len(cards), ",".join(f.rule.id for f in evaluation.findings), len(evaluation.silenced),
+             gathered.fetched)
+    return {"cards": cards}

@@ -1,0 +1,76 @@
+"""Service settings: a frozen dataclass read from SPASM_CDS_* environment variables, with embedded defaults."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "SPASM_CDS_"
+_CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_knowledge_dir() -> Path:
+    """The cards/ and mappings/ beside the package in a checkout, else the working directory."""
+    if (_CHECKOUT_ROOT / "cards").is_dir():
+        return _CHECKOUT_ROOT
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a deployment can tune; each field maps to SPASM_CDS_<FIELD NAME IN UPPER CASE>."""
+
+    knowledge_dir: Path = field(default_factory=_default_knowledge_dir, metadata={
+        "help": "Folder holding cards/ and mappings/ (default: the bundled knowledge)."})
+    data_dir: Path = field(default_factory=lambda: Path("var"), metadata={
+        "help": "Folder for local state, such as the default SQLite database."})
+    database_url: str = field(default="", metadata={
+        "help": "SQLAlchemy URL; empty means SQLite at <data_dir>/spasm-cds.sqlite3."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Address `spasm-cds serve` binds."})
+    port: int = field(default=8080, metadata={"help": "Port `spasm-cds serve` binds."})
+    workers: int = field(default=2, metadata={"help": "gunicorn worker processes."})
+    fhir_connect_timeout_s: float = field(default=2.0, metadata={
+        "help": "Connect timeout for each call to the EHR's FHIR server."})
+    fhir_read_timeout_s: float = field(default=4.0, metadata={
+        "help": "Read timeout for each call to the EHR's FHIR server."})
+    fhir_max_pages: int = field(default=5, metadata={
+        "help": "Most pages followed through Bundle `next` links for one prefetch key."})
+    fhir_max_parallel: int = field(default=8, metadata={
+        "help": "Most FHIR queries in flight at once for one hook call."})
+    max_body_bytes: int = field(default=1_048_576, metadata={
+        "help": "Largest request body accepted; larger bodies get 413."})
+    log_level: str = field(default="INFO", metadata={"help": "Python log level."})
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the SQLite file under data_dir."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'spasm-cds.sqlite3').resolve()}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Build settings from SPASM_CDS_* variables; explicit overrides win. Raises ValueError on a bad value."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> object:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{f.name.upper()}: {raw!r} is not a valid {kind}") from exc

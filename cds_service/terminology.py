@@ -1,0 +1,167 @@
+"""Codes to concepts and units to canonical units, from the tables in mappings/ (built once at start-up)."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+
+from .knowledge.model import Concept
+
+log = logging.getLogger(__name__)
+_WORD = re.compile(r"[a-z][a-z0-9-]*")
+
+
+class UnitConverter:
+    """UCUM conversion through ucumvert/pint, with per-analyte molar mass and valence for mass<->mole<->eq."""
+
+    def __init__(self, aliases: Mapping[str, str]):
+        from ucumvert import PintUcumRegistry  # slow import (~0.7 s): done once per process
+
+        self._ureg = PintUcumRegistry()
+        self._aliases = dict(aliases)
+        self._lock = threading.Lock()
+        self.factor = lru_cache(maxsize=4096)(self._factor)
+
+    def check(self, unit: str) -> bool:
+        """True when the unit string parses as UCUM (after aliases)."""
+        try:
+            self._parse(unit)
+            return True
+        except Exception:  # ucumvert raises several parser error types
+            return False
+
+    def convert(self, value: float, unit: str, to_unit: str, molar_mass: float | None = None,
+                valence: int | None = None) -> float | None:
+        """value in `unit` expressed in `to_unit`, or None when the two cannot be related."""
+        f = self.factor(unit, to_unit, molar_mass, valence)
+        return None if f is None else value * f
+
+    def _parse(self, unit: str):
+        with self._lock:  # pint registries are not documented as thread-safe
+            return self._ureg.from_ucum(self._aliases.get(unit, unit))
+
+    def _factor(self, unit: str, to_unit: str, molar_mass: float | None, valence: int | None) -> float | None:
+        try:
+            src, dst = self._parse(unit), self._parse(to_unit)
+        except Exception:
+            return None
+        with self._lock:
+            scale = 1.0
+            # UCUM defines eq as mol; for a multivalent ion one mole carries `valence` equivalents.
+            if "equivalent" in str(src.units):
+                scale /= valence or 1
+            if "equivalent" in str(dst.units):
+                scale *= valence or 1
+            if src.dimensionality == dst.dimensionality:
+                return scale * float(src.to(dst.units).magnitude)
+            if molar_mass is None:
+                return None
+            mass_per_vol = self._ureg.Quantity(1, "g/L").dimensionality
+            mol_per_vol = self._ureg.Quantity(1, "mol/L").dimensionality
+            if src.dimensionality == mass_per_vol and dst.dimensionality == mol_per_vol:
+                mol = src.to("g/L").magnitude / molar_mass
+                return scale * float(self._ureg.Quantity(mol, "mol/L").to(dst.units).magnitude)
+            if src.dimensionality == mol_per_vol and dst.dimensionality == mass_per_vol:
+                grams = src.to("mol/L").magnitude * molar_mass
+                return scale * float(self._ureg.Quantity(grams, "g/L").to(dst.units).magnitude)
+            return None
+
+
+class Terminology:
+    """Look-ups from FHIR codings to concept ids, built from the concepts and the RxNorm roll-up table."""
+
+    def __init__(self, concepts: Mapping[str, Concept], systems: Mapping[str, tuple[str, ...]],
+                 product_ingredients: Mapping[str, tuple[str, ...]], units: UnitConverter):
+        self.units = units
+        self._system_names = {uri: name for name, uris in systems.items() for uri in uris}
+        self._concepts = concepts
+        by_ingredient: dict[str, set[str]] = defaultdict(set)
+        self._rx_direct: dict[str, set[str]] = defaultdict(set)
+        self._loinc: dict[str, str] = {}
+        self._snomed: dict[str, set[str]] = defaultdict(set)
+        self._icd_prefixes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for c in concepts.values():
+            for name in c.ingredients:
+                by_ingredient[name].add(c.id)
+            for code in c.codes.get("rxnorm", ()):
+                self._rx_direct[code].add(c.id)
+            for code in c.codes.get("loinc", ()):
+                self._loinc[code] = c.id
+            for code in c.codes.get("snomed", ()):
+                self._snomed[code].add(c.id)
+            for code in c.codes.get("icd10cm", ()):
+                norm = _norm_icd(code)
+                self._icd_prefixes[norm[:3]].append((norm, c.id))
+        self._by_ingredient = {k: frozenset(v) for k, v in by_ingredient.items()}
+        self._products = product_ingredients
+        # longest names first so that a combination name is preferred over its parts
+        self._ingredient_names = sorted(by_ingredient, key=len, reverse=True)
+
+    def system_name(self, uri: str | None) -> str | None:
+        """Short name (rxnorm, loinc, icd10cm, snomed, ucum) of a code system URI."""
+        return self._system_names.get(uri or "")
+
+    def medication(self, codings: Iterable[Mapping], text: str | None) -> tuple[frozenset[str], tuple[str, ...]]:
+        """(concept ids, ingredient names) for a medication's codings; falls back to names in display/text."""
+        ingredients: set[str] = set()
+        concepts: set[str] = set()
+        coded = False
+        for coding in codings:
+            if self.system_name(coding.get("system")) != "rxnorm":
+                continue
+            code = str(coding.get("code") or "")
+            if code in self._products:
+                coded = True
+                ingredients.update(self._products[code])
+            if code in self._rx_direct:
+                coded = True
+                concepts.update(self._rx_direct[code])
+        if not coded:
+            names = [text or ""] + [str(c.get("display") or "") for c in codings]
+            ingredients.update(self._names_in(" ".join(names).lower()))
+            if ingredients:
+                log.info("medication matched by name fallback, not by code (%d ingredient(s))", len(ingredients))
+        for name in ingredients:
+            concepts.update(self._by_ingredient.get(name, ()))
+        return frozenset(concepts), tuple(sorted(ingredients))
+
+    def _names_in(self, text: str) -> set[str]:
+        found: set[str] = set()
+        words = set(_WORD.findall(text))
+        for name in self._ingredient_names:
+            if (" " in name and name in text) or name in words:
+                found.add(name)
+        return found
+
+    def lab(self, codings: Iterable[Mapping]) -> str | None:
+        """The lab concept id of an Observation's codings (LOINC), or None."""
+        for coding in codings:
+            if self.system_name(coding.get("system")) == "loinc":
+                concept = self._loinc.get(str(coding.get("code") or ""))
+                if concept:
+                    return concept
+        return None
+
+    def conditions(self, codings: Iterable[Mapping]) -> frozenset[str]:
+        """Condition concept ids for a Condition's codings: ICD-10-CM by prefix, SNOMED CT exact."""
+        found: set[str] = set()
+        for coding in codings:
+            system = self.system_name(coding.get("system"))
+            code = str(coding.get("code") or "")
+            if system == "icd10cm":
+                norm = _norm_icd(code)
+                found.update(cid for prefix, cid in self._icd_prefixes.get(norm[:3], ()) if norm.startswith(prefix))
+            elif system == "snomed":
+                found.update(self._snomed.get(code, ()))
+        return frozenset(found)
+
+    def concept(self, concept_id: str) -> Concept:
+        """The concept with this id (KeyError if absent: the loader guarantees references exist)."""
+        return self._concepts[concept_id]
+
+
+def _norm_icd(code: str) -> str:
+    return code.replace(".", "").strip().upper()
