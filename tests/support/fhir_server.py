@@ -3,6 +3,24 @@
 ensure_sekmet() installs it once into a cache; FhirServer starts one throwaway instance and loads bundles.
 """
 
+# What sekmet-fhir 0.1.1 answered when tried here (a bare patient id works in every patient= search):
+# - Patient/<id>: the resource; an unknown id gives 404 with an OperationOutcome.
+# - MedicationRequest?patient=<id>&status=active,on-hold: active and on-hold only (comma is OR); stopped is left out.
+# - MedicationRequest?patient=<id>&_include=MedicationRequest:medication: the requests (search.mode "match") plus the
+#   Medication named by medicationReference (search.mode "include"); total counts matches only. Combines with status=.
+# - MedicationStatement?patient=<id> and Condition?patient=<id>: that patient's resources only.
+# - Observation?patient=<id>&code=<sys>|<a>,<sys>|<b>&_sort=-date&_count=2: the newest two across both codes, with
+#   total and absolute self/first/next/last links. Paging is by _offset; GET on next returns the following page (with a
+#   previous link) and the last page has no next. `|` and `,` work raw or percent-encoded; a code without system works.
+# - Default page size 20; _count=1000 returned all 25 of 25; _count=0 returns total with no entries.
+# - An unknown search parameter is ignored, and the Bundle gains an entry with search.mode "outcome" holding an
+#   OperationOutcome warning, so readers must skip that entry.
+# - POST <Type>/_search with a form body gives the same result as GET.
+# - A transaction answers 200 with a transaction-response whose entry[i].response.location is absolute and versioned,
+#   e.g. http://127.0.0.1:P/fhir/Patient/<uuid>/_history/1; urn:uuid references are rewritten to Type/<id>.
+#   With validation inbound "warn" malformed resources are stored; an unknown resourceType rolls back the whole
+#   transaction (404 OperationOutcome).
+
 from __future__ import annotations
 
 import fcntl
@@ -107,16 +125,19 @@ def http_request(
 def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> str | None:
     """Poll url until it answers 200; return None then, or why it never did."""
     deadline = time.monotonic() + timeout_s
+    last_answer = "no connection"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return f"exited with code {process.returncode} before {url} answered"
         try:
-            if http_request("GET", url, timeout_s=2.0)[0] == 200:
+            status = http_request("GET", url, timeout_s=2.0)[0]
+            if status == 200:
                 return None
-        except OSError:
-            pass  # not listening yet
+            last_answer = f"HTTP {status}"
+        except OSError as error:
+            last_answer = str(error)
         time.sleep(POLL_INTERVAL_S)
-    return f"{url} did not answer 200 within {timeout_s:.0f} s"
+    return f"{url} did not answer 200 within {timeout_s:.0f} s (last: {last_answer})"
 
 
 def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -166,6 +187,8 @@ class FhirServer:
                 self._process = subprocess.Popen(
                     [str(sekmet), "serve", "-c", str(settings), "--host", "127.0.0.1", "--port", str(self.port)],
                     cwd=self._workdir,
+                    # sekmet lets SEKMET_* variables override settings.yaml; keep the run hermetic.
+                    env={k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -212,7 +235,8 @@ class FhirServer:
 
     def get_json(self, path_and_query: str) -> dict:
         """GET `{base_url}/{path_and_query}` and return the JSON body; raise on a non-200 answer."""
-        status, body = http_request("GET", f"{self.base_url}/{path_and_query}", headers={"Accept": "application/fhir+json"})
+        url = f"{self.base_url}/{path_and_query}"
+        status, body = http_request("GET", url, headers={"Accept": "application/fhir+json"})
         if status != 200:
             raise RuntimeError(f"GET {path_and_query} answered HTTP {status}: {body.decode(errors='replace')[:3000]}")
         return json.loads(body)
