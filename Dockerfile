@@ -1,0 +1,24 @@
+# spasm-cds: the CDS Hooks service under gunicorn, with the bundled knowledge (cards/, mappings/).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    SPASM_CDS_HOST=0.0.0.0 \
+    SPASM_CDS_PORT=8080 \
+    SPASM_CDS_DATA_DIR=/var/lib/spasm-cds \
+    SPASM_CDS_KNOWLEDGE_DIR=/app
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY cds_service ./cds_service
+RUN pip install --no-cache-dir . \
+    && useradd --system --home-dir /var/lib/spasm-cds --create-home spasm
+COPY cards ./cards
+COPY mappings ./mappings
+# fail the build, not the first request, if the knowledge is broken
+RUN spasm-cds lint
+
+USER spasm
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz').status != 200)"
+CMD ["spasm-cds", "serve"]
