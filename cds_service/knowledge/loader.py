@@ -239,9 +239,9 @@ def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
         needed = tuple(queries[k] for k in queries if k in kinds)
         rendered = tuple(DataQuery(q.kind, q.key, q.template.replace(
             "{codes}", ",".join(f"{loinc_uri}|{c}" for c in codes))) for q in needed)
-        prefetch = s.get("prefetch") or {q.key: q.template for q in rendered}
-        if s.get("prefetch"):
-            rendered = tuple(DataQuery(q.kind, q.key, s["prefetch"].get(q.key, q.template)) for q in rendered)
+        overrides = s.get("prefetch") or {}
+        rendered = tuple(DataQuery(q.kind, q.key, overrides.get(q.key, q.template)) for q in rendered)
+        prefetch = {q.key: q.template for q in rendered}
         services[s["id"]] = Service(
             id=s["id"], hook=s["hook"], title=s["title"], description=s["description"].strip(),
             usage_requirements=(s.get("usageRequirements") or "").strip() or None, rules=chosen,
