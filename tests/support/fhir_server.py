@@ -26,23 +26,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.loopback import POLL_INTERVAL_S, LoopbackProcess, free_port, http_request
+
+__all__ = ["FhirServer", "ensure_sekmet", "free_port"]
 
 SEKMET_REQUIREMENT = "sekmet-fhir==0.1.1"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 INSTALL_TIMEOUT_S = 600.0
-POLL_INTERVAL_S = 0.1
 
 SETTINGS_TEMPLATE = """\
 base_url: {base_url}
@@ -102,73 +97,11 @@ def _run_or_raise(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_request(
-    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout_s: float = 30.0
-) -> tuple[int, bytes]:
-    """Send one HTTP request and return (status, body), for any status including errors."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
-
-
-def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> str | None:
-    """Poll url until it answers 200; return None then, or why it never did."""
-    deadline = time.monotonic() + timeout_s
-    last_answer = "no connection"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"exited with code {process.returncode} before {url} answered"
-        try:
-            status = http_request("GET", url, timeout_s=2.0)[0]
-            if status == 200:
-                return None
-            last_answer = f"HTTP {status}"
-        except OSError as error:
-            last_answer = str(error)
-        time.sleep(POLL_INTERVAL_S)
-    return f"{url} did not answer 200 within {timeout_s:.0f} s (last: {last_answer})"
-
-
-def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process's group, then SIGKILL it if it has not exited within timeout_s."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout_s)
-    except ProcessLookupError:
-        process.wait(timeout=timeout_s)
-
-
-def log_tail(path: Path, chars: int = 4000) -> str:
-    """Return the last chars of a log file, or a note if there is none."""
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except FileNotFoundError:
-        return "(no log)"
-
-
-class FhirServer:
+class FhirServer(LoopbackProcess):
     """One sekmet-fhir instance with an empty database, for the duration of a `with` block."""
 
     def __init__(self, sekmet: Path | None = None) -> None:
         self._sekmet = sekmet
-        self._process: subprocess.Popen[bytes] | None = None
-        self._workdir: Path | None = None
         self.port = 0
         self.base_url = ""
 
@@ -181,36 +114,11 @@ class FhirServer:
         settings.write_text(
             SETTINGS_TEMPLATE.format(base_url=self.base_url, port=self.port, data_dir=self._workdir / "data")
         )
-        self.log_path = self._workdir / "sekmet.log"
-        try:
-            with open(self.log_path, "wb") as log:
-                self._process = subprocess.Popen(
-                    [str(sekmet), "serve", "-c", str(settings), "--host", "127.0.0.1", "--port", str(self.port)],
-                    cwd=self._workdir,
-                    # sekmet lets SEKMET_* variables override settings.yaml; keep the run hermetic.
-                    env={k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            problem = wait_until_ok(f"{self.base_url}/metadata", self._process, START_TIMEOUT_S)
-            if problem:
-                raise RuntimeError(f"sekmet-fhir {problem}; log tail:\n{log_tail(self.log_path)}")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        # sekmet lets SEKMET_* variables override settings.yaml; keep the run hermetic.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
+        command = [str(sekmet), "serve", "-c", str(settings), "--host", "127.0.0.1", "--port", str(self.port)]
+        self._start("sekmet", command, self._workdir, env, f"{self.base_url}/metadata")
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._process is not None:
-            stop_process_group(self._process)
-            self._process = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
 
     def load_transaction(self, bundle: dict) -> dict[str, str]:
         """POST a transaction Bundle; return each entry's fullUrl mapped to its new `Type/id`.
