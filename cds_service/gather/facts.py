@@ -19,6 +19,7 @@ _VOID_VERIFICATION = {"refuted", "entered-in-error"}
 _VOID_OBSERVATION = {"cancelled", "entered-in-error", "registered"}
 _LOW_FLAGS = {"L", "LL", "LU"}
 _HIGH_FLAGS = {"H", "HH", "HU"}
+_ABNORMAL_FLAGS = {"A", "AA"}
 
 
 @dataclass(frozen=True)
@@ -218,15 +219,27 @@ def _conditions(items, terminology: Terminology):
 
 
 def flag_of(result: LabResult, fallback_low: float | None, fallback_high: float | None) -> str | None:
-    """'low', 'high' or None (within range), judged by reference range, then interpretation, then fallback."""
+    """'low', 'high', 'abnormal' or None (normal): judged by the result's reference range, then its
+    interpretation code, then the fallback range. An undirected 'abnormal' code takes its direction from the
+    fallback range when it can."""
     if result.low is not None or result.high is not None:
-        low, high = result.low, result.high
-    elif result.interpretation:
-        return "low" if result.interpretation in _LOW_FLAGS else "high" if result.interpretation in _HIGH_FLAGS else None
-    else:
-        low, high = fallback_low, fallback_high
-    if low is not None and result.value < low:
+        return _side(result.value, result.low, result.high)
+    code = result.interpretation
+    if code in _LOW_FLAGS:
         return "low"
-    if high is not None and result.value > high:
+    if code in _HIGH_FLAGS:
+        return "high"
+    if code == "N":
+        return None
+    side = _side(result.value, fallback_low, fallback_high)
+    if code in _ABNORMAL_FLAGS:
+        return side or "abnormal"
+    return side
+
+
+def _side(value: float, low: float | None, high: float | None) -> str | None:
+    if low is not None and value < low:
+        return "low"
+    if high is not None and value > high:
         return "high"
     return None

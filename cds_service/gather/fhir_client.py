@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -53,8 +53,9 @@ class FhirClient:
             if len(out) >= _MAX_RESOURCES:
                 log.warning("stopped paging at %d resources", len(out))
                 break
-            url = next((link.get("url") for link in body.get("link") or ()
-                        if isinstance(link, dict) and link.get("relation") == "next"), None)
+            url = next((urljoin(url, link["url"]) for link in body.get("link") or ()
+                        if isinstance(link, dict) and link.get("relation") == "next"
+                        and isinstance(link.get("url"), str)), None)
             if url and _origin(url) != self._origin:
                 log.warning("ignored a next link to another origin")
                 url = None

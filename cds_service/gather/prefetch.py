@@ -58,7 +58,7 @@ def render_template(template: str, call) -> str | None:
         elif name in _USER_TOKENS:
             kind, _, ident = str(call.user_id).partition("/")
             value = ident if kind == _USER_TOKENS[name] else None
-        if not isinstance(value, (str, int)) or value == "":
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
             missing = True
             return ""
         return str(value)

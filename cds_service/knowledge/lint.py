@@ -167,7 +167,11 @@ def _check_cases(entries, rules: dict[str, Rule], cases: list[Case]) -> list[str
         by_rule.setdefault(case.rule, Counter())[case.expect] += 1
     for rid, rule in rules.items():
         counts = by_rule.get(rid, Counter())
-        where = files.get(rid, f"cards/{rule.group}/{rid}.cases.yaml")
+        where = files.get(rid)
+        if where is None:
+            problems.append(f"cards/{rule.group}/{rid}.yaml: cases: add cards/{rule.group}/{rid}.cases.yaml "
+                            f"with at least one card and one no-card case")
+            continue
         for expect in ("card", "no-card"):
             if counts[expect] < 1:
                 problems.append(f"{where}: cases: rule {rid!r} needs at least one case with expect: {expect}")

@@ -177,7 +177,7 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
             converted = units.convert(q["value"], q["unit"], lab.lab.canonical_unit,
                                       lab.lab.molar_mass_g_per_mol, lab.lab.valence)
             if converted is None:
-                problems.append(f"{where}: {side}.unit: {q['unit']!r} cannot be converted to "
+                problems.append(f"{where}.{side}.unit: {q['unit']!r} cannot be converted to "
                                 f"{lab.lab.canonical_unit!r} for {lab.id}")
             bounds[side] = converted
     age = raw.get("age") or {}

@@ -1,0 +1,200 @@
+"""Broken knowledge trees: each is refused with every problem named by file and field (loader and `spasm-cds lint`).
+
+Each case copies the small valid tree in broken/base/ and breaks one thing, so the fixture shows only the fault."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cds_service.errors import KnowledgeError
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.terminology import UnitConverter
+from tests.conftest import REPO
+
+BASE = Path(__file__).resolve().parent / "broken" / "base"
+RULE = "cards/contributors/examplinol-low-examplium.yaml"
+CASES = "cards/contributors/examplinol-low-examplium.cases.yaml"
+DRUG = "mappings/medications/examplinols.yaml"
+LAB = "mappings/labs/examplium.yaml"
+OFFERED = "lab.date, lab.flag, lab.name, lab.range, lab.unit, lab.value, medication.label, medication.name"
+
+
+@pytest.fixture(scope="module")
+def units() -> UnitConverter:
+    # one UCUM registry for the module: building one per load would dominate the run time
+    return UnitConverter(yaml.safe_load((BASE / "mappings" / "units.yaml").read_text())["aliases"])
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "knowledge"
+    shutil.copytree(BASE, root)
+    return root
+
+
+def edit(root: Path, rel: str, change) -> None:
+    path = root / rel
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def problems_of(root: Path, units: UnitConverter) -> list[str]:
+    with pytest.raises(KnowledgeError) as refused:
+        load_knowledge(root, units)
+    return refused.value.problems
+
+
+def rule_id_differs_from_file_name(root):
+    edit(root, RULE, lambda d: d.update(id="examplinol-renamed"))
+
+
+def concept_id_differs_from_file_name(root):
+    edit(root, DRUG, lambda d: d.update(id="examplinol-drugs"))
+
+
+def rule_names_an_unknown_concept(root):
+    edit(root, RULE, lambda d: d["include"][0].update(medication="no-such-drugs"))
+
+
+def rule_names_a_concept_of_another_domain(root):
+    edit(root, RULE, lambda d: d["include"][0].update(medication="example-ache"))
+
+
+def rule_has_no_no_card_case(root):
+    edit(root, CASES, lambda d: [c.update(expect="card") for c in d["cases"]])
+
+
+def rule_has_no_cases_file(root):
+    (root / CASES).unlink()
+
+
+def rule_cites_an_unknown_source(root):
+    edit(root, RULE, lambda d: d.update(sources=["no-such-source"]))
+
+
+def card_text_says_a_forbidden_phrase(root):
+    edit(root, RULE, lambda d: d["card"].update(detail="Try some snake oil for {lab.name}."))
+
+
+def summary_has_an_unknown_placeholder(root):
+    edit(root, RULE, lambda d: d["card"].update(summary="Examplium is {lab.colour} today"))
+
+
+def lab_threshold_unit_cannot_be_converted(root):
+    threshold = {"lab": "examplium", "below": {"value": 3, "unit": "furlong"}, "within_days": 90}
+    edit(root, RULE, lambda d: d["include"].__setitem__(1, threshold))
+
+
+def unquoted_numeric_code(root):
+    with open(root / DRUG, "a", encoding="utf-8") as f:
+        f.write("codes: {rxnorm: [999999]}\n")  # unquoted: YAML reads an int
+
+
+def criterion_with_two_kinds(root):
+    edit(root, RULE, lambda d: d["include"].__setitem__(0, {"medication": "examplinols", "condition": "example-ache"}))
+
+
+def required_field_missing(root):
+    edit(root, LAB, lambda d: d.pop("label"))
+
+
+def broken_yaml(root):
+    (root / LAB).write_text("id: examplium\nlabel: [examplium\n", encoding="utf-8")
+
+
+def sources_file_missing(root):
+    (root / "cards" / "sources.yaml").unlink()
+
+
+BROKEN = [
+    (rule_id_differs_from_file_name,
+     f"{RULE}: id: 'examplinol-renamed' must equal the file name 'examplinol-low-examplium'"),
+    (concept_id_differs_from_file_name,
+     f"{DRUG}: id: 'examplinol-drugs' must equal the file name 'examplinols'"),
+    (rule_names_an_unknown_concept,
+     f"{RULE}: include[0].medication: 'no-such-drugs' is not a concept in mappings/"),
+    (rule_names_a_concept_of_another_domain,
+     f"{RULE}: include[0].medication: 'example-ache' is a condition, not a medication"),
+    (rule_has_no_no_card_case,
+     f"{CASES}: cases: rule 'examplinol-low-examplium' needs at least one case with expect: no-card"),
+    (rule_has_no_cases_file,
+     f"{RULE}: cases: add {CASES} with at least one card and one no-card case"),
+    (rule_cites_an_unknown_source,
+     f"{RULE}: sources[0]: 'no-such-source' is not in cards/sources.yaml"),
+    (card_text_says_a_forbidden_phrase,
+     f"{RULE}: card.detail: says 'snake oil', which policy forbids: test fixture policy"),
+    (summary_has_an_unknown_placeholder,
+     f"{RULE}: card.summary: unknown placeholder {{lab.colour}}; this rule offers {OFFERED}"),
+    (lab_threshold_unit_cannot_be_converted,
+     f"{RULE}: include[1].below.unit: 'furlong' cannot be converted to 'mmol/L' for examplium"),
+    (unquoted_numeric_code,
+     f"{DRUG}: codes.rxnorm[0]: 999999 is not of type 'string'"),
+    (criterion_with_two_kinds,
+     f"{RULE}: include[0]: not a valid criterion: use exactly one of medication, condition, lab (with within_days), "
+     "missing-lab (with within_days), age, sex, and only their own fields"),
+    (required_field_missing,
+     f"{LAB}: (top): add the required field 'label'"),
+    (sources_file_missing,
+     "cards/sources.yaml: missing"),
+]
+
+
+def test_base_tree_loads_cleanly(units):
+    knowledge = load_knowledge(BASE, units)
+    assert list(knowledge.rules) == ["examplinol-low-examplium"]
+    assert {c.expect for c in knowledge.cases} == {"card", "no-card"}
+
+
+@pytest.mark.parametrize(("breakage", "message"), BROKEN, ids=[b.__name__ for b, _ in BROKEN])
+def test_broken_tree_is_refused_naming_file_and_field(tree, units, breakage, message):
+    breakage(tree)
+    assert message in problems_of(tree, units)
+
+
+def test_unreadable_yaml_is_named_with_its_line(tree, units):
+    broken_yaml(tree)
+    (problem,) = problems_of(tree, units)
+    assert problem.startswith(f"{LAB}: cannot be read as YAML: ")
+    assert "line 3" in problem and "\n" not in problem
+
+
+MESSAGE = dict(BROKEN)
+
+
+@pytest.mark.parametrize("breakages", [
+    (concept_id_differs_from_file_name, rule_cites_an_unknown_source, card_text_says_a_forbidden_phrase,
+     rule_has_no_no_card_case),
+    (unquoted_numeric_code, criterion_with_two_kinds, required_field_missing),
+], ids=["cross-file-problems-in-three-files", "schema-problems-in-three-files"])
+def test_every_problem_is_reported_not_only_the_first(tree, units, breakages):
+    for breakage in breakages:
+        breakage(tree)
+    problems = problems_of(tree, units)
+    assert [MESSAGE[b] for b in breakages if MESSAGE[b] not in problems] == []
+
+
+def lint(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cds_service", "lint", "--knowledge-dir", str(root)],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_lint_command_exits_1_and_prints_every_problem(tree):
+    rule_names_an_unknown_concept(tree)
+    rule_cites_an_unknown_source(tree)
+    done = lint(tree)
+    assert done.returncode == 1
+    assert f"{RULE}: include[0].medication: 'no-such-drugs' is not a concept in mappings/" in done.stderr
+    assert f"{RULE}: sources[0]: 'no-such-source' is not in cards/sources.yaml" in done.stderr
+
+
+@pytest.mark.parametrize("root", [REPO, BASE], ids=["bundled-knowledge", "base-fixture"])
+def test_lint_command_passes_a_sound_tree(root):
+    done = lint(root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("ok: ")

@@ -1,0 +1,99 @@
+"""The shape of cds_service/: flask stays at the HTTP edge, clinical facts stay in data, every module says what it is."""
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from cds_service.knowledge.rxnorm_table import read_rows
+from tests.conftest import REPO
+
+PACKAGE = REPO / "cds_service"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+IDS = [p.relative_to(PACKAGE).as_posix() for p in MODULES]
+FLASK_ALLOWED = {"__init__.py", "errors.py"}
+WEB_PACKAGES = {"flask", "werkzeug"}
+INGREDIENTS = sorted({name for row in read_rows(REPO / "mappings" / "rxnorm" / "product-ingredient.tsv")
+                      for name in row.ingredients})
+BELOW_EDGE = [p for p in MODULES if p.relative_to(PACKAGE).parts[0] != "api"
+              and p.relative_to(PACKAGE).as_posix() not in FLASK_ALLOWED]
+DRUG_NAME = re.compile(r"\b(" + "|".join(re.escape(n) for n in INGREDIENTS) + r")\b", re.IGNORECASE)
+LOINC_LIKE = re.compile(r"\b\d{3,6}-\d\b")
+ICD10_LITERAL = re.compile(r"^[A-Z]\d{2}(\.[0-9A-Z]{1,4})?$")
+ICD10_IN_TEXT = re.compile(r"\b[A-Z]\d{2}\.[0-9A-Z]{1,4}\b")
+
+
+def imported_packages(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def strings_and_comments(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string literal (docstrings included), every f-string part and every comment."""
+    out: list[tuple[int, str]] = []
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
+        if tok.type == tokenize.STRING:
+            try:
+                value = ast.literal_eval(tok.string)
+            except (ValueError, SyntaxError):  # an f-string before Python 3.12: scan its source text
+                value = tok.string
+            out.append((tok.start[0], value if isinstance(value, str) else repr(value)))
+        elif tok.type == tokenize.COMMENT or tok.type == getattr(tokenize, "FSTRING_MIDDLE", None):
+            out.append((tok.start[0], tok.string))
+    return out
+
+
+def clinical_facts_in(path: Path) -> list[str]:
+    """Drug names and code-like strings in the module's string literals and comments."""
+    found = []
+    for line, text in strings_and_comments(path):
+        found += [f"line {line}: drug name {m.group(0)!r}" for m in DRUG_NAME.finditer(text)]
+        found += [f"line {line}: LOINC-like code {m.group(0)!r}" for m in LOINC_LIKE.finditer(text)]
+        if ICD10_LITERAL.match(text.strip()) or ICD10_IN_TEXT.search(text):
+            found.append(f"line {line}: ICD-10-like code in {text.strip()[:60]!r}")
+    return found
+
+
+@pytest.mark.parametrize("path", BELOW_EDGE, ids=[p.relative_to(PACKAGE).as_posix() for p in BELOW_EDGE])
+def test_nothing_below_the_http_edge_imports_flask(path: Path):
+    assert imported_packages(path) & WEB_PACKAGES == set()
+
+
+def test_the_http_edge_is_where_flask_is_imported():
+    assert "flask" in imported_packages(PACKAGE / "api" / "services.py")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_module_names_no_drug_and_no_code(path: Path):
+    assert clinical_facts_in(path) == [], "clinical facts belong in cards/ or mappings/"
+
+
+def test_scan_finds_drug_names_and_codes_in_comments_strings_and_f_strings(tmp_path):
+    module = tmp_path / "sample.py"
+    module.write_text(f'''"""Docstring naming {INGREDIENTS[0].upper()}."""
+# a comment with code 00000-0
+x = "U99"
+y = f"{{x}} and U99.9"
+z = "2026-11-23 is a date, v1.2 a version"
+''', encoding="utf-8")
+    assert [f.split(":")[0] for f in clinical_facts_in(module)] == ["line 1", "line 2", "line 3", "line 4"]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_module_opens_with_a_docstring(path: Path):
+    assert (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
+
+
+def test_no_grab_bag_modules():
+    grab_bags = [p.relative_to(REPO).as_posix() for p in MODULES
+                 if p.stem in ("utils", "helpers", "common") or p.parent.name in ("utils", "helpers", "common")]
+    assert grab_bags == []

@@ -1,0 +1,297 @@
+"""extract_facts on hand-built resources: which medications, results, conditions and demographics count, and how."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from cds_service.gather.facts import LabResult, extract_facts, flag_of
+from cds_service.knowledge.rxnorm_table import read_rows
+from tests.conftest import REPO
+
+TODAY = date(2026, 6, 15)
+FAKE_SYSTEM = "http://example.org/not-a-code-system"
+
+
+@pytest.fixture(scope="module")
+def k(knowledge):
+    """The codes and names these tests need, read from the knowledge (never written here)."""
+    loop = knowledge.concepts["loop-diuretics"].ingredients[0]
+    product = next(r.rxcui for r in read_rows(REPO / "mappings" / "rxnorm" / "product-ingredient.tsv")
+                   if r.ingredients == (loop,) and r.tty != "IN")
+    unknown_code = "99999999"
+    assert unknown_code not in knowledge.product_ingredients
+    systems = {name: uris[0] for name, uris in knowledge.systems.items()}
+    return {"knowledge": knowledge, "loop": loop, "product": product, "unknown_code": unknown_code,
+            "thiazide": knowledge.concepts["thiazide-diuretics"].ingredients[0], **systems,
+            "loinc_alt": knowledge.systems["loinc"][1]}
+
+
+def facts(k, unknown=(), **resources):
+    return extract_facts(resources, unknown, k["knowledge"].terminology, TODAY)
+
+
+def rx(k, code, text=None):
+    concept = {"coding": [{"system": k["rxnorm"], "code": code}]}
+    if text:
+        concept["text"] = text
+    return concept
+
+
+def med_request(status="active", kind="MedicationRequest", **fields):
+    return {"resourceType": kind, "id": "m", "status": status, "subject": {"reference": "Patient/p"}, **fields}
+
+
+# --- medications ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["active", "on-hold"])
+def test_current_medication_request_rolls_up_to_its_concept(k, status):
+    (use,) = facts(k, **{"medication-requests": [
+        med_request(status, medicationCodeableConcept=rx(k, k["product"]))]}).medications
+    assert "loop-diuretics" in use.concepts
+    assert use.ingredients == (k["loop"],)
+
+
+@pytest.mark.parametrize("status", ["stopped", "completed", "entered-in-error", "draft", "cancelled"])
+def test_medication_request_that_is_not_current_is_ignored(k, status):
+    requests = [med_request(status, medicationCodeableConcept=rx(k, k["product"]))]
+    assert facts(k, **{"medication-requests": requests}).medications == ()
+
+
+def test_active_medication_statement_counts(k):
+    statement = med_request("active", "MedicationStatement", medicationCodeableConcept=rx(k, k["product"]))
+    (use,) = facts(k, **{"medication-statements": [statement]}).medications
+    assert "loop-diuretics" in use.concepts
+
+
+@pytest.mark.parametrize("how", ["codeable-concept", "contained-medication", "referenced-medication"])
+def test_medication_code_is_found_wherever_the_request_puts_it(k, how):
+    medication = {"resourceType": "Medication", "id": "drug-1", "code": rx(k, k["product"])}
+    if how == "codeable-concept":
+        resources = [med_request(medicationCodeableConcept=rx(k, k["product"]))]
+    elif how == "contained-medication":
+        resources = [med_request(contained=[medication], medicationReference={"reference": "#drug-1"})]
+    else:
+        resources = [med_request(medicationReference={"reference": "Medication/drug-1"}), medication]
+    (use,) = facts(k, **{"medication-requests": resources}).medications
+    assert "loop-diuretics" in use.concepts
+
+
+def test_reference_to_a_medication_that_was_not_sent_matches_nothing(k):
+    request = med_request(medicationReference={"reference": "Medication/not-sent"})
+    assert facts(k, **{"medication-requests": [request]}).medications == ()
+
+
+def test_code_missing_from_the_table_falls_back_to_the_ingredient_name_in_text(k):
+    concept = rx(k, k["unknown_code"], text=f"{k['loop'].capitalize()} oral tablet")
+    (use,) = facts(k, **{"medication-requests": [med_request(medicationCodeableConcept=concept)]}).medications
+    assert "loop-diuretics" in use.concepts
+    assert use.ingredients == (k["loop"],)
+
+
+def test_known_code_wins_over_a_different_name_in_text(k):
+    concept = rx(k, k["product"], text=f"{k['thiazide']} tablet")
+    (use,) = facts(k, **{"medication-requests": [med_request(medicationCodeableConcept=concept)]}).medications
+    assert use.ingredients == (k["loop"],)
+    assert "thiazide-diuretics" not in use.concepts
+
+
+def test_unknown_drug_is_kept_but_matches_no_concept(k):
+    concept = rx(k, k["unknown_code"], text="Examplinol oral tablet")
+    (use,) = facts(k, **{"medication-requests": [med_request(medicationCodeableConcept=concept)]}).medications
+    assert use.concepts == frozenset() and use.ingredients == ()
+    assert use.display == "Examplinol oral tablet"
+
+
+# --- observations --------------------------------------------------------------------------------------------
+
+
+def lab_code(k, concept_id, system="loinc"):
+    code = k["knowledge"].concepts[concept_id].codes["loinc"][0]
+    return {"coding": [{"system": k[system], "code": code}]}
+
+
+def observation(k, concept_id, value, unit, when="2026-06-01", status="final", ucum=True, **fields):
+    quantity = {"value": value, "unit": unit}
+    if ucum:
+        quantity.update(system=k["ucum"], code=unit)
+    return {"resourceType": "Observation", "status": status, "code": lab_code(k, concept_id),
+            "effectiveDateTime": f"{when}T08:00:00Z", "valueQuantity": quantity, **fields}
+
+
+def magnesium_mg_dl(k, mmol_l: float) -> float:
+    return mmol_l * k["knowledge"].concepts["magnesium"].lab.molar_mass_g_per_mol / 10
+
+
+def test_results_are_listed_newest_first(k):
+    older = observation(k, "potassium", 3.1, "mmol/L", when="2026-01-10")
+    newer = observation(k, "potassium", 4.2, "mmol/L", when="2026-05-20")
+    labs = facts(k, observations=[older, newer]).labs
+    assert [r.when for r in labs["potassium"]] == [date(2026, 5, 20), date(2026, 1, 10)]
+
+
+def test_ucum_code_is_converted_and_the_reported_unit_is_shown(k):
+    obs = observation(k, "magnesium", 0.8, "mmol/L")
+    obs["valueQuantity"]["unit"] = "millimoles per litre"
+    (result,) = facts(k, observations=[obs]).labs["magnesium"]
+    assert result.value == pytest.approx(magnesium_mg_dl(k, 0.8))
+    assert (result.shown_value, result.shown_unit) == ("0.8", "millimoles per litre")
+
+
+@pytest.mark.parametrize(("unit", "mmol_l"), [("mmol/L", 0.8), ("mEq/L", 0.4)], ids=["ucum-spelling", "alias"])
+def test_unit_without_a_ucum_code_is_read_from_unit(k, unit, mmol_l):
+    obs = observation(k, "magnesium", 0.8, unit, ucum=False)
+    (result,) = facts(k, observations=[obs]).labs["magnesium"]
+    assert result.value == pytest.approx(magnesium_mg_dl(k, mmol_l))
+
+
+@pytest.mark.parametrize("change", ["unconvertible-unit", "no-unit", "no-number", "no-date"])
+def test_result_that_cannot_be_compared_is_skipped(k, change):
+    obs = observation(k, "potassium", 3.1, "furlong" if change == "unconvertible-unit" else "mmol/L")
+    if change == "no-unit":
+        obs["valueQuantity"] = {"value": 3.1}
+    elif change == "no-number":
+        obs["valueQuantity"] = {"value": "low", "unit": "mmol/L"}
+    elif change == "no-date":
+        del obs["effectiveDateTime"]
+    assert facts(k, observations=[obs]).labs == {}
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "cancelled", "registered"])
+def test_void_observation_is_skipped(k, status):
+    assert facts(k, observations=[observation(k, "potassium", 3.1, "mmol/L", status=status)]).labs == {}
+
+
+def test_reference_range_is_converted_to_the_canonical_unit(k):
+    rng = {"low": {"value": 0.7, "unit": "mmol/L"}, "high": {"value": 1.0, "unit": "mmol/L"}}
+    obs = observation(k, "magnesium", 0.6, "mmol/L", referenceRange=[rng])
+    (result,) = facts(k, observations=[obs]).labs["magnesium"]
+    assert result.low == pytest.approx(magnesium_mg_dl(k, 0.7))
+    assert result.high == pytest.approx(magnesium_mg_dl(k, 1.0))
+    assert result.shown_range == "0.7–1.0 mmol/L"
+
+
+def test_component_of_a_panel_is_read_as_its_own_result(k):
+    part = {"code": lab_code(k, "potassium"), "valueQuantity": {"value": 3.3, "unit": "mmol/L"}}
+    panel = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-06-01",
+             "code": {"coding": [{"system": FAKE_SYSTEM, "code": "panel"}]}, "component": [part]}
+    (result,) = facts(k, observations=[panel]).labs["potassium"]
+    assert result.value == 3.3
+
+
+def test_alternate_uri_of_a_code_system_is_recognised(k):
+    obs = observation(k, "potassium", 3.1, "mmol/L")
+    obs["code"] = lab_code(k, "potassium", system="loinc_alt")
+    assert facts(k, observations=[obs]).labs["potassium"][0].value == 3.1
+
+
+# --- conditions ----------------------------------------------------------------------------------------------
+
+
+def condition(k, system, code, clinical="active", verification="confirmed", **fields):
+    resource = {"resourceType": "Condition", "code": {"coding": [{"system": k[system], "code": code}]}, **fields}
+    if clinical:
+        resource["clinicalStatus"] = {"coding": [{"code": clinical}]}
+    if verification:
+        resource["verificationStatus"] = {"coding": [{"code": verification}]}
+    return resource
+
+
+def spasm_icd(k):
+    return k["knowledge"].concepts["muscle-spasm"].codes["icd10cm"][0]
+
+
+def condition_concepts(k, *resources):
+    return {c for fact in facts(k, conditions=list(resources)).conditions for c in fact.concepts}
+
+
+@pytest.mark.parametrize(("clinical", "verification", "counts"), [
+    ("active", "confirmed", True), ("recurrence", "confirmed", True), ("relapse", "unconfirmed", True),
+    ("active", "provisional", True), ("inactive", "confirmed", False), ("remission", "confirmed", False),
+    ("resolved", "confirmed", False), ("active", "refuted", False), ("active", "entered-in-error", False),
+    (None, None, True),
+], ids=lambda v: str(v))
+def test_condition_counts_only_when_active_and_not_refuted(k, clinical, verification, counts):
+    found = condition_concepts(k, condition(k, "icd10cm", spasm_icd(k), clinical, verification))
+    assert (found == {"muscle-spasm"}) is counts
+
+
+def test_condition_without_status_but_with_abatement_is_excluded(k):
+    cond = condition(k, "icd10cm", spasm_icd(k), None, None, abatementDateTime="2026-01-01")
+    assert condition_concepts(k, cond) == set()
+
+
+@pytest.mark.parametrize("spelling", ["as-listed", "without-dot", "lower-case", "more-specific-child"])
+def test_icd10cm_code_matches_by_prefix(k, spelling):
+    code = spasm_icd(k)
+    sent = {"as-listed": code, "without-dot": code.replace(".", ""), "lower-case": code.lower(),
+            "more-specific-child": code + "0"}[spelling]
+    assert condition_concepts(k, condition(k, "icd10cm", sent)) == {"muscle-spasm"}
+
+
+def test_icd10cm_parent_category_does_not_match_a_more_specific_concept(k):
+    assert condition_concepts(k, condition(k, "icd10cm", spasm_icd(k)[:3])) == set()
+
+
+def test_snomed_code_matches_exactly(k):
+    code = k["knowledge"].concepts["muscle-cramp"].codes["snomed"][0]
+    assert condition_concepts(k, condition(k, "snomed", code)) == {"muscle-cramp"}
+    assert condition_concepts(k, condition(k, "snomed", code + "0")) == set()
+
+
+# --- patient, unknown kinds ----------------------------------------------------------------------------------
+
+
+def born(years_ago: int, days: int = 0) -> str:
+    return (TODAY.replace(year=TODAY.year - years_ago) + timedelta(days=days)).isoformat()
+
+
+@pytest.mark.parametrize(("birth_date", "age"), [
+    (born(70), 70), (born(70, days=1), 69), (born(70, days=-1), 70),
+    (str(TODAY.year - 70), 70), (f"{TODAY.year - 70}-12", 69), ("not a date", None),
+], ids=["birthday-today", "birthday-tomorrow", "birthday-yesterday", "year-only", "year-and-later-month",
+        "unparseable"])
+def test_age_counts_whole_years_from_birth_date(k, birth_date, age):
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": birth_date, "gender": "female"}
+    result = facts(k, patient=[patient])
+    assert (result.age, result.sex) == (age, "female")
+
+
+def test_without_a_patient_age_and_sex_are_unknown(k):
+    result = facts(k)
+    assert (result.age, result.sex) == (None, None)
+
+
+def test_unknown_data_kinds_are_passed_through(k):
+    assert facts(k, ["observations", "conditions"]).unknown == frozenset({"observations", "conditions"})
+
+
+# --- flag_of -------------------------------------------------------------------------------------------------
+
+
+def result(value, low=None, high=None, interpretation=None):
+    return LabResult(concept="x", value=value, low=low, high=high, interpretation=interpretation, when=TODAY,
+                     shown_value=str(value), shown_unit="u", shown_range="")
+
+
+@pytest.mark.parametrize(("lab", "flag"), [
+    (result(4.0, 3.5, 5.0, "L"), None),
+    (result(3.0, 3.5, 5.0, "N"), "low"),
+    (result(5.5, 3.5, 5.0), "high"),
+    (result(2.0, high=5.0), None),
+    (result(1.0, interpretation="H"), "high"),
+    (result(9.0, interpretation="LL"), "low"),
+    (result(1.0, interpretation="N"), None),
+    (result(3.0), "low"),
+    (result(6.0), "high"),
+    (result(4.0), None),
+    (result(3.0, interpretation="A"), "low"),
+    (result(4.0, interpretation="A"), "abnormal"),
+    (result(4.0, interpretation="X"), None),
+], ids=["range-beats-interpretation", "range-says-low", "range-says-high", "one-sided-range-used-alone",
+        "interpretation-beats-fallback", "critical-low-interpretation", "normal-interpretation-beats-fallback",
+        "fallback-low", "fallback-high", "fallback-within", "abnormal-code-takes-direction-from-fallback",
+        "abnormal-code-within-fallback-is-still-abnormal", "unknown-code-falls-back-to-the-range"])
+def test_flag_is_judged_by_range_then_interpretation_then_fallback(lab, flag):
+    assert flag_of(lab, 3.5, 5.0) == flag
