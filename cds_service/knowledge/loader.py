@@ -97,7 +97,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         raise KnowledgeError(problems)
     systems = {k: tuple(v) for k, v in raw["systems"].items()}
     policy = raw["policy"]
-    knowledge = Knowledge(
+    return Knowledge(
         concepts=MappingProxyType(concepts), rules=MappingProxyType(rules), cases=tuple(cases),
         sources=MappingProxyType(sources), services=MappingProxyType(services),
         systems=MappingProxyType(systems),
@@ -105,9 +105,8 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         forbidden=tuple((f["pattern"], f["why"]) for f in policy["forbidden"]),
         max_summary_chars=policy.get("max_summary_chars", 140),
         product_ingredients=MappingProxyType(products),
-        missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]))
-    object.__setattr__(knowledge, "terminology", Terminology(concepts, systems, products, units))
-    return knowledge
+        missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
+        terminology=Terminology(concepts, systems, products, units))
 
 
 def _read_all(root: Path, problems: list[str]) -> dict[str, Any]:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from ..terminology import Terminology
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Knowledge:
     max_summary_chars: int
     product_ingredients: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     missing_data_card: Mapping[str, Any] | None = None
+    terminology: "Terminology | None" = None
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""
