@@ -123,7 +123,7 @@ def build_request(knowledge: Knowledge, case: Case, service: Service, today: dat
 def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseResult:
     """Whether the response is what the case expects of its rule's card."""
     cards = response.get("cards", [])
-    mine = [c for c in cards if (c.get("extension") or {}).get(EXTENSION_KEY, {}).get("rule") == case.rule]
+    mine = [c for c in cards if case.rule in (c.get("extension") or {}).get(EXTENSION_KEY, {}).get("rules", ())]
     card = mine[0] if mine else None
     problem = None
     if case.expect == "no-card" and mine:

@@ -3,7 +3,7 @@
 A Match holds True, False, or None (unknown: the data it needs could not be had)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Callable
 
@@ -29,12 +29,21 @@ NO = Match(False)
 
 def medication(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     wanted = set(c.concepts)
+    undated = False
     for med in facts.medications:
         hit = wanted & med.concepts
-        if hit:
-            label = terms.concept(sorted(hit)[0]).label
-            return Match(True, {"name": ", ".join(med.ingredients) or med.display, "label": label})
-    return UNKNOWN if facts.unknown & set(MEDICATION_DATA) else NO
+        if not hit:
+            continue
+        if c.since_days is not None:
+            if med.started is None:
+                undated = True
+                continue
+            if med.started > facts.today - timedelta(days=c.since_days):
+                continue
+        label = terms.concept(sorted(hit)[0]).label
+        name = ", ".join(med.ingredients) or med.display
+        return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label})"})
+    return UNKNOWN if undated or facts.unknown & set(MEDICATION_DATA) else NO
 
 
 def condition(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
@@ -43,7 +52,8 @@ def condition(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
         hit = wanted & cond.concepts
         if hit:
             label = terms.concept(sorted(hit)[0]).label
-            return Match(True, {"name": cond.display or label, "label": label})
+            name = cond.display or label
+            return Match(True, {"name": name, "label": label, "evidence": name})
     return UNKNOWN if "conditions" in facts.unknown else NO
 
 
@@ -55,21 +65,32 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     if latest is None:
         return NO
     spec = concept.lab
-    flag = flag_of(latest, spec.fallback_low, spec.fallback_high)
+    value = latest.corrected if c.corrected and latest.corrected is not None else latest.value
+    judged = replace(latest, value=value) if value != latest.value else latest
+    flag = flag_of(judged, spec.fallback_low, spec.fallback_high)
     holds = True
     if c.flag == "abnormal":
         holds = flag is not None
     elif c.flag:
         holds = flag == c.flag
     if c.below is not None:
-        holds = holds and latest.value < c.below
+        holds = holds and value < c.below
     if c.above is not None:
-        holds = holds and latest.value > c.above
+        holds = holds and value > c.above
+    uln = latest.high if latest.high is not None else spec.fallback_high
+    if c.times_uln is not None:
+        holds = holds and uln is not None and value > c.times_uln * uln
     if not holds:
         return NO
     rng = latest.shown_range or _fallback_range(spec)
-    return Match(True, {"name": concept.label, "value": latest.shown_value, "unit": latest.shown_unit,
-                        "date": latest.when.isoformat(), "range": rng or "not given", "flag": flag or "in range"})
+    corrected = (f"{latest.corrected:.1f} {spec.canonical_unit} corrected for {latest.corrected_by}"
+                 if latest.corrected is not None else "not corrected (no same-day low albumin)")
+    evidence = f"{concept.label} {latest.shown_value} {latest.shown_unit} on {latest.when.isoformat()}"
+    fields = {"name": concept.label, "value": latest.shown_value, "unit": latest.shown_unit,
+              "date": latest.when.isoformat(), "range": rng or "not given", "flag": flag or "in range",
+              "corrected": corrected, "times_uln": f"{value / uln:.0f}" if uln else "?",
+              "evidence": f"{evidence} (reference {rng})" if rng else evidence}
+    return Match(True, fields)
 
 
 def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
@@ -87,20 +108,31 @@ def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     if not missing:
         return NO
     labels = [terms.concept(cid).label for cid in missing]
-    return Match(True, {"labels": ", ".join(labels), "detail": "; ".join(described)}, tuple(missing))
+    detail = "; ".join(described)
+    return Match(True, {"labels": ", ".join(labels), "detail": detail, "evidence": detail}, tuple(missing))
 
 
 def age(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     if facts.age is None:
         return UNKNOWN
     ok = (c.age_at_least is None or facts.age >= c.age_at_least) and (c.age_below is None or facts.age < c.age_below)
-    return Match(True, {"age": str(facts.age)}) if ok else NO
+    return Match(True, {"age": str(facts.age), "evidence": f"age {facts.age}"}) if ok else NO
 
 
 def sex(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     if facts.sex is None:
         return UNKNOWN
-    return Match(True, {"sex": facts.sex}) if facts.sex == c.sex else NO
+    return Match(True, {"sex": facts.sex, "evidence": facts.sex}) if facts.sex == c.sex else NO
+
+
+def any_of(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+    unknown = False
+    for sub in c.any_of:
+        match = KINDS[sub.kind](sub, facts, terms)
+        if match.holds:
+            return Match(True, {"evidence": match.fields.get("evidence", "")}, match.missing)
+        unknown = unknown or match.holds is None
+    return UNKNOWN if unknown else NO
 
 
 def _latest_within(facts: PatientFacts, concept_id: str, within_days: int | None) -> LabResult | None:
@@ -121,5 +153,5 @@ def _fallback_range(spec) -> str:
 
 KINDS: dict[str, Callable[[Criterion, PatientFacts, Terminology], Match]] = {
     "medication": medication, "condition": condition, "lab": lab, "missing-lab": missing_lab,
-    "age": age, "sex": sex,
+    "age": age, "sex": sex, "any": any_of,
 }

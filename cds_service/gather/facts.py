@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
@@ -29,6 +29,7 @@ class MedicationUse:
     concepts: frozenset[str]
     ingredients: tuple[str, ...]
     display: str
+    started: date | None = None  # authoredOn, or the statement's start
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class LabResult:
     shown_value: str
     shown_unit: str
     shown_range: str
+    corrected: float | None = None  # canonical unit; set when a same-day correction applies
+    corrected_by: str = ""  # e.g. "albumin 3.0 g/dL"
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,9 @@ def _medications(items, medications_by_id, terminology: Terminology):
         codings = _codings(concept)
         concepts, ingredients = terminology.medication(codings, concept.get("text"))
         display = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
-        yield MedicationUse(concepts, ingredients, display or "medication")
+        started = _date(r.get("authoredOn") or (r.get("effectivePeriod") or {}).get("start")
+                        or r.get("effectiveDateTime") or r.get("dateAsserted"))
+        yield MedicationUse(concepts, ingredients, display or "medication", started)
 
 
 def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]]:
@@ -147,7 +152,22 @@ def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]
             result = _lab_result(part, when, terminology)
             if result:
                 found[result.concept].append(result)
+    for concept_id, results in found.items():
+        correction = terminology.concept(concept_id).lab.correction
+        if correction and correction.by in found:
+            found[concept_id] = [_corrected(r, correction, found[correction.by], terminology) for r in results]
     return MappingProxyType({k: tuple(sorted(v, key=lambda x: x.when, reverse=True)) for k, v in found.items()})
+
+
+def _corrected(result: LabResult, correction, others: list[LabResult], terminology: Terminology) -> LabResult:
+    """The result with its correction applied when the other analyte was measured the same day and is low."""
+    same_day = [o for o in others if o.when == result.when]
+    if not same_day or same_day[0].value >= correction.reference:
+        return result
+    other = same_day[0]
+    value = result.value + correction.factor * (correction.reference - other.value)
+    label = terminology.concept(other.concept).label
+    return replace(result, corrected=value, corrected_by=f"{label} {other.shown_value} {other.shown_unit}")
 
 
 def _lab_result(part: Mapping, when: date, terminology: Terminology) -> LabResult | None:

@@ -12,24 +12,16 @@ from .model import Case, Concept, Rule, Service, Source
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\.([a-z_]+)\}")
 # the fields each criterion kind lends to card text, and the alias they go under by default
 KIND_FIELDS = {
-    "medication": ("medication", {"name", "label"}),
-    "condition": ("condition", {"name", "label"}),
-    "lab": ("lab", {"name", "value", "unit", "date", "range", "flag"}),
-    "missing-lab": ("missing", {"labels", "detail"}),
-    "age": ("patient", {"age"}),
-    "sex": ("patient", {"sex"}),
+    "medication": ("medication", {"name", "label", "evidence"}),
+    "condition": ("condition", {"name", "label", "evidence"}),
+    "lab": ("lab", {"name", "value", "unit", "date", "range", "flag", "corrected", "times_uln", "evidence"}),
+    "missing-lab": ("missing", {"labels", "detail", "evidence"}),
+    "age": ("patient", {"age", "evidence"}),
+    "sex": ("patient", {"sex", "evidence"}),
+    "any": ("any", {"evidence"}),
 }
 _DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab"}
 VALID_DATA_KINDS = {"patient", "medication-requests", "medication-statements", "conditions", "observations"}
-
-
-def allowed_placeholders(rule: Rule) -> set[str]:
-    """Every {alias.field} the rule's card may use: from its include criteria only (exclusions bind nothing)."""
-    allowed: set[str] = set()
-    for c in rule.include:
-        alias, fields = KIND_FIELDS[c.kind]
-        allowed.update(f"{c.alias or alias}.{f}" for f in fields)
-    return allowed
 
 
 def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Rule], cases: list[Case],
@@ -37,7 +29,7 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
     """All cross-file problems, each naming the file and the field."""
     problems: list[str] = []
     problems += _check_concepts(raw["concepts"], sources, units)
-    problems += _check_rules(raw["rules"], concepts, sources, raw["policy"])
+    problems += _check_rules(raw["rules"], concepts, sources, raw["policy"], raw["services"].get("card_groups"))
     problems += _check_cases(raw["cases"], rules, cases)
     problems += _check_services(raw["services"], rules, concepts)
     return problems
@@ -68,6 +60,9 @@ def _check_concepts(entries, sources, units) -> list[str]:
                                                else "only labs have a lab block"))
         if domain == "lab" and "lab" in doc and not units.check(doc["lab"]["canonical_unit"]):
             problems.append(f"{rel}: lab.canonical_unit: {doc['lab']['canonical_unit']!r} is not UCUM")
+        fix = (doc.get("lab") or {}).get("correction")
+        if fix and fix["by"] not in {d["id"] for _r, _s, dom, d in entries if dom == "lab"}:
+            problems.append(f"{rel}: lab.correction.by: {fix['by']!r} is not a lab concept in mappings/labs/")
         if domain == "lab" and not doc.get("codes", {}).get("loinc"):
             problems.append(f"{rel}: codes.loinc: a lab needs at least one LOINC code")
         for code in doc.get("codes", {}).get("loinc", ()):
@@ -80,7 +75,7 @@ def _check_concepts(entries, sources, units) -> list[str]:
     return problems
 
 
-def _check_rules(entries, concepts, sources, policy) -> list[str]:
+def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
     problems: list[str] = []
     ids = Counter(doc["id"] for _rel, _stem, _group, doc in entries)
     forbidden = [(re.compile(f["pattern"], re.IGNORECASE), f["why"]) for f in policy["forbidden"]]
@@ -110,8 +105,8 @@ def _check_rules(entries, concepts, sources, policy) -> list[str]:
             kind = next(k for k in KIND_FIELDS if k in crit)
             alias, fields = KIND_FIELDS[kind]
             allowed.update(f"{crit.get('as') or alias}.{f}" for f in fields)
-        for field in ("summary", "detail"):
-            text = doc["card"][field]
+        for field in ("summary", "detail", "short"):
+            text = doc["card"].get(field) or ""
             for m in PLACEHOLDER.finditer(text):
                 if f"{m.group(1)}.{m.group(2)}" not in allowed:
                     problems.append(f"{rel}: card.{field}: unknown placeholder {m.group(0)}; "
@@ -122,6 +117,11 @@ def _check_rules(entries, concepts, sources, policy) -> list[str]:
             for pattern, why in forbidden:
                 if pattern.search(text):
                     problems.append(f"{rel}: card.{field}: says {pattern.pattern!r}, which policy forbids: {why}")
+        group = doc["card"].get("group")
+        if group and group not in (card_groups or {}):
+            problems.append(f"{rel}: card.group: {group!r} is not in cards/services.yaml card_groups")
+        if group and not doc["card"].get("short"):
+            problems.append(f"{rel}: card.short: a grouped card needs the short words its group card lists")
         if doc["card"].get("suggest_missing_labs"):
             missing = [c for c in doc.get("include") or () if "missing-lab" in c]
             if not missing:
@@ -145,8 +145,16 @@ def _check_criterion(crit: dict, concepts, where: str, doc: dict) -> list[str]:
                 problems.append(f"{where}.{kind}: {cid!r} is not a concept in mappings/")
             elif concept.domain != domain:
                 problems.append(f"{where}.{kind}: {cid!r} is a {concept.domain}, not a {domain}")
-    if kind == "lab" and not any(k in crit for k in ("flag", "below", "above")):
-        problems.append(f"{where}: a lab criterion needs flag, below or above")
+    if kind == "lab" and not any(k in crit for k in ("flag", "below", "above", "times_uln")):
+        problems.append(f"{where}: a lab criterion needs flag, below, above or times_uln")
+    if kind == "lab" and crit.get("corrected") and crit["lab"] in concepts:
+        spec = concepts[crit["lab"]].lab
+        if spec is None or spec.correction is None:
+            problems.append(f"{where}.corrected: lab {crit['lab']!r} has no correction in its mapping")
+    if kind == "medication" and "since_days" in crit and "within_days" in crit:
+        problems.append(f"{where}: since_days and within_days do not go together")
+    for i, sub in enumerate(crit.get("any") or ()):
+        problems += _check_criterion(sub, concepts, f"{where}.any[{i}]", doc)
     return problems
 
 

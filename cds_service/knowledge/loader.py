@@ -14,8 +14,8 @@ from jsonschema import Draft202012Validator
 
 from ..errors import KnowledgeError
 from . import lint
-from .model import (Case, CardTemplate, Concept, Criterion, DataQuery, Knowledge, LabSpec, Rule, Service,
-                    Source)
+from .model import (Case, CardTemplate, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec, Rule,
+                    Service, Source)
 from .rxnorm_table import read_table
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -24,8 +24,17 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # which data kinds each criterion kind reads; the gate reads conditions
 _KIND_DATA = {"medication": ("medication-requests", "medication-statements"), "condition": ("conditions",),
               "lab": ("observations",), "missing-lab": ("observations",), "age": ("patient",),
-              "sex": ("patient",)}
-_CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex")
+              "sex": ("patient",), "any": ()}
+
+
+def _flatten(criteria) -> list[Criterion]:
+    """The criteria and, for `any`, the criteria inside it."""
+    out: list[Criterion] = []
+    for c in criteria:
+        out.append(c)
+        out.extend(_flatten(c.any_of))
+    return out
+_CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex", "any")
 
 
 @cache
@@ -84,7 +93,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
     concepts = _build_concepts(raw["concepts"])
     rules = _build_rules(raw["rules"], concepts, units, problems)
     cases = _build_cases(raw["cases"], rules)
-    sources = {sid: Source(sid, s["label"], s["citation"], s["url"])
+    sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""))
                for sid, s in raw["sources"]["sources"].items()}
     services = _build_services(raw["services"], rules, concepts, raw["systems"])
     problems += lint.check(raw, concepts, rules, cases, sources, services, units)
@@ -106,6 +115,8 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         max_summary_chars=policy.get("max_summary_chars", 140),
         product_ingredients=MappingProxyType(products),
         missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
+        card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
+                                      (raw["services"].get("card_groups") or {}).items()}),
         terminology=Terminology(concepts, systems, products, units))
 
 
@@ -152,8 +163,10 @@ def _build_concepts(entries) -> dict[str, Concept]:
         lab = None
         if "lab" in doc:
             spec, rng, order = doc["lab"], doc["lab"]["fallback_range"], doc["lab"].get("order") or {}
+            fix = spec.get("correction")
             lab = LabSpec(spec["canonical_unit"], spec.get("molar_mass_g_per_mol"), spec.get("valence"),
-                          rng.get("low"), rng.get("high"), order.get("loinc"), order.get("display"))
+                          rng.get("low"), rng.get("high"), order.get("loinc"), order.get("display"),
+                          Correction(fix["by"], fix["factor"], fix["reference"]) if fix else None)
         concepts.setdefault(doc["id"], Concept(
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
@@ -180,9 +193,13 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                                 f"{lab.lab.canonical_unit!r} for {lab.id}")
             bounds[side] = converted
     age = raw.get("age") or {}
+    any_of = tuple(_criterion(sub, concepts, units, f"{where}.any[{i}]", problems)
+                   for i, sub in enumerate(raw.get("any") or ()))
     return Criterion(kind=kind, concepts=ids, alias=raw.get("as", ""), within_days=raw.get("within_days"),
                      flag=raw.get("flag"), below=bounds["below"], above=bounds["above"],
-                     age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"))
+                     age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"),
+                     times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
+                     since_days=raw.get("since_days"), any_of=any_of)
 
 
 def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
@@ -198,7 +215,8 @@ def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
             include=crit["include"], exclude=crit["exclude"],
             card=CardTemplate(card["summary"].strip(), card["detail"].strip(),
                               bool(card.get("suggest_missing_labs")),
-                              tuple((link["label"], link["url"]) for link in card.get("links", ())))))
+                              tuple((link["label"], link["url"]) for link in card.get("links", ())),
+                              card.get("group"), card.get("short"))))
     return rules
 
 
@@ -230,10 +248,12 @@ def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
         kinds: set[str] = {"conditions"} if s.get("gate") else set()
         labs: set[str] = set()
         for rule in chosen:
-            for c in rule.include + rule.exclude:
+            for c in _flatten(rule.include + rule.exclude):
                 kinds.update(_KIND_DATA[c.kind])
                 if c.kind in ("lab", "missing-lab"):
                     labs.update(c.concepts)
+                    labs.update(concepts[lab].lab.correction.by for lab in c.concepts
+                                if lab in concepts and concepts[lab].lab and concepts[lab].lab.correction)
         codes = sorted({code for lab in labs if lab in concepts for code in concepts[lab].codes.get("loinc", ())})
         needed = tuple(queries[k] for k in queries if k in kinds)
         rendered = tuple(DataQuery(q.kind, q.key, q.template.replace(

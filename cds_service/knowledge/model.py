@@ -20,6 +20,17 @@ class LabSpec:
     fallback_high: float | None
     order_loinc: str | None
     order_display: str | None
+    correction: "Correction | None" = None
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A linear correction by another analyte measured the same day (e.g. calcium for albumin):
+    corrected = value + factor x (reference - other), applied only when other < reference."""
+
+    by: str
+    factor: float
+    reference: float
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,10 @@ class Criterion:
     age_at_least: int | None = None
     age_below: int | None = None
     sex: str | None = None
+    times_uln: float | None = None  # lab: above this multiple of the upper limit of normal
+    corrected: bool = False  # lab: compare the corrected value when one can be computed
+    since_days: int | None = None  # medication: in use for at least this many days
+    any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class CardTemplate:
     detail: str
     suggest_missing_labs: bool = False
     links: tuple[tuple[str, str], ...] = ()
+    group: str | None = None  # findings of one group share one card
+    short: str | None = None  # the finding's words in its group card's summary
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,7 @@ class Knowledge:
     max_summary_chars: int
     product_ingredients: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     missing_data_card: Mapping[str, Any] | None = None
+    card_groups: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     terminology: "Terminology | None" = None
 
     def service(self, service_id: str) -> Service | None:

@@ -12,6 +12,7 @@ from .suggestions import order_lab_suggestion
 
 CARD_NAMESPACE = uuid.UUID("6f1d3c2e-8a7b-5d4c-9e0f-123456789abc")
 RULE_TOPIC_SYSTEM = "urn:spasm-cds:rule"
+GROUP_TOPIC_SYSTEM = "urn:spasm-cds:card-group"
 OVERRIDE_SYSTEM = "urn:spasm-cds:override-reason"
 EXTENSION_KEY = "org.spasm-cds"
 _ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -24,8 +25,16 @@ def fill(template: str, fields: dict[str, str]) -> str:
 
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
                  missing_data: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Cards for the findings, most urgent first; plus one notice when unknown data silenced rules."""
-    cards = [_card(f, knowledge, hook_instance, patient_id) for f in evaluation.findings]
+    """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
+    when unknown data silenced rules."""
+    groups: dict[str, list[Finding]] = {}
+    cards = []
+    for finding in evaluation.findings:
+        if finding.rule.card.group:
+            groups.setdefault(finding.rule.card.group, []).append(finding)
+        else:
+            cards.append(_card(finding, knowledge, hook_instance, patient_id))
+    cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
     cards.sort(key=lambda c: _ORDER[c["indicator"]])
     if evaluation.silenced and missing_data and knowledge.missing_data_card:
         cards.append(_missing_data_card(knowledge, hook_instance, missing_data, len(evaluation.silenced)))
@@ -36,29 +45,79 @@ def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id
     rule = finding.rule
     card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{rule.id}"))
     summary = _clip(fill(rule.card.summary, finding.fields), knowledge.max_summary_chars)
-    sources = [knowledge.sources[s] for s in rule.sources]
-    cited = "; ".join(f"[{s.label}]({s.url})" for s in sources)
-    detail = f"{fill(rule.card.detail, finding.fields)}\n\n*Sources:* {cited}"
-    card: dict[str, Any] = {
-        "uuid": card_uuid,
-        "summary": summary,
-        "indicator": rule.severity,
-        "detail": detail,
-        "source": {"label": f"spasm-cds: {sources[0].label}", "url": sources[0].url,
-                   "topic": {"system": RULE_TOPIC_SYSTEM, "code": rule.id, "display": rule.title}},
-        "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
-                            for code, display in knowledge.override_reasons],
-        "extension": {EXTENSION_KEY: {"rule": rule.id, "evidence": rule.evidence}},
-    }
-    if rule.card.suggest_missing_labs and finding.missing_labs:
-        loinc_uri = knowledge.systems["loinc"][0]
-        reason = rule.title
-        card["suggestions"] = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card_uuid, reason)
-                               for cid in finding.missing_labs]
-        card["selectionBehavior"] = "any"
+    detail = f"{fill(rule.card.detail, finding.fields)}\n\n{_cite(rule.sources, knowledge)}"
+    card = _frame(card_uuid, summary, rule.severity, detail, knowledge, rule.sources[0],
+                  (RULE_TOPIC_SYSTEM, rule.id, rule.title), {"rule": rule.id, "rules": [rule.id],
+                                                             "evidence": rule.evidence})
+    _add_suggestions(card, [finding], knowledge, patient_id)
     if rule.card.links:
         card["links"] = [{"label": label, "url": url, "type": "absolute"} for label, url in rule.card.links]
     return card
+
+
+def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_instance: str,
+                patient_id: str) -> dict[str, Any]:
+    template = knowledge.card_groups[group]
+    findings = sorted(findings, key=lambda f: _ORDER[f.rule.severity])
+    shorts = [fill(f.rule.card.short or f.rule.title, f.fields) for f in findings]
+    summary = _group_summary(template["summary"], shorts, knowledge.max_summary_chars)
+    sections = [f"**{fill(f.rule.card.summary, f.fields)}**\n\n{fill(f.rule.card.detail, f.fields)}"
+                for f in findings]
+    sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
+    intro = fill(template["detail"], {"group.count": str(len(findings))})
+    detail = "\n\n".join([intro, *sections, _cite(sources, knowledge)])
+    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|group:{group}"))
+    rules = [f.rule.id for f in findings]
+    card = _frame(card_uuid, summary, findings[0].rule.severity, detail, knowledge, findings[0].rule.sources[0],
+                  (GROUP_TOPIC_SYSTEM, group, group), {"group": group, "rules": rules,
+                                                       "evidence": {f.rule.id: f.rule.evidence for f in findings}})
+    _add_suggestions(card, findings, knowledge, patient_id)
+    return card
+
+
+def _group_summary(template: str, items: list[str], limit: int) -> str:
+    """The group summary listing as many items as fit, then 'and N more'."""
+    for shown in range(len(items), 0, -1):
+        listed = "; ".join(items[:shown]) + (f"; and {len(items) - shown} more" if shown < len(items) else "")
+        text = fill(template, {"group.count": str(len(items)), "group.items": listed})
+        if len(text) <= limit:
+            return text
+    return _clip(fill(template, {"group.count": str(len(items)), "group.items": items[0]}), limit)
+
+
+def _frame(card_uuid: str, summary: str, indicator: str, detail: str, knowledge: Knowledge, source_id: str,
+           topic: tuple[str, str, str], extension: dict[str, Any]) -> dict[str, Any]:
+    source = knowledge.sources[source_id]
+    return {
+        "uuid": card_uuid,
+        "summary": summary,
+        "indicator": indicator,
+        "detail": detail,
+        "source": {"label": f"spasm-cds: {source.label}", **({"url": source.url} if source.url else {}),
+                   "topic": {"system": topic[0], "code": topic[1], "display": topic[2]}},
+        "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
+                            for code, display in knowledge.override_reasons],
+        "extension": {EXTENSION_KEY: extension},
+    }
+
+
+def _cite(source_ids, knowledge: Knowledge) -> str:
+    cited = (knowledge.sources[s] for s in source_ids)
+    return "*Sources:* " + "; ".join(f"[{s.label}]({s.url})" if s.url else f"{s.label} ({s.citation})" for s in cited)
+
+
+def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: Knowledge, patient_id: str) -> None:
+    """One order per missing lab across the findings that ask for them (each lab once)."""
+    loinc_uri = knowledge.systems["loinc"][0]
+    wanted: dict[str, str] = {}
+    for f in findings:
+        if f.rule.card.suggest_missing_labs:
+            for cid in f.missing_labs:
+                wanted.setdefault(cid, f.rule.title)
+    if wanted:
+        card["suggestions"] = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card["uuid"],
+                                                    reason) for cid, reason in wanted.items()]
+        card["selectionBehavior"] = "any"
 
 
 def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...],

@@ -109,7 +109,8 @@ def test_replayed_sandbox_request_for_alfreda_with_a_cramp_offers_the_electrolyt
     assert status == 200, response
     assert schema_errors("CdsResponse", response) == []
     assert fhir_server.get_json(condition)["subject"]["reference"] == f"Patient/{patient_id}"
-    (card,) = [c for c in response["cards"] if c.get("extension", {}).get(EXTENSION_KEY, {}).get("rule") == WORKUP_RULE]
+    (card,) = [c for c in response["cards"] if c.get("extension", {}).get(EXTENSION_KEY, {}).get("rules", [])
+                if WORKUP_RULE in c["extension"][EXTENSION_KEY]["rules"]]
     requests = [ServiceRequest.model_validate(action["resource"])
                 for suggestion in card["suggestions"] for action in suggestion["actions"]]
     assert requests and all(r.subject.reference == f"Patient/{patient_id}" for r in requests)

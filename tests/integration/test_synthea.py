@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ SERVICE_ID = "spasm-cramps-patient-view"
 DIURETIC_RULE = "diuretic-low-potassium"
 MAGNESIUM_RULE = "low-magnesium"
 WORKUP_RULE = "missing-electrolytes"
+SEVERITY_ORDER = ["critical", "warning", "info"]
+MAX_CARDS_PER_PATIENT = 4  # alert burden: grouped findings keep a cramp patient to a few cards
 SUMMARY_LIMIT = 140  # CDS Hooks: a card summary is a "<140-character" sentence
 SETTINGS = Settings()
 REPORT_FILE = "synthea-counts.json"
@@ -137,6 +140,7 @@ class Tally:
     orders: Counter[str] = field(default_factory=Counter)  # work-up orders offered, by lab concept
     problems: list[str] = field(default_factory=list)
     patients_with_cards: int = 0
+    cards_per_patient: list[int] = field(default_factory=list)
     missing_data_cards: int = 0
     potassium_values: list[float] = field(default_factory=list)
     potassium_with_own_range: int = 0
@@ -163,6 +167,9 @@ class Tally:
         name = chart.name
         self.problems += [f"{name}: CdsResponse: {e}" for e in schema_errors("CdsResponse", response)]
         self.patients_with_cards += bool(response["cards"])
+        self.cards_per_patient.append(len(response["cards"]))
+        if len(response["cards"]) > MAX_CARDS_PER_PATIENT:
+            self.problems.append(f"{name}: {len(response['cards'])} cards (at most {MAX_CARDS_PER_PATIENT})")
         workup_cards = 0
         for card in response["cards"]:
             ours = card.get("extension", {}).get(EXTENSION_KEY, {})
@@ -173,16 +180,18 @@ class Tally:
             if "missingData" in ours:
                 self.missing_data_cards += 1
                 continue
-            self.rules[ours["rule"]] += 1
-            if card["indicator"] != knowledge.rules[ours["rule"]].severity:
-                self.problems.append(f"{name}: {ours['rule']} card has indicator {card['indicator']}")
+            rules = ours["rules"]
+            self.rules.update(rules)
+            worst = min((knowledge.rules[r].severity for r in rules), key=SEVERITY_ORDER.index)
+            if card["indicator"] != worst:
+                self.problems.append(f"{name}: card of {rules} has indicator {card['indicator']}, not {worst}")
             suggested = []
             for action in (a for s in card.get("suggestions", ()) for a in s["actions"]):
                 request = ServiceRequest.model_validate(action["resource"])
                 if request.subject.reference != f"Patient/{chart.patient_id}":
                     self.problems.append(f"{name}: order for {request.subject.reference}")
                 suggested.append(request.code.coding[0].code)
-            if ours["rule"] == WORKUP_RULE:
+            if WORKUP_RULE in rules:
                 workup_cards += 1
                 missing = expected_missing_labs(chart, knowledge, day, WORKUP_RULE)
                 self.orders.update(missing)
@@ -194,7 +203,10 @@ class Tally:
     def as_json(self) -> dict[str, Any]:
         """The counts, for printing and for the report file."""
         return {"bundles": len(BUNDLE_NAMES), "patients_with_cards": self.patients_with_cards,
-                "cards": sum(self.indicators.values()), "cards_by_rule": dict(sorted(self.rules.items())),
+                "cards": sum(self.indicators.values()),
+                "cards_per_patient": {"median": statistics.median(self.cards_per_patient or [0]),
+                                      "max": max(self.cards_per_patient, default=0)},
+                "findings_by_rule": dict(sorted(self.rules.items())),
                 "cards_by_indicator": dict(sorted(self.indicators.items())),
                 "missing_data_cards": self.missing_data_cards,
                 "work_up_orders_by_lab": dict(sorted(self.orders.items())),
@@ -275,4 +287,4 @@ def test_a_large_loop_diuretic_prefetch_goes_through_the_http_service(knowledge:
     response = json.loads(raw)
     assert schema_errors("CdsResponse", response) == []
     assert response == respond(body, service, knowledge, SETTINGS, today)
-    assert [c["extension"][EXTENSION_KEY].get("rule") for c in response["cards"]] == [WORKUP_RULE]
+    assert [c["extension"][EXTENSION_KEY]["rules"] for c in response["cards"]] == [[WORKUP_RULE]]

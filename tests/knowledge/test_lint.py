@@ -21,7 +21,8 @@ RULE = "cards/contributors/examplinol-low-examplium.yaml"
 CASES = "cards/contributors/examplinol-low-examplium.cases.yaml"
 DRUG = "mappings/medications/examplinols.yaml"
 LAB = "mappings/labs/examplium.yaml"
-OFFERED = "lab.date, lab.flag, lab.name, lab.range, lab.unit, lab.value, medication.label, medication.name"
+OFFERED = ("lab.corrected, lab.date, lab.evidence, lab.flag, lab.name, lab.range, lab.times_uln, lab.unit, lab.value, "
+           "medication.evidence, medication.label, medication.name")
 
 
 @pytest.fixture(scope="module")
