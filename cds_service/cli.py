@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
     lint = sub.add_parser("lint", help="validate cards/ and mappings/ and run every rule's cases")
     lint.add_argument("--knowledge-dir", type=Path, help="folder holding cards/ and mappings/")
+    lint.add_argument("--seeds", type=Path, help="folder of the seed articles (*.txt); card text must not copy them")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -58,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _lint(args: argparse.Namespace) -> int:
     from .case_runner import run_case
-    from .knowledge.lint import unused_sources
+    from .knowledge.lint import card_texts, copied_runs, unused_sources
     from .knowledge.loader import load_knowledge
 
     root = args.knowledge_dir or Settings.from_env().knowledge_dir
@@ -72,6 +73,9 @@ def _lint(args: argparse.Namespace) -> int:
         problem = run_case(knowledge, case).problem
         if problem:
             failures.append(f"cards/{knowledge.rules[case.rule].group}/{case.rule}.cases.yaml: {case.name}: {problem}")
+    if args.seeds:
+        seed_texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(args.seeds.glob("*.txt"))]
+        failures += copied_runs(card_texts(knowledge), seed_texts)
     for sid in unused_sources(knowledge.rules, knowledge.concepts, knowledge.sources):
         print(f"warning: cards/sources.yaml: {sid!r} is cited by no rule or concept")
     if failures:

@@ -214,3 +214,34 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
         if rid not in covered:
             problems.append(f"cards/{rule.group}/{rid}.yaml: no service in cards/services.yaml runs this rule")
     return problems
+
+
+def card_texts(knowledge) -> dict[str, str]:
+    """Every piece of card text in the knowledge, keyed by where it lives."""
+    texts = {}
+    for rule in knowledge.rules.values():
+        where = f"cards/{rule.group}/{rule.id}.yaml: card"
+        texts[f"{where}.summary"] = rule.card.summary
+        texts[f"{where}.detail"] = rule.card.detail
+        texts[f"cards/{rule.group}/{rule.id}.yaml: rationale"] = rule.rationale
+    for group, template in knowledge.card_groups.items():
+        texts[f"cards/services.yaml: card_groups.{group}"] = f"{template['summary']} {template['detail']}"
+    return texts
+
+
+def copied_runs(texts: dict[str, str], seed_texts: list[str], run_words: int = 10) -> list[str]:
+    """Places where card text shares a run of `run_words` words with a seed article (card text must be our own)."""
+    def runs(text: str) -> set[str]:
+        words = re.findall(r"[a-z0-9']+", text.lower())
+        return {" ".join(words[i:i + run_words]) for i in range(len(words) - run_words + 1)}
+
+    seeds: set[str] = set()
+    for text in seed_texts:
+        seeds |= runs(text)
+    problems = []
+    for where, text in texts.items():
+        common = sorted(runs(text) & seeds)
+        if common:
+            problems.append(f"{where}: shares {len(common)} ten-word run(s) with a seed article, e.g. "
+                            f"{common[0]!r}; write it in your own words")
+    return problems
