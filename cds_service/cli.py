@@ -21,10 +21,42 @@ def main(argv: list[str] | None = None) -> int:
     lint = sub.add_parser("lint", help="validate cards/ and mappings/ and run every rule's cases")
     lint.add_argument("--knowledge-dir", type=Path, help="folder holding cards/ and mappings/")
     lint.add_argument("--seeds", type=Path, help="folder of the seed articles (*.txt); card text must not copy them")
+    docs = sub.add_parser("docs", help="write docs/knowledge.md and docs/knowledge/<rule>.md from the rules")
+    docs.add_argument("--out", type=Path, default=Path("docs"), help="folder to write into (default docs)")
+    docs.add_argument("--check", action="store_true", help="only report whether the pages are current")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "docs":
+        return _docs(args)
     return _lint(args)
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from .knowledge.docs import all_pages
+    from .knowledge.loader import load_knowledge
+
+    try:
+        knowledge = load_knowledge(Settings.from_env().knowledge_dir)
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    pages = all_pages(knowledge)
+    stale = [p for p, text in pages.items() if not (args.out / p).is_file() or (args.out / p).read_text() != text]
+    generated = args.out / "knowledge"
+    extra = [str(p.relative_to(args.out)) for p in generated.glob("*.md")
+             if str(p.relative_to(args.out)) not in pages] if generated.is_dir() else []
+    if args.check:
+        for p in stale + extra:
+            print(f"{args.out / p}: not current; run spasm-cds docs", file=sys.stderr)
+        return 1 if stale or extra else 0
+    generated.mkdir(parents=True, exist_ok=True)
+    for p in extra:
+        (args.out / p).unlink()
+    for p in stale:
+        (args.out / p).write_text(pages[p])
+    print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

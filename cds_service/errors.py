@@ -30,7 +30,7 @@ class InvalidRequest(ServiceError):
 
 
 class UnknownService(ServiceError):
-    """No service with that id is in the discovery document."""
+    """No service (or knowledge page) with that id exists."""
 
     status, issue_code = 404, "not-found"
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def respond(body: Any, service: Service, knowledge: Knowledge, settings: Settings, today: date,
-            pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
+            pool: ThreadPoolExecutor | None = None, base_url: str = "") -> dict[str, Any]:
     """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412)."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
@@ -29,7 +29,8 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
-    cards = render_cards(evaluation, knowledge, call.hook_instance, call.patient_id, tuple(sorted(gathered.unknown)))
+    cards = render_cards(evaluation, knowledge, call.hook_instance, call.patient_id, tuple(sorted(gathered.unknown)),
+                         base_url=settings.public_url or base_url)
     log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",
              service.id, len(cards), ",".join(f.rule.id for f in evaluation.findings), len(evaluation.silenced),
              gathered.fetched)

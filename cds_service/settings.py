@@ -28,6 +28,8 @@ class Settings:
         "help": "Folder for local state, such as the default SQLite database."})
     database_url: str = field(default="", metadata={
         "help": "SQLAlchemy URL; empty means SQLite at <data_dir>/spasm-cds.sqlite3."})
+    public_url: str = field(default="", metadata={
+        "help": "This service's base URL as EHRs reach it (for links on cards); empty: taken from each request."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address `spasm-cds serve` binds."})
     port: int = field(default=8080, metadata={"help": "Port `spasm-cds serve` binds."})
     workers: int = field(default=2, metadata={"help": "gunicorn worker processes."})

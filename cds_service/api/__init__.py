@@ -19,7 +19,7 @@ def state() -> AppState:
 
 def register_api(app: Flask) -> None:
     """Attach the blueprints and the request-id hooks."""
-    from . import discovery, ops, services
+    from . import discovery, knowledge_pages, ops, services
 
     @app.before_request
     def _assign_request_id() -> None:
@@ -34,3 +34,4 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(discovery.bp)
     app.register_blueprint(services.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(knowledge_pages.bp)

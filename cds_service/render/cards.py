@@ -24,7 +24,7 @@ def fill(template: str, fields: dict[str, str]) -> str:
 
 
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
-                 missing_data: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                 missing_data: tuple[str, ...] = (), base_url: str = "") -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
     when unknown data silenced rules."""
     groups: dict[str, list[Finding]] = {}
@@ -35,6 +35,9 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
         else:
             cards.append(_card(finding, knowledge, hook_instance, patient_id))
     cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
+    if base_url:
+        for card in cards:
+            _link_rule_pages(card, base_url.rstrip("/"), knowledge)
     cards.sort(key=lambda c: _ORDER[c["indicator"]])
     if evaluation.silenced and missing_data and knowledge.missing_data_card:
         cards.append(_missing_data_card(knowledge, hook_instance, missing_data, len(evaluation.silenced)))
@@ -73,6 +76,14 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
                                                        "evidence": {f.rule.id: f.rule.evidence for f in findings}})
     _add_suggestions(card, findings, knowledge, patient_id)
     return card
+
+
+def _link_rule_pages(card: dict[str, Any], base_url: str, knowledge: Knowledge) -> None:
+    """An absolute link to each rule's knowledge page, after the rule's own links."""
+    rules = card["extension"][EXTENSION_KEY]["rules"]
+    links = [{"label": f"Why this card: {knowledge.rules[r].title}" if len(rules) > 1 else "Why this card",
+              "url": f"{base_url}/knowledge/{r}", "type": "absolute"} for r in rules]
+    card["links"] = card.get("links", []) + links
 
 
 def _group_summary(template: str, items: list[str], limit: int) -> str:
