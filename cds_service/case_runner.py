@@ -96,11 +96,36 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
     return out
 
 
+def draft_context(knowledge: Knowledge, case: Case, patient_id: str) -> dict[str, Any]:
+    """draftOrders (and, for order-select, selections) for the case's draft_orders."""
+    rxnorm = knowledge.systems["rxnorm"][0]
+    entries, selections = [], []
+    for i, draft in enumerate(case.chart.get("draft_orders") or ()):
+        resource: dict[str, Any] = {"resourceType": "MedicationRequest", "id": f"draft-{i}", "status": "draft",
+                                    "intent": "order", "subject": {"reference": f"Patient/{patient_id}"}}
+        if draft.get("coded", True):
+            concept: dict[str, Any] = {}
+            if "rxnorm" in draft:
+                concept["coding"] = [{"system": rxnorm, "code": str(draft["rxnorm"])}]
+            if "text" in draft:
+                concept["text"] = draft["text"]
+            resource["medicationCodeableConcept"] = concept
+        entries.append({"resource": resource})
+        if draft.get("selected", True):
+            selections.append(f"MedicationRequest/draft-{i}")
+    context: dict[str, Any] = {"draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": entries}}
+    if case.hook == "order-select":
+        context["selections"] = selections
+    return context
+
+
 def build_request(knowledge: Knowledge, case: Case, service: Service, today: date, patient_id: str = "case-patient",
                   mode: str = "prefetch", fhir_server: str | None = None) -> dict[str, Any]:
     """A CDS Hooks request body for the case: data in prefetch, or (fetch mode) left to the FHIR server."""
     body: dict[str, Any] = {"hook": case.hook, "hookInstance": str(uuid.uuid4()),
                             "context": {"userId": "Practitioner/case-user", "patientId": patient_id}}
+    if case.hook in ("order-select", "order-sign"):
+        body["context"].update(draft_context(knowledge, case, patient_id))
     if fhir_server:
         body["fhirServer"] = fhir_server
     unavailable = set(case.chart.get("unavailable") or ())
@@ -148,6 +173,11 @@ def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None)
                 return f"card {field} matches forbidden {pattern!r} ({why})"
     if "{" in summary or "{" in card.get("detail", ""):
         return "card text has an unfilled placeholder"
+    drafts = {f"MedicationRequest/draft-{i}" for i in range(len(case.chart.get("draft_orders") or ()))}
+    for suggestion in card.get("suggestions", ()):
+        for action in suggestion["actions"]:
+            if action["type"] == "delete" and action.get("resourceId") not in drafts:
+                return f"a delete action names {action.get('resourceId')!r}, which is not a draft of the request"
     if case.suggestions is not None:
         got = [a["resource"]["code"]["coding"][0]["code"] for s in card.get("suggestions", ()) for a in s["actions"]
                if a["type"] == "create"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from .evaluate.engine import evaluate, passes_gate
 from .gather import gather_resources
-from .gather.facts import extract_facts
+from .gather.facts import extract_drafts, extract_facts
 from .hook_request import parse_hook_request
 from .knowledge.model import Knowledge, Service
 from .render.cards import render_cards
@@ -24,13 +24,14 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412)."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
-    facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today)
+    drafts = extract_drafts(call.context, call.hook, knowledge.terminology)
+    facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts)
     if not passes_gate(service.gate_conditions, facts):
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
     cards = render_cards(evaluation, knowledge, call.hook_instance, call.patient_id, tuple(sorted(gathered.unknown)),
-                         base_url=settings.public_url or base_url)
+                         base_url=settings.public_url or base_url, override_reasons=service.override_reasons)
     log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",
              service.id, len(cards), ",".join(f.rule.id for f in evaluation.findings), len(evaluation.silenced),
              gathered.fetched)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Callable
 
-from ..gather.facts import LabResult, PatientFacts, flag_of
+from ..gather.facts import LabResult, MedicationUse, PatientFacts, flag_of
 from ..knowledge.model import Criterion
 from ..terminology import Terminology
 
@@ -21,18 +21,27 @@ class Match:
     holds: bool | None
     fields: dict[str, str] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    ingredients: tuple[str, ...] = ()  # medication and draft-order: the drug that matched
+    drafts: tuple[str, ...] = ()  # draft-order: ids of the drafts that matched
+
+
+Bound = dict[str, Match]  # alias -> what an earlier criterion of the same rule matched
 
 
 UNKNOWN = Match(None)
 NO = Match(False)
 
 
-def medication(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     wanted = set(c.concepts)
+    avoid = set(bound[c.different_from].ingredients) if c.different_from in bound else set()
     undated = False
-    for med in facts.medications:
+    candidates = list(facts.medications)
+    if c.with_drafts:
+        candidates += [MedicationUse(d.concepts, d.ingredients, d.display, facts.today) for d in facts.drafts]
+    for med in candidates:
         hit = wanted & med.concepts
-        if not hit:
+        if not hit or (avoid and avoid & set(med.ingredients)):
             continue
         if c.since_days is not None:
             if med.started is None:
@@ -42,11 +51,24 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
                 continue
         label = terms.concept(sorted(hit)[0]).label
         name = ", ".join(med.ingredients) or med.display
-        return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label})"})
+        return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label})"},
+                     ingredients=med.ingredients)
     return UNKNOWN if undated or facts.unknown & set(MEDICATION_DATA) else NO
 
 
-def condition(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def draft_order(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
+    wanted = set(c.concepts)
+    hits = [d for d in facts.drafts if d.selected and wanted & d.concepts]
+    if not hits:
+        return NO
+    first = hits[0]
+    label = terms.concept(sorted(wanted & first.concepts)[0]).label
+    name = ", ".join(first.ingredients) or first.display
+    return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label}), being ordered"},
+                 ingredients=first.ingredients, drafts=tuple(d.id for d in hits))
+
+
+def condition(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     wanted = set(c.concepts)
     for cond in facts.conditions:
         hit = wanted & cond.concepts
@@ -57,7 +79,7 @@ def condition(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     return UNKNOWN if "conditions" in facts.unknown else NO
 
 
-def lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     if "observations" in facts.unknown:
         return UNKNOWN
     concept = terms.concept(c.concepts[0])
@@ -93,7 +115,7 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     return Match(True, fields)
 
 
-def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     if "observations" in facts.unknown:
         return UNKNOWN
     missing: list[str] = []
@@ -112,23 +134,23 @@ def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
     return Match(True, {"labels": ", ".join(labels), "detail": detail, "evidence": detail}, tuple(missing))
 
 
-def age(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def age(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     if facts.age is None:
         return UNKNOWN
     ok = (c.age_at_least is None or facts.age >= c.age_at_least) and (c.age_below is None or facts.age < c.age_below)
     return Match(True, {"age": str(facts.age), "evidence": f"age {facts.age}"}) if ok else NO
 
 
-def sex(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def sex(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     if facts.sex is None:
         return UNKNOWN
     return Match(True, {"sex": facts.sex, "evidence": facts.sex}) if facts.sex == c.sex else NO
 
 
-def any_of(c: Criterion, facts: PatientFacts, terms: Terminology) -> Match:
+def any_of(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     unknown = False
     for sub in c.any_of:
-        match = KINDS[sub.kind](sub, facts, terms)
+        match = KINDS[sub.kind](sub, facts, terms, bound)
         if match.holds:
             return Match(True, {"evidence": match.fields.get("evidence", "")}, match.missing)
         unknown = unknown or match.holds is None
@@ -151,7 +173,7 @@ def _fallback_range(spec) -> str:
     return ""
 
 
-KINDS: dict[str, Callable[[Criterion, PatientFacts, Terminology], Match]] = {
+KINDS: dict[str, Callable[[Criterion, PatientFacts, Terminology, Bound], Match]] = {
     "medication": medication, "condition": condition, "lab": lab, "missing-lab": missing_lab,
-    "age": age, "sex": sex, "any": any_of,
+    "age": age, "sex": sex, "any": any_of, "draft-order": draft_order,
 }

@@ -8,7 +8,7 @@ from ..gather.facts import PatientFacts
 from ..knowledge.lint import KIND_FIELDS
 from ..knowledge.model import Rule
 from ..terminology import Terminology
-from .criteria import KINDS
+from .criteria import KINDS, Match
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Finding:
     rule: Rule
     fields: dict[str, str]
     missing_labs: tuple[str, ...] = ()
+    drafts: tuple[str, ...] = ()  # ids of the draft orders that triggered it
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
     silenced: list[str] = []
     for rule in rules:
         fields: dict[str, str] = {}
-        missing: tuple[str, ...] = ()
+        bound: dict[str, Match] = {}
         decided = True
         fired = True
         for criterion in rule.include:
-            match = KINDS[criterion.kind](criterion, facts, terminology)
+            match = KINDS[criterion.kind](criterion, facts, terminology, bound)
             if match.holds is False:
                 fired = False
                 decided = True
@@ -55,11 +56,11 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
                 decided = False
                 continue
             alias = criterion.alias or KIND_FIELDS[criterion.kind][0]
+            bound[alias] = match
             fields.update({f"{alias}.{k}": v for k, v in match.fields.items()})
-            missing = missing or match.missing
         if fired and decided:
             for criterion in rule.exclude:
-                match = KINDS[criterion.kind](criterion, facts, terminology)
+                match = KINDS[criterion.kind](criterion, facts, terminology, bound)
                 if match.holds is True:
                     fired = False
                     break
@@ -68,5 +69,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
         if fired and not decided:
             silenced.append(rule.id)
         elif fired:
-            findings.append(Finding(rule, fields, missing))
+            missing = next((m.missing for m in bound.values() if m.missing), ())
+            drafts = tuple(d for m in bound.values() for d in m.drafts)
+            findings.append(Finding(rule, fields, missing, drafts))
     return Evaluation(tuple(findings), tuple(silenced))

@@ -33,6 +33,17 @@ class MedicationUse:
 
 
 @dataclass(frozen=True)
+class DraftOrder:
+    """A medication being ordered in this session (draftOrders); `selected` is what the hook speaks about."""
+
+    id: str
+    concepts: frozenset[str]
+    ingredients: tuple[str, ...]
+    display: str
+    selected: bool
+
+
+@dataclass(frozen=True)
 class LabResult:
     """One result: value in the analyte's canonical unit for comparing, and as reported for showing."""
 
@@ -68,10 +79,11 @@ class PatientFacts:
     labs: Mapping[str, tuple[LabResult, ...]]  # concept -> results, newest first
     conditions: tuple[ConditionFact, ...]
     unknown: frozenset[str]
+    drafts: tuple[DraftOrder, ...] = ()
 
 
 def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterable[str],
-                  terminology: Terminology, today: date) -> PatientFacts:
+                  terminology: Terminology, today: date, drafts: tuple[DraftOrder, ...] = ()) -> PatientFacts:
     """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed."""
     patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
     medications_by_id = {r.get("id"): r for rs in resources.values() for r in rs
@@ -85,7 +97,48 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         medications=meds,
         labs=_labs(resources.get("observations", ()), terminology),
         conditions=tuple(_conditions(resources.get("conditions", ()), terminology)),
-        unknown=frozenset(unknown))
+        unknown=frozenset(unknown),
+        drafts=drafts)
+
+
+def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology) -> tuple[DraftOrder, ...]:
+    """The draft MedicationRequests of an order hook; order-select marks the selected ones, order-sign all."""
+    bundle = context.get("draftOrders")
+    if not isinstance(bundle, dict):
+        return ()
+    selections = {s for s in context.get("selections") or () if isinstance(s, str)}
+    drafts = []
+    for entry in bundle.get("entry") or ():
+        r = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(r, dict) or r.get("resourceType") != "MedicationRequest":
+            continue
+        ident = str(r.get("id") or "")
+        concept = _medication_concept(r, {})
+        if not isinstance(concept, dict):
+            log.info("a draft order has no medication code; not matched")
+            continue
+        codings = _codings(concept)
+        concepts, ingredients = terminology.medication(codings, concept.get("text"))
+        if not concepts:
+            log.info("a draft order's medication matched no concept")
+        display = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
+        selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
+        drafts.append(DraftOrder(ident, concepts, ingredients, display or "medication", selected))
+    return tuple(drafts)
+
+
+def _medication_concept(r: Mapping[str, Any], medications_by_id: Mapping[str, Any]) -> Any:
+    """The medication CodeableConcept of a request or statement: inline, contained (#id) or referenced."""
+    concept = r.get("medicationCodeableConcept")
+    if concept is None:
+        ref = (r.get("medicationReference") or {}).get("reference") or ""
+        if ref.startswith("#"):
+            concept = next((c.get("code") for c in r.get("contained") or ()
+                            if isinstance(c, dict) and c.get("resourceType") == "Medication"
+                            and c.get("id") == ref[1:]), None)
+        elif ref.startswith("Medication/"):
+            concept = (medications_by_id.get(ref.split("/", 1)[1]) or {}).get("code")
+    return concept
 
 
 def _age(birth: Any, today: date) -> int | None:
@@ -119,14 +172,7 @@ def _medications(items, medications_by_id, terminology: Terminology):
             continue
         if r.get("status") not in _ACTIVE_MED:
             continue
-        concept = r.get("medicationCodeableConcept")
-        if concept is None:
-            ref = (r.get("medicationReference") or {}).get("reference") or ""
-            if ref.startswith("#"):
-                concept = next((c.get("code") for c in r.get("contained") or ()
-                                if c.get("resourceType") == "Medication" and c.get("id") == ref[1:]), None)
-            elif ref.startswith("Medication/"):
-                concept = (medications_by_id.get(ref.split("/", 1)[1]) or {}).get("code")
+        concept = _medication_concept(r, medications_by_id)
         if not isinstance(concept, dict):
             log.info("a %s has no usable medication code; not matched", kind)
             continue

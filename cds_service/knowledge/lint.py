@@ -19,8 +19,10 @@ KIND_FIELDS = {
     "age": ("patient", {"age", "evidence"}),
     "sex": ("patient", {"sex", "evidence"}),
     "any": ("any", {"evidence"}),
+    "draft-order": ("draft", {"name", "label", "evidence"}),
 }
-_DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab"}
+_DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab",
+                   "draft-order": "medication"}
 VALID_DATA_KINDS = {"patient", "medication-requests", "medication-statements", "conditions", "observations"}
 
 
@@ -122,6 +124,8 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
             problems.append(f"{rel}: card.group: {group!r} is not in cards/services.yaml card_groups")
         if group and not doc["card"].get("short"):
             problems.append(f"{rel}: card.short: a grouped card needs the short words its group card lists")
+        if doc["card"].get("suggest_remove_draft") and not any("draft-order" in c for c in doc.get("include") or ()):
+            problems.append(f"{rel}: card.suggest_remove_draft: needs a draft-order criterion in include")
         if doc["card"].get("suggest_missing_labs"):
             missing = [c for c in doc.get("include") or () if "missing-lab" in c]
             if not missing:
@@ -153,6 +157,13 @@ def _check_criterion(crit: dict, concepts, where: str, doc: dict) -> list[str]:
             problems.append(f"{where}.corrected: lab {crit['lab']!r} has no correction in its mapping")
     if kind == "medication" and "since_days" in crit and "within_days" in crit:
         problems.append(f"{where}: since_days and within_days do not go together")
+    if kind == "draft-order" and not set(doc["hooks"]) <= {"order-select", "order-sign"}:
+        problems.append(f"{where}.draft-order: only order-select and order-sign calls have draft orders")
+    if kind == "medication" and crit.get("different_from"):
+        aliases = {c.get("as") or KIND_FIELDS[next(k for k in KIND_FIELDS if k in c)][0]
+                   for c in doc.get("include") or ()}
+        if crit["different_from"] not in aliases:
+            problems.append(f"{where}.different_from: {crit['different_from']!r} names no criterion of this rule")
     for i, sub in enumerate(crit.get("any") or ()):
         problems += _check_criterion(sub, concepts, f"{where}.any[{i}]", doc)
     return problems
@@ -205,6 +216,10 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
         for cid in (s.get("gate") or {}).get("condition", ()):
             if cid not in concepts or concepts[cid].domain != "condition":
                 problems.append(f"{where}.gate.condition: {cid!r} is not a condition concept in mappings/")
+        codes = {r["code"] for r in doc["override_reasons"]}
+        for code in s.get("override_reasons", ()):
+            if code not in codes:
+                problems.append(f"{where}.override_reasons: {code!r} is not in the override_reasons catalogue")
         for kind in s.get("required_data", ()):
             if kind not in VALID_DATA_KINDS:
                 problems.append(f"{where}.required_data: {kind!r} is not one of {sorted(VALID_DATA_KINDS)}")

@@ -24,7 +24,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # which data kinds each criterion kind reads; the gate reads conditions
 _KIND_DATA = {"medication": ("medication-requests", "medication-statements"), "condition": ("conditions",),
               "lab": ("observations",), "missing-lab": ("observations",), "age": ("patient",),
-              "sex": ("patient",), "any": ()}
+              "sex": ("patient",), "any": (), "draft-order": ()}
 
 
 def _flatten(criteria) -> list[Criterion]:
@@ -34,7 +34,7 @@ def _flatten(criteria) -> list[Criterion]:
         out.append(c)
         out.extend(_flatten(c.any_of))
     return out
-_CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex", "any")
+_CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex", "any", "draft-order")
 
 
 @cache
@@ -178,7 +178,7 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
     kind = next(k for k in _CRITERION_KEYS if k in raw)
     value = raw[kind]
     ids = tuple([value] if isinstance(value, str) else value) if kind in (
-        "medication", "condition", "lab", "missing-lab") else ()
+        "medication", "condition", "lab", "missing-lab", "draft-order") else ()
     bounds: dict[str, float | None] = {"below": None, "above": None}
     for side in bounds:
         if side in raw:
@@ -199,7 +199,8 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                      flag=raw.get("flag"), below=bounds["below"], above=bounds["above"],
                      age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"),
                      times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
-                     since_days=raw.get("since_days"), any_of=any_of)
+                     since_days=raw.get("since_days"), any_of=any_of, with_drafts=bool(raw.get("with_drafts")),
+                     different_from=raw.get("different_from", ""))
 
 
 def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
@@ -213,10 +214,11 @@ def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
             severity=doc["grading"]["severity"], evidence=doc["grading"]["evidence"],
             sources=tuple(doc["sources"]), rationale=doc["rationale"].strip(),
             include=crit["include"], exclude=crit["exclude"],
-            card=CardTemplate(card["summary"].strip(), card["detail"].strip(),
-                              bool(card.get("suggest_missing_labs")),
-                              tuple((link["label"], link["url"]) for link in card.get("links", ())),
-                              card.get("group"), card.get("short"))))
+            card=CardTemplate(summary=card["summary"].strip(), detail=card["detail"].strip(),
+                              suggest_missing_labs=bool(card.get("suggest_missing_labs")),
+                              links=tuple((link["label"], link["url"]) for link in card.get("links", ())),
+                              group=card.get("group"), short=card.get("short"),
+                              suggest_remove_draft=bool(card.get("suggest_remove_draft")))))
     return rules
 
 
@@ -241,6 +243,7 @@ def _build_cases(entries, rules) -> list[Case]:
 
 def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
     loinc_uri = systems["loinc"][0]
+    catalogue = {r["code"]: r["display"] for r in doc["override_reasons"]}
     queries = {kind: DataQuery(kind, q["key"], q["template"]) for kind, q in doc["data"].items()}
     services: dict[str, Service] = {}
     for s in doc["services"]:
@@ -265,5 +268,7 @@ def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
             id=s["id"], hook=s["hook"], title=s["title"], description=s["description"].strip(),
             usage_requirements=(s.get("usageRequirements") or "").strip() or None, rules=chosen,
             gate_conditions=tuple((s.get("gate") or {}).get("condition", ())), queries=rendered,
-            required_data=frozenset(s.get("required_data", ())), prefetch=MappingProxyType(dict(prefetch)))
+            required_data=frozenset(s.get("required_data", ())), prefetch=MappingProxyType(dict(prefetch)),
+            override_reasons=tuple((code, catalogue[code]) for code in s.get("override_reasons", catalogue)
+                                   if code in catalogue))
     return services

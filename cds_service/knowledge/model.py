@@ -63,6 +63,8 @@ class Criterion:
     times_uln: float | None = None  # lab: above this multiple of the upper limit of normal
     corrected: bool = False  # lab: compare the corrected value when one can be computed
     since_days: int | None = None  # medication: in use for at least this many days
+    with_drafts: bool = False  # medication: drafts being ordered count too
+    different_from: str = ""  # medication: ignore drugs sharing an ingredient with this alias's drug
     any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
 
 
@@ -85,6 +87,7 @@ class CardTemplate:
     suggest_missing_labs: bool = False
     links: tuple[tuple[str, str], ...] = ()
     group: str | None = None  # findings of one group share one card
+    suggest_remove_draft: bool = False
     short: str | None = None  # the finding's words in its group card's summary
 
 
@@ -141,6 +144,7 @@ class Service:
     queries: tuple[DataQuery, ...]  # what this service's rules need, in prefetch-key order
     required_data: frozenset[str]
     prefetch: Mapping[str, str]  # key -> template, as advertised
+    override_reasons: tuple[tuple[str, str], ...] = ()  # (code, display) its cards offer
 
     def discovery_entry(self) -> dict[str, Any]:
         """The JSON object this service shows in GET /cds-services."""

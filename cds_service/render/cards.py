@@ -8,7 +8,7 @@ from typing import Any
 from ..evaluate.engine import Evaluation, Finding
 from ..knowledge.lint import PLACEHOLDER
 from ..knowledge.model import Knowledge
-from .suggestions import order_lab_suggestion
+from .suggestions import order_lab_suggestion, remove_draft_suggestion
 
 CARD_NAMESPACE = uuid.UUID("6f1d3c2e-8a7b-5d4c-9e0f-123456789abc")
 RULE_TOPIC_SYSTEM = "urn:spasm-cds:rule"
@@ -24,9 +24,11 @@ def fill(template: str, fields: dict[str, str]) -> str:
 
 
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
-                 missing_data: tuple[str, ...] = (), base_url: str = "") -> list[dict[str, Any]]:
+                 missing_data: tuple[str, ...] = (), base_url: str = "",
+                 override_reasons: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
     when unknown data silenced rules."""
+    reasons = knowledge.override_reasons if override_reasons is None else override_reasons
     groups: dict[str, list[Finding]] = {}
     cards = []
     for finding in evaluation.findings:
@@ -35,6 +37,9 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
         else:
             cards.append(_card(finding, knowledge, hook_instance, patient_id))
     cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
+    for card in cards:
+        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
+                                   for code, display in reasons]
     if base_url:
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
@@ -106,8 +111,6 @@ def _frame(card_uuid: str, summary: str, indicator: str, detail: str, knowledge:
         "detail": detail,
         "source": {"label": f"spasm-cds: {source.label}", **({"url": source.url} if source.url else {}),
                    "topic": {"system": topic[0], "code": topic[1], "display": topic[2]}},
-        "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
-                            for code, display in knowledge.override_reasons],
         "extension": {EXTENSION_KEY: extension},
     }
 
@@ -118,17 +121,24 @@ def _cite(source_ids, knowledge: Knowledge) -> str:
 
 
 def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: Knowledge, patient_id: str) -> None:
-    """One order per missing lab across the findings that ask for them (each lab once)."""
+    """One order per missing lab across the findings that ask for them (each lab once); or the removal of the
+    draft order that triggered the card (the clinician picks at most one)."""
     loinc_uri = knowledge.systems["loinc"][0]
     wanted: dict[str, str] = {}
+    removals: dict[str, str] = {}
     for f in findings:
         if f.rule.card.suggest_missing_labs:
             for cid in f.missing_labs:
                 wanted.setdefault(cid, f.rule.title)
-    if wanted:
-        card["suggestions"] = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card["uuid"],
-                                                    reason) for cid, reason in wanted.items()]
-        card["selectionBehavior"] = "any"
+        if f.rule.card.suggest_remove_draft:
+            for draft_id in f.drafts:
+                removals.setdefault(draft_id, f.fields.get("draft.name", "the drug"))
+    suggestions = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card["uuid"], reason)
+                   for cid, reason in wanted.items()]
+    suggestions += [remove_draft_suggestion(draft_id, name, card["uuid"]) for draft_id, name in removals.items()]
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one" if removals and not wanted else "any"
 
 
 def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...],

@@ -29,3 +29,14 @@ def order_lab_suggestion(lab: Concept, patient_id: str, loinc_uri: str, card_uui
         "actions": [{"type": "create", "description": f"Propose {spec.order_display}",
                      "resource": request.model_dump(mode="json", exclude_none=True)}],
     }
+
+
+def remove_draft_suggestion(draft_id: str, drug: str, card_uuid: str) -> dict[str, Any]:
+    """Remove the draft MedicationRequest that triggered the card (CDS Hooks 2.0: delete by resourceId)."""
+    return {
+        "label": f"Remove the draft order for {drug}",
+        "uuid": str(uuid.uuid5(uuid.UUID(card_uuid), f"delete:{draft_id}")),
+        "isRecommended": False,
+        "actions": [{"type": "delete", "description": f"Remove the unsigned {drug} order",
+                     "resourceId": f"MedicationRequest/{draft_id}"}],
+    }
