@@ -157,4 +157,6 @@ def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[st
 
 
 def _clip(text: str, limit: int) -> str:
+    """A summary starts with a capital (a drug name may lead) and fits the limit."""
+    text = text[:1].upper() + text[1:]
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
