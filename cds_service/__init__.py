@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from flask import Flask
 
@@ -12,34 +12,47 @@ from .errors import register_error_handlers
 from .knowledge.model import Knowledge
 from .settings import Settings
 
+if TYPE_CHECKING:  # imported on first create_app, so tools that never serve skip JWT and SQL libraries
+    from .auth import Verifier
+    from .state import Database
+
 
 @dataclass(frozen=True)
 class AppState:
-    """What every request reads: settings, knowledge, the FHIR fetch pool, and the clock."""
+    """What every request reads: settings, knowledge, the FHIR fetch pool, the clock, the database, and the JWT
+    verifier (None when SPASM_CDS_AUTH=off)."""
 
     settings: Settings
     knowledge: Knowledge
     pool: ThreadPoolExecutor
     today: Callable[[], date]
+    database: Database | None = None
+    verifier: Verifier | None = None
+    readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
 
 def create_app(settings: Settings | None = None, knowledge: Knowledge | None = None,
                today: Callable[[], date] | None = None) -> Flask:
-    """Build the Flask app; loads and validates knowledge unless given (raises KnowledgeError if broken)."""
+    """Build the Flask app; loads and validates knowledge unless given (raises KnowledgeError if broken), migrates
+    the database, and sets up JWT verification (raises ValueError on bad security settings)."""
     from .api import register_api
+    from .auth import build_verifier
     from .knowledge.loader import load_knowledge
+    from .state import open_database
     from .telemetry import configure_logging
 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
+    database = open_database(settings.effective_database_url)
+    verifier = build_verifier(settings, database)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["spasm_cds"] = AppState(
         settings=settings, knowledge=knowledge,
         pool=ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir"),
-        today=today or date.today)
+        today=today or date.today, database=database, verifier=verifier)
     register_error_handlers(app)
     register_api(app)
     return app

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     docs = sub.add_parser("docs", help="write docs/knowledge.md and docs/knowledge/<rule>.md from the rules")
     docs.add_argument("--out", type=Path, default=Path("docs"), help="folder to write into (default docs)")
     docs.add_argument("--check", action="store_true", help="only report whether the pages are current")
+    db = sub.add_parser("db", help="the service database (SPASM_CDS_DATABASE_URL)")
+    db.add_argument("action", choices=["upgrade"], help="upgrade: apply the migrations (serve also does this)")
     args = parser.parse_args(argv)
+    if args.command == "db":
+        return _db(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "docs":
@@ -59,8 +65,21 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from .state import open_database
+
+    url = Settings.from_env().effective_database_url
+    open_database(url)
+    print(f"database at the newest revision: {make_url(url).render_as_string(hide_password=True)}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
+    if not args.dev:
+        _prepare_metrics_dir(settings.data_dir)
     try:
         from . import create_app
         app = create_app(settings)
@@ -77,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     class _Server(BaseApplication):
         def load_config(self) -> None:
             for key in ("worker_class", "threads", "preload_app", "timeout", "graceful_timeout", "keepalive",
-                        "accesslog", "errorlog"):
+                        "accesslog", "errorlog", "child_exit"):
                 self.cfg.set(key, getattr(gunicorn_conf, key))
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
@@ -87,6 +106,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     _Server().run()
     return 0
+
+
+def _prepare_metrics_dir(data_dir: Path) -> None:
+    """An empty folder for the workers' metric files, exported before prometheus_client is first imported
+    (it picks its multiprocess mode at import) and before gunicorn forks."""
+    folder = (data_dir / "prometheus").resolve()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _lint(args: argparse.Namespace) -> int:

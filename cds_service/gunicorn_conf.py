@@ -14,3 +14,11 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = None
 errorlog = "-"
+
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's metric files (prometheus-client multiprocess mode)."""
+    from cds_service.telemetry import mark_worker_dead
+
+    mark_worker_dead(worker.pid)

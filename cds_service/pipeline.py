@@ -13,8 +13,9 @@ from .gather import gather_resources
 from .gather.facts import extract_drafts, extract_facts
 from .hook_request import parse_hook_request
 from .knowledge.model import Knowledge, Service
-from .render.cards import render_cards
+from .render.cards import EXTENSION_KEY, render_cards
 from .settings import Settings
+from .telemetry import record_cards
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
     cards = render_cards(evaluation, knowledge, call.hook_instance, call.patient_id, tuple(sorted(gathered.unknown)),
                          base_url=settings.public_url or base_url, override_reasons=service.override_reasons)
+    record_cards(cards, EXTENSION_KEY, evaluation.silenced)
     log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",
              service.id, len(cards), ",".join(f.rule.id for f in evaluation.findings), len(evaluation.silenced),
              gathered.fetched)

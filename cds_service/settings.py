@@ -44,6 +44,28 @@ class Settings:
     max_body_bytes: int = field(default=1_048_576, metadata={
         "help": "Largest request body accepted; larger bodies get 413."})
     log_level: str = field(default="INFO", metadata={"help": "Python log level."})
+    auth: str = field(default="off", metadata={
+        "help": "`on`: every /cds-services call must carry a JWT from a trusted issuer; `off` (local trials only) "
+                "trusts any caller and logs a warning at start."})
+    trusted_issuers: str = field(default="", metadata={
+        "help": "YAML or JSON file naming each trusted JWT issuer with its JWKS file or its allowed `jku` URLs."})
+    jwt_leeway_s: int = field(default=30, metadata={
+        "help": "Clock skew allowed when checking a JWT's exp, iat and nbf."})
+    jwt_max_lifetime_s: int = field(default=3600, metadata={
+        "help": "A JWT whose exp is further ahead than this is refused (it bounds how long a jti is remembered)."})
+    jwks_cache_ttl_s: float = field(default=300.0, metadata={
+        "help": "How long a fetched or read JWKS is used before it is fetched again."})
+    jwks_min_refetch_s: float = field(default=10.0, metadata={
+        "help": "Shortest time between two fetches of one JWKS for an unknown `kid`."})
+    jwks_timeout_s: float = field(default=3.0, metadata={
+        "help": "Connect and read timeout for fetching a JWKS from an allowed `jku`."})
+    cors_origins: str = field(default="*", metadata={
+        "help": "Browser origins allowed by CORS, comma-separated; `*` allows any (production: list the EHR's)."})
+    fhir_allowed_urls: str = field(default="http://127.0.0.1:*,http://localhost:*,http://[::1]:*", metadata={
+        "help": "Base URLs a request's fhirServer must start with, comma-separated; `host:*` allows any port, "
+                "`none` allows no server. Other servers are never contacted."})
+    max_prefetch_resources: int = field(default=5000, metadata={
+        "help": "Most resources a request's prefetch may hold; more gets 413."})
 
     @property
     def effective_database_url(self) -> str:

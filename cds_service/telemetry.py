@@ -1,10 +1,15 @@
-"""Logging with a request id on every line, and no PHI at INFO (callers log ids of rules and keys, never values)."""
+"""Logging with a request id on every line (no PHI at INFO: callers log ids of rules and keys, never values),
+and Prometheus metrics (multiprocess mode under gunicorn when PROMETHEUS_MULTIPROC_DIR is set before start)."""
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
+import os
 import time
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -39,3 +44,43 @@ def configure_logging(level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter("spasm_cds_requests_total", "Requests answered, by endpoint and HTTP status",
+                   ["endpoint", "status"])
+LATENCY = Histogram("spasm_cds_request_seconds", "Time to answer a request, by endpoint", ["endpoint"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+CARDS = Counter("spasm_cds_cards_total", "Findings shown on cards, by rule and indicator", ["rule", "indicator"])
+SUPPRESSED = Counter("spasm_cds_cards_suppressed_total", "Cards not shown, by rule and reason", ["rule", "reason"])
+SILENCED = Counter("spasm_cds_rules_silenced_total", "Rules that could not decide because data was unknown",
+                   ["rule"])
+FHIR_LATENCY = Histogram("spasm_cds_fhir_request_seconds", "Time of one call to the EHR's FHIR server",
+                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+FHIR_ERRORS = Counter("spasm_cds_fhir_errors_total", "Failed calls to the EHR's FHIR server, by reason", ["reason"])
+JWT_FAILURES = Counter("spasm_cds_jwt_failures_total", "Refused JWTs, by reason", ["reason"])
+
+
+def mark_worker_dead(pid: int) -> None:
+    """gunicorn child_exit hook: drop a dead worker's live gauges."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def metrics_text() -> bytes:
+    """The Prometheus exposition of every worker (multiprocess) or of this process."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
+
+
+def record_cards(cards: Iterable[dict[str, Any]], extension_key: str, silenced: Iterable[str]) -> None:
+    """Count each finding a card shows, under its rule and the card's indicator; and the silenced rules."""
+    for card in cards:
+        for rule in (card.get("extension") or {}).get(extension_key, {}).get("rules", ()):
+            CARDS.labels(rule=rule, indicator=card["indicator"]).inc()
+    for rule in silenced:
+        SILENCED.labels(rule=rule).inc()

@@ -25,6 +25,10 @@ class UnitConverter:
         self._lock = threading.Lock()
         self.factor = lru_cache(maxsize=4096)(self._factor)
 
+    def normalize(self, unit: str) -> str:
+        """The UCUM spelling of a unit as sent (aliases from mappings/units.yaml applied)."""
+        return self._aliases.get(unit, unit)
+
     def check(self, unit: str) -> bool:
         """True when the unit string parses as UCUM (after aliases)."""
         try:
@@ -141,11 +145,17 @@ class Terminology:
 
     def lab(self, codings: Iterable[Mapping]) -> str | None:
         """The lab concept id of an Observation's codings (LOINC), or None."""
+        found = self.lab_code(codings)
+        return found[0] if found else None
+
+    def lab_code(self, codings: Iterable[Mapping]) -> tuple[str, int] | None:
+        """(lab concept id, position of the code in the concept's list) for an Observation's codings, or None."""
         for coding in codings:
             if self.system_name(coding.get("system")) == "loinc":
-                concept = self._loinc.get(str(coding.get("code") or ""))
+                code = str(coding.get("code") or "")
+                concept = self._loinc.get(code)
                 if concept:
-                    return concept
+                    return concept, self._concepts[concept].codes["loinc"].index(code)
         return None
 
     def conditions(self, codings: Iterable[Mapping]) -> frozenset[str]:

@@ -1,12 +1,17 @@
-"""STEP 1: the HTTP edge. The only package (with errors.py and the factory) that imports flask."""
+"""STEP 1: the HTTP edge. The only package (with errors.py and the factory) that imports flask.
+
+Every request gets a request id, CORS headers, then (under /cds-services) JWT verification and the prefetch cap."""
 from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 from flask import Flask, current_app, request
+from flask_cors import CORS
 
 from .. import AppState
+from ..errors import InvalidRequest, PayloadTooLarge
 from ..telemetry import request_id
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -18,7 +23,7 @@ def state() -> AppState:
 
 
 def register_api(app: Flask) -> None:
-    """Attach the blueprints and the request-id hooks."""
+    """Attach the blueprints and the hooks: request id, JWT verification, prefetch cap, CORS."""
     from . import discovery, knowledge_pages, ops, services
 
     @app.before_request
@@ -26,12 +31,63 @@ def register_api(app: Flask) -> None:
         given = request.headers.get("X-Request-ID", "")
         request_id.set(given if _SAFE_ID.match(given) else uuid.uuid4().hex)
 
+    @app.before_request
+    def _authenticate() -> None:
+        verifier = state().verifier
+        # a browser's CORS preflight never carries the token, so it cannot be asked for one
+        if verifier is None or request.method == "OPTIONS" or not _guarded(request.path):
+            return
+        verifier.verify(request.headers.get("Authorization"), audience=_called_url())
+
+    @app.before_request
+    def _cap_prefetch() -> None:
+        if request.endpoint != "services.call_service":
+            return
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            raise InvalidRequest("the request body nests too deeply") from None
+        limit = state().settings.max_prefetch_resources
+        count = _prefetch_resource_count(body)
+        if count > limit:
+            raise PayloadTooLarge(f"prefetch holds {count} resources; at most {limit} are accepted "
+                                  "(SPASM_CDS_MAX_PREFETCH_RESOURCES)")
+
     @app.after_request
     def _echo_request_id(response):
         response.headers["X-Request-ID"] = request_id.get()
         return response
 
+    origins = [o.strip() for o in app.extensions["spasm_cds"].settings.cors_origins.split(",") if o.strip()]
+    CORS(app, origins=origins, send_wildcard=True, methods=["GET", "POST", "OPTIONS"],
+         allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Request-ID"], max_age=600)
+
     app.register_blueprint(discovery.bp)
     app.register_blueprint(services.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(knowledge_pages.bp)
+
+
+def _guarded(path: str) -> bool:
+    """Discovery, service calls and feedback need a JWT; /knowledge pages and /healthz do not."""
+    return path == "/cds-services" or path.startswith("/cds-services/")
+
+
+def _called_url() -> str:
+    """The URL the client called (its JWT's aud): from SPASM_CDS_PUBLIC_URL when set, else from the request."""
+    public = state().settings.public_url
+    return public.rstrip("/") + request.path if public else request.base_url
+
+
+def _prefetch_resource_count(body: Any) -> int:
+    """How many resources a hook request's prefetch holds (each Bundle entry counts)."""
+    prefetch = body.get("prefetch") if isinstance(body, dict) else None
+    if not isinstance(prefetch, dict):
+        return 0
+    count = 0
+    for value in prefetch.values():
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle" and isinstance(value.get("entry"), list):
+            count += len(value["entry"])
+        elif value is not None:
+            count += 1
+    return count

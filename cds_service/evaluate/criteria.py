@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Callable
 
-from ..gather.facts import LabResult, MedicationUse, PatientFacts, flag_of
+from ..gather.facts import LabResult, MedicationUse, PatientFacts, flag_of, shown_unit
 from ..knowledge.model import Criterion
 from ..terminology import Terminology
 
@@ -88,7 +88,8 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> 
         return NO
     spec = concept.lab
     value = latest.corrected if c.corrected and latest.corrected is not None else latest.value
-    judged = replace(latest, value=value) if value != latest.value else latest
+    # a corrected value is judged by the ranges only: the interpretation code described the measured value
+    judged = replace(latest, value=value, interpretation=None) if value != latest.value else latest
     flag = flag_of(judged, spec.fallback_low, spec.fallback_high)
     holds = True
     if c.flag == "abnormal":
@@ -105,7 +106,7 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> 
     if not holds:
         return NO
     rng = latest.shown_range or _fallback_range(spec)
-    corrected = (f"{latest.corrected:.1f} {spec.canonical_unit} corrected for {latest.corrected_by}"
+    corrected = (f"{latest.corrected:.1f} {shown_unit(spec.canonical_unit)} corrected for {latest.corrected_by}"
                  if latest.corrected is not None else "not corrected (no same-day low albumin)")
     evidence = f"{concept.label} {latest.shown_value} {latest.shown_unit} on {latest.when.isoformat()}"
     fields = {"name": concept.label, "value": latest.shown_value, "unit": latest.shown_unit,
@@ -169,7 +170,7 @@ def _latest_within(facts: PatientFacts, concept_id: str, within_days: int | None
 
 def _fallback_range(spec) -> str:
     if spec.fallback_low is not None and spec.fallback_high is not None:
-        return f"{spec.fallback_low:g}–{spec.fallback_high:g} {spec.canonical_unit} (typical adult range)"
+        return f"{spec.fallback_low:g}–{spec.fallback_high:g} {shown_unit(spec.canonical_unit)} (typical adult range)"
     return ""
 
 

@@ -64,7 +64,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
                 if match.holds is True:
                     fired = False
                     break
-                if match.holds is None:
+                if match.holds is None and not criterion.ignore_unknown:
                     decided = False
         if fired and not decided:
             silenced.append(rule.id)

@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from ..errors import DataUnavailable, FhirError
 from ..hook_request import HookCall
@@ -33,7 +34,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     """Decide per prefetch key (use / null / OperationOutcome / absent), fetch what is missing in parallel.
 
     Raises DataUnavailable (412) when a required kind can be neither prefetched nor fetched."""
-    client = FhirClient(call.fhir_server, call.access_token, settings) if call.fhir_server else None
+    client = _client_for(call, settings)
     resources: dict[str, list[dict[str, Any]]] = {}
     unknown: set[str] = set()
     to_fetch: list[tuple[DataQuery, str]] = []
@@ -76,6 +77,19 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched)
 
 
+def _client_for(call: HookCall, settings: Settings) -> FhirClient | None:
+    """A client for the call's fhirServer, or None if it sent none or it is off the allow-list (never contacted)."""
+    if not call.fhir_server:
+        return None
+    try:
+        return FhirClient(call.fhir_server, call.access_token, settings)
+    except FhirError:
+        # the host alone: a URL's user-info part could hold credentials
+        log.warning("fhirServer host %s is not on the allow-list (SPASM_CDS_FHIR_ALLOWED_URLS); answering from "
+                    "prefetch alone", (urlsplit(call.fhir_server).hostname or "?")[:100])
+        return None
+
+
 def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unknown: set[str]) -> None:
     if query.kind in service.required_data:
         how = ("fetching it from fhirServer failed" if state is PrefetchState.FAILED
@@ -85,8 +99,8 @@ def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unk
 
 
 def _next_link(value: Any) -> str | None:
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        for link in value.get("link") or ():
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle" and isinstance(value.get("link"), list):
+        for link in value["link"]:
             if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
                 return link["url"]
     return None

@@ -3,9 +3,10 @@ active conditions, age and sex, and which kinds of data are unknown. Reads only 
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime, timezone
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -20,6 +21,7 @@ _VOID_OBSERVATION = {"cancelled", "entered-in-error", "registered"}
 _LOW_FLAGS = {"L", "LL", "LU"}
 _HIGH_FLAGS = {"H", "HH", "HU"}
 _ABNORMAL_FLAGS = {"A", "AA"}
+_ANNOTATION = re.compile(r"\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class LabResult:
     shown_range: str
     corrected: float | None = None  # canonical unit; set when a same-day correction applies
     corrected_by: str = ""  # e.g. "albumin 3.0 g/dL"
+    at: float = 0.0  # the full time stamp, for ordering results of one day
+    code_rank: int = 0  # position of the result's code in the concept's list (preferred codes first)
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,9 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
     bundle = context.get("draftOrders")
     if not isinstance(bundle, dict):
         return ()
-    selections = {s for s in context.get("selections") or () if isinstance(s, str)}
+    selections = {s for s in _list(context.get("selections")) if isinstance(s, str)}
     drafts = []
-    for entry in bundle.get("entry") or ():
+    for entry in _list(bundle.get("entry")):
         r = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(r, dict) or r.get("resourceType") != "MedicationRequest":
             continue
@@ -118,10 +122,10 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
             log.info("a draft order has no medication code; not matched")
             continue
         codings = _codings(concept)
-        concepts, ingredients = terminology.medication(codings, concept.get("text"))
+        concepts, ingredients = terminology.medication(codings, _str(concept.get("text")))
         if not concepts:
             log.info("a draft order's medication matched no concept")
-        display = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
+        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
         selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
         drafts.append(DraftOrder(ident, concepts, ingredients, display or "medication", selected))
     return tuple(drafts)
@@ -131,13 +135,13 @@ def _medication_concept(r: Mapping[str, Any], medications_by_id: Mapping[str, An
     """The medication CodeableConcept of a request or statement: inline, contained (#id) or referenced."""
     concept = r.get("medicationCodeableConcept")
     if concept is None:
-        ref = (r.get("medicationReference") or {}).get("reference") or ""
+        ref = _str(_obj(r.get("medicationReference")).get("reference")) or ""
         if ref.startswith("#"):
-            concept = next((c.get("code") for c in r.get("contained") or ()
+            concept = next((c.get("code") for c in _list(r.get("contained"))
                             if isinstance(c, dict) and c.get("resourceType") == "Medication"
                             and c.get("id") == ref[1:]), None)
         elif ref.startswith("Medication/"):
-            concept = (medications_by_id.get(ref.split("/", 1)[1]) or {}).get("code")
+            concept = _obj(medications_by_id.get(ref.split("/", 1)[1])).get("code")
     return concept
 
 
@@ -159,10 +163,25 @@ def _date(value: Any) -> date | None:
         return None
 
 
+def _obj(value: Any) -> Mapping[str, Any]:
+    """value if it is a JSON object, else an empty one (EHR data is read defensively, never trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """value if it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    """value if it is a string, else None."""
+    return value if isinstance(value, str) else None
+
+
 def _codings(concept: Any) -> list[Mapping]:
     if not isinstance(concept, dict):
         return []
-    return [c for c in concept.get("coding") or () if isinstance(c, dict)]
+    return [c for c in _list(concept.get("coding")) if isinstance(c, dict)]
 
 
 def _medications(items, medications_by_id, terminology: Terminology):
@@ -170,16 +189,16 @@ def _medications(items, medications_by_id, terminology: Terminology):
         kind = r.get("resourceType")
         if kind not in ("MedicationRequest", "MedicationStatement"):
             continue
-        if r.get("status") not in _ACTIVE_MED:
+        if _str(r.get("status")) not in _ACTIVE_MED:
             continue
         concept = _medication_concept(r, medications_by_id)
         if not isinstance(concept, dict):
             log.info("a %s has no usable medication code; not matched", kind)
             continue
         codings = _codings(concept)
-        concepts, ingredients = terminology.medication(codings, concept.get("text"))
-        display = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
-        started = _date(r.get("authoredOn") or (r.get("effectivePeriod") or {}).get("start")
+        concepts, ingredients = terminology.medication(codings, _str(concept.get("text")))
+        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
+        started = _date(r.get("authoredOn") or _obj(r.get("effectivePeriod")).get("start")
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
         yield MedicationUse(concepts, ingredients, display or "medication", started)
 
@@ -187,22 +206,35 @@ def _medications(items, medications_by_id, terminology: Terminology):
 def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]]:
     found: dict[str, list[LabResult]] = defaultdict(list)
     for r in items:
-        if r.get("resourceType") != "Observation" or r.get("status") in _VOID_OBSERVATION:
+        if r.get("resourceType") != "Observation" or _str(r.get("status")) in _VOID_OBSERVATION:
             continue
-        when = _date(r.get("effectiveDateTime") or r.get("effectiveInstant")
-                     or (r.get("effectivePeriod") or {}).get("start") or r.get("issued"))
+        stamp = (r.get("effectiveDateTime") or r.get("effectiveInstant")
+                 or _obj(r.get("effectivePeriod")).get("start") or r.get("issued"))
+        when = _date(stamp)
         if when is None:
             continue
-        parts = [r] + [c for c in r.get("component") or () if isinstance(c, dict)]
+        parts = [r] + [c for c in _list(r.get("component")) if isinstance(c, dict)]
         for part in parts:
             result = _lab_result(part, when, terminology)
             if result:
-                found[result.concept].append(result)
+                found[result.concept].append(replace(result, at=_instant(stamp, when)))
     for concept_id, results in found.items():
         correction = terminology.concept(concept_id).lab.correction
         if correction and correction.by in found:
             found[concept_id] = [_corrected(r, correction, found[correction.by], terminology) for r in results]
-    return MappingProxyType({k: tuple(sorted(v, key=lambda x: x.when, reverse=True)) for k, v in found.items()})
+    # newest first by the full time stamp; on a tie, the concept's preferred (first-listed) code first
+    return MappingProxyType({k: tuple(sorted(v, key=lambda x: (-x.at, x.code_rank))) for k, v in found.items()})
+
+
+def _instant(stamp: Any, day: date) -> float:
+    """Seconds since the epoch of a FHIR dateTime; a date alone counts as its midnight UTC."""
+    if isinstance(stamp, str) and len(stamp) > 10:
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        except ValueError:
+            pass
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
 
 
 def _corrected(result: LabResult, correction, others: list[LabResult], terminology: Terminology) -> LabResult:
@@ -220,14 +252,18 @@ def _lab_result(part: Mapping, when: date, terminology: Terminology) -> LabResul
     quantity = part.get("valueQuantity")
     if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)):
         return None
-    concept_id = terminology.lab(_codings(part.get("code")))
-    if concept_id is None:
+    found = terminology.lab_code(_codings(part.get("code")))
+    if found is None:
         return None
+    concept_id, code_rank = found
     spec = terminology.concept(concept_id).lab
     unit = quantity.get("code") if terminology.system_name(quantity.get("system")) == "ucum" else None
     unit = unit or quantity.get("unit")
     if not unit:
         log.info("a %s result has no unit; not compared", concept_id)
+        return None
+    if spec.accepted_units and terminology.units.normalize(unit) not in spec.accepted_units:
+        log.info("a %s result is in a unit this analyte does not accept; not compared", concept_id)
         return None
 
     def canonical(v: Any) -> float | None:
@@ -240,13 +276,19 @@ def _lab_result(part: Mapping, when: date, terminology: Terminology) -> LabResul
     if value is None:
         log.info("a %s result has a unit that cannot be converted; not compared", concept_id)
         return None
-    ref = next((rr for rr in part.get("referenceRange") or () if isinstance(rr, dict)), None) or {}
-    low = canonical((ref.get("low") or {}).get("value"))
-    high = canonical((ref.get("high") or {}).get("value"))
-    interpretation = next((c.get("code") for i in part.get("interpretation") or () for c in _codings(i)), None)
+    ref = next((rr for rr in _list(part.get("referenceRange")) if isinstance(rr, dict)), None) or {}
+    low = canonical(_obj(ref.get("low")).get("value"))
+    high = canonical(_obj(ref.get("high")).get("value"))
+    interpretation = next((_str(c.get("code")) for i in _list(part.get("interpretation")) for c in _codings(i)), None)
+    shown = shown_unit(str(quantity.get("unit") or unit))
     return LabResult(concept=concept_id, value=value, low=low, high=high, interpretation=interpretation,
-                     when=when, shown_value=_number(quantity["value"]), shown_unit=str(quantity.get("unit") or unit),
-                     shown_range=_range_text(ref, str(quantity.get("unit") or unit)))
+                     when=when, shown_value=_number(quantity["value"]), shown_unit=shown,
+                     shown_range=_range_text(ref, shown), code_rank=code_rank)
+
+
+def shown_unit(unit: str) -> str:
+    """A UCUM unit as a clinician reads it: annotations without braces (mL/min/{1.73_m2} -> mL/min/1.73 m2)."""
+    return _ANNOTATION.sub(lambda m: m.group(1).replace("_", " "), unit)
 
 
 def _number(v: float) -> str:
@@ -254,7 +296,7 @@ def _number(v: float) -> str:
 
 
 def _range_text(ref: Mapping, unit: str) -> str:
-    low, high = (ref.get("low") or {}).get("value"), (ref.get("high") or {}).get("value")
+    low, high = _obj(ref.get("low")).get("value"), _obj(ref.get("high")).get("value")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
         return f"{_number(low)}–{_number(high)} {unit}"
     if isinstance(low, (int, float)):
@@ -268,8 +310,8 @@ def _conditions(items, terminology: Terminology):
     for r in items:
         if r.get("resourceType") != "Condition":
             continue
-        clinical = next((c.get("code") for c in _codings(r.get("clinicalStatus"))), None)
-        verification = next((c.get("code") for c in _codings(r.get("verificationStatus"))), None)
+        clinical = next((_str(c.get("code")) for c in _codings(r.get("clinicalStatus"))), None)
+        verification = next((_str(c.get("code")) for c in _codings(r.get("verificationStatus"))), None)
         if verification in _VOID_VERIFICATION:
             continue
         if clinical is not None and clinical not in _ACTIVE_CONDITION:
@@ -279,7 +321,7 @@ def _conditions(items, terminology: Terminology):
         codings = _codings(r.get("code"))
         concepts = terminology.conditions(codings)
         if concepts:
-            display = (r.get("code") or {}).get("text") or next(
+            display = _str(_obj(r.get("code")).get("text")) or next(
                 (c.get("display") for c in codings if c.get("display")), "")
             yield ConditionFact(concepts, display)
 

@@ -1,11 +1,14 @@
-"""FHIR reads and searches against the EHR's server: bearer token, timeouts, no redirects, capped paging."""
+"""FHIR reads and searches against the EHR's server: only servers on the allow-list (SSRF guard), bearer token,
+timeouts, no redirects, capped paging that stops on a repeated next link."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.utils import requote_uri
 
 from ..errors import FhirError
 from ..settings import Settings
@@ -13,6 +16,38 @@ from .prefetch import bundle_resources
 
 log = logging.getLogger(__name__)
 _MAX_RESOURCES = 5000
+_NETLOC = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{1,5}|\*))?$")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def fhir_server_allowed(url: str, allow_list: str) -> bool:
+    """Whether url lies under one of the comma-separated base URLs (`host:*` = any port; `none` = nothing).
+
+    Hosts are compared exactly after strict parsing, so `http://127.0.0.1@elsewhere` or `http://localhost.evil`
+    never pass as loopback; a path prefix matches whole segments only."""
+    target = _split(url, wildcard_port=False)
+    if target is None:
+        return False
+    for entry in allow_list.split(","):
+        allowed = _split(entry.strip(), wildcard_port=True)
+        if allowed is None:
+            continue
+        scheme, host, port, path = allowed
+        if (scheme, host) == target[:2] and port in ("*", target[2]) \
+                and (target[3] == path or target[3].startswith(path + "/")):
+            return True
+    return False
+
+
+def _split(url: str, wildcard_port: bool) -> tuple[str, str, str, str] | None:
+    """(scheme, host, port, path without trailing slash), or None if url is not a plain http(s) URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    match = _NETLOC.match(parts.netloc)
+    if scheme not in _DEFAULT_PORTS or not match or (match["port"] == "*" and not wildcard_port):
+        return None
+    port = match["port"] or _DEFAULT_PORTS[scheme]
+    return scheme, match["host"].lower(), port, parts.path.rstrip("/")
 
 
 class FhirClient:
@@ -20,6 +55,9 @@ class FhirClient:
 
     def __init__(self, base_url: str, access_token: str | None, settings: Settings,
                  session: requests.Session | None = None):
+        self._allowed = settings.fhir_allowed_urls
+        if not fhir_server_allowed(base_url, self._allowed):
+            raise FhirError("fhirServer is not on the allow-list (SPASM_CDS_FHIR_ALLOWED_URLS)")
         self.base = base_url.rstrip("/")
         self._origin = _origin(self.base)
         self._timeout = (settings.fhir_connect_timeout_s, settings.fhir_read_timeout_s)
@@ -41,7 +79,15 @@ class FhirClient:
         url: str | None = self._absolute(relative_or_next)
         out: list[dict[str, Any]] = []
         pages = 0
+        fetched: set[str] = set()
         while url and pages < self._max_pages:
+            # compared as requests will send it, so `|` and `%7C` name the same page
+            sent_as = requote_uri(url)
+            if sent_as in fetched:
+                log.warning("a next link led back to a page already fetched; stopped paging")
+                url = None
+                break
+            fetched.add(sent_as)
             body = self._get(url)
             pages += 1
             kind = body.get("resourceType")
@@ -49,6 +95,8 @@ class FhirClient:
                 raise FhirError("the server answered with an OperationOutcome")
             if kind != "Bundle":
                 return [body]
+            if not isinstance(body.get("entry", []), list) or not isinstance(body.get("link", []), list):
+                raise FhirError("the FHIR server answered with a malformed Bundle")
             out.extend(bundle_resources(body))
             if len(out) >= _MAX_RESOURCES:
                 log.warning("stopped paging at %d resources", len(out))
@@ -71,6 +119,8 @@ class FhirClient:
         return f"{self.base}/{relative.lstrip('/')}"
 
     def _get(self, url: str) -> dict[str, Any]:
+        if not fhir_server_allowed(url, self._allowed):
+            raise FhirError("refused a URL off the fhirServer allow-list")
         try:
             response = self._session.get(url, headers=self._headers, timeout=self._timeout, allow_redirects=False)
         except requests.RequestException as exc:

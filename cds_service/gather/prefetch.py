@@ -38,7 +38,8 @@ def classify(prefetch: Mapping[str, Any], key: str) -> tuple[PrefetchState, list
 def bundle_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The resources of a Bundle's entries, without OperationOutcome entries (search.mode outcome)."""
     out: list[dict[str, Any]] = []
-    for entry in bundle.get("entry") or ():
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and resource.get("resourceType") not in (None, "OperationOutcome"):
             out.append(resource)

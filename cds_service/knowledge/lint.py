@@ -157,6 +157,8 @@ def _check_criterion(crit: dict, concepts, where: str, doc: dict) -> list[str]:
             problems.append(f"{where}.corrected: lab {crit['lab']!r} has no correction in its mapping")
     if kind == "medication" and "since_days" in crit and "within_days" in crit:
         problems.append(f"{where}: since_days and within_days do not go together")
+    if crit.get("if_unknown") and ": include" in where:
+        problems.append(f"{where}.if_unknown: only exclude criteria may ignore unknown data")
     if kind == "draft-order" and not set(doc["hooks"]) <= {"order-select", "order-sign"}:
         problems.append(f"{where}.draft-order: only order-select and order-sign calls have draft orders")
     if kind == "medication" and crit.get("different_from"):

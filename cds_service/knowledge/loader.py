@@ -166,7 +166,8 @@ def _build_concepts(entries) -> dict[str, Concept]:
             fix = spec.get("correction")
             lab = LabSpec(spec["canonical_unit"], spec.get("molar_mass_g_per_mol"), spec.get("valence"),
                           rng.get("low"), rng.get("high"), order.get("loinc"), order.get("display"),
-                          Correction(fix["by"], fix["factor"], fix["reference"]) if fix else None)
+                          Correction(fix["by"], fix["factor"], fix["reference"]) if fix else None,
+                          tuple(spec.get("accepted_units", ())))
         concepts.setdefault(doc["id"], Concept(
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
@@ -200,7 +201,7 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                      age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"),
                      times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
                      since_days=raw.get("since_days"), any_of=any_of, with_drafts=bool(raw.get("with_drafts")),
-                     different_from=raw.get("different_from", ""))
+                     different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore")
 
 
 def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:

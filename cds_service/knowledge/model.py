@@ -21,6 +21,7 @@ class LabSpec:
     order_loinc: str | None
     order_display: str | None
     correction: "Correction | None" = None
+    accepted_units: tuple[str, ...] = ()  # when set, results in other units are not compared
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Criterion:
     with_drafts: bool = False  # medication: drafts being ordered count too
     different_from: str = ""  # medication: ignore drugs sharing an ingredient with this alias's drug
     any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
+    ignore_unknown: bool = False  # exclude: unknown data does not silence the rule
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,9 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
     template = knowledge.card_groups[group]
     findings = sorted(findings, key=lambda f: _ORDER[f.rule.severity])
     shorts = [fill(f.rule.card.short or f.rule.title, f.fields) for f in findings]
-    summary = _group_summary(template["summary"], shorts, knowledge.max_summary_chars)
+    orders = list(dict.fromkeys(knowledge.concepts[cid].label for f in findings if f.rule.card.suggest_missing_labs
+                                for cid in f.missing_labs))
+    summary = _group_summary(template["summary"], shorts, knowledge.max_summary_chars, ", ".join(orders))
     sections = [f"**{fill(f.rule.card.summary, f.fields)}**\n\n{fill(f.rule.card.detail, f.fields)}"
                 for f in findings]
     sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
@@ -91,14 +93,15 @@ def _link_rule_pages(card: dict[str, Any], base_url: str, knowledge: Knowledge) 
     card["links"] = card.get("links", []) + links
 
 
-def _group_summary(template: str, items: list[str], limit: int) -> str:
-    """The group summary listing as many items as fit, then 'and N more'."""
+def _group_summary(template: str, items: list[str], limit: int, orders: str = "") -> str:
+    """The group summary listing as many items as fit, then 'and N more'; {group.orders} lists each test once."""
     for shown in range(len(items), 0, -1):
         listed = "; ".join(items[:shown]) + (f"; and {len(items) - shown} more" if shown < len(items) else "")
-        text = fill(template, {"group.count": str(len(items)), "group.items": listed})
+        text = fill(template, {"group.count": str(len(items)), "group.items": listed, "group.orders": orders})
         if len(text) <= limit:
             return text
-    return _clip(fill(template, {"group.count": str(len(items)), "group.items": items[0]}), limit)
+    return _clip(fill(template, {"group.count": str(len(items)), "group.items": items[0], "group.orders": orders}),
+                 limit)
 
 
 def _frame(card_uuid: str, summary: str, indicator: str, detail: str, knowledge: Knowledge, source_id: str,

@@ -79,6 +79,7 @@ def test_case_fetch_mode_over_http(case, service_server, fhir_server, today):
     assert status == 200, response
     result = judge(_KNOWLEDGE, case, response)
     assert result.problem is None, result.problem
-    if result.card and result.card.get("suggestions"):
-        reference = result.card["suggestions"][0]["actions"][0]["resource"]["subject"]["reference"]
-        assert reference == f"Patient/{patient_id}"
+    for suggestion in (result.card or {}).get("suggestions", ()):
+        for action in suggestion["actions"]:
+            if action["type"] == "create":
+                assert action["resource"]["subject"]["reference"] == f"Patient/{patient_id}"

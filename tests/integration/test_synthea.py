@@ -191,11 +191,15 @@ class Tally:
                 if request.subject.reference != f"Patient/{chart.patient_id}":
                     self.problems.append(f"{name}: order for {request.subject.reference}")
                 suggested.append(request.code.coding[0].code)
+            if len(suggested) != len(set(suggested)):
+                self.problems.append(f"{name}: the same test is offered twice: {suggested}")
             if WORKUP_RULE in rules:
                 workup_cards += 1
                 missing = expected_missing_labs(chart, knowledge, day, WORKUP_RULE)
                 self.orders.update(missing)
-                if suggested != [knowledge.concepts[cid].lab.order_loinc for cid in missing]:
+                # other work-up rules may add their tests to the same card; the electrolytes must all be there
+                wanted = [knowledge.concepts[cid].lab.order_loinc for cid in missing]
+                if not set(wanted) <= set(suggested):
                     self.problems.append(f"{name}: work-up card offers {suggested}; the data leave {missing} missing")
         if workup_cards != 1:
             self.problems.append(f"{name}: {workup_cards} work-up cards")
@@ -253,7 +257,7 @@ def test_synthea_patients_with_a_cramp_get_valid_cards_the_data_allow(clock: str
     assert tally.rules[MAGNESIUM_RULE] == 0
     assert tally.rules[WORKUP_RULE] == n and tally.orders["magnesium"] == n
     assert tally.missing_data_cards == 0  # every key was prefetched
-    assert tally.indicators == Counter({knowledge.rules[WORKUP_RULE].severity: n})
+    assert max(tally.cards_per_patient) <= MAX_CARDS_PER_PATIENT
 
 
 def test_a_large_loop_diuretic_prefetch_goes_through_the_http_service(knowledge: Knowledge, service: Service,
@@ -287,4 +291,4 @@ def test_a_large_loop_diuretic_prefetch_goes_through_the_http_service(knowledge:
     response = json.loads(raw)
     assert schema_errors("CdsResponse", response) == []
     assert response == respond(body, service, knowledge, SETTINGS, today)
-    assert [c["extension"][EXTENSION_KEY]["rules"] for c in response["cards"]] == [[WORKUP_RULE]]
+    assert any(WORKUP_RULE in c["extension"][EXTENSION_KEY]["rules"] for c in response["cards"])

@@ -29,12 +29,18 @@ def test_card_suggestions_are_valid_r4_service_requests(today):
     for case in _KNOWLEDGE.cases:
         result = run_case(_KNOWLEDGE, case, today=today)
         for card in result.cards:
-            if card.get("suggestions"):
-                assert card["selectionBehavior"] == "any"
+            kinds = {a["type"] for s in card.get("suggestions", ()) for a in s["actions"]}
+            if kinds:
+                # orders may be taken together; removing the draft is a single choice
+                assert card["selectionBehavior"] == ("at-most-one" if kinds == {"delete"} else "any")
             for suggestion in card.get("suggestions", ()):
                 assert suggestion["uuid"] and suggestion["label"]
                 for action in suggestion["actions"]:
-                    assert action["type"] == "create" and action["description"]
+                    assert action["description"]
+                    if action["type"] == "delete":
+                        assert action["resourceId"].startswith("MedicationRequest/draft-")
+                        continue
+                    assert action["type"] == "create"
                     resource = ServiceRequest.model_validate(action["resource"])
                     assert resource.intent == "proposal"
                     assert resource.subject.reference == "Patient/case-patient"

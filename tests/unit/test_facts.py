@@ -131,6 +131,37 @@ def test_results_are_listed_newest_first(k):
     assert [r.when for r in labs["potassium"]] == [date(2026, 5, 20), date(2026, 1, 10)]
 
 
+def test_results_of_one_day_are_ordered_by_their_time(k):
+    morning = observation(k, "potassium", 2.3, "mmol/L", when="2026-05-20")
+    evening = dict(observation(k, "potassium", 4.0, "mmol/L", when="2026-05-20"), effectiveDateTime="2026-05-20T20:00:00Z")
+    for order in ([morning, evening], [evening, morning]):
+        assert [r.shown_value for r in facts(k, observations=order).labs["potassium"]] == ["4.0", "2.3"]
+
+
+def test_same_time_results_prefer_the_concepts_first_code(k):
+    codes = k["knowledge"].concepts["potassium"].codes["loinc"]
+    first = observation(k, "potassium", 4.4, "mmol/L")
+    second = dict(first, code={"coding": [{"system": k["loinc"], "code": codes[1]}]},
+                  valueQuantity=dict(first["valueQuantity"], value=3.0))
+    for order in ([first, second], [second, first]):
+        assert facts(k, observations=order).labs["potassium"][0].shown_value == "4.4"
+
+
+def test_a_unit_the_analyte_does_not_accept_is_not_compared(k):
+    spec = k["knowledge"].concepts["hba1c"].lab
+    assert spec.accepted_units, "HbA1c must list the units it accepts"
+    ratio = observation(k, "hba1c", 48, "mmol/mol")  # IFCC: not a percent, though UCUM would convert it as one
+    assert "hba1c" not in facts(k, observations=[ratio]).labs
+    percent = observation(k, "hba1c", 6.8, spec.accepted_units[0])
+    assert facts(k, observations=[percent]).labs["hba1c"][0].value == 6.8
+
+
+def test_annotations_in_units_are_shown_without_braces(k):
+    egfr = observation(k, "egfr", 48, "mL/min/{1.73_m2}")
+    result = facts(k, observations=[egfr]).labs["egfr"][0]
+    assert result.shown_unit == "mL/min/1.73 m2" and "{" not in result.shown_unit
+
+
 def test_ucum_code_is_converted_and_the_reported_unit_is_shown(k):
     obs = observation(k, "magnesium", 0.8, "mmol/L")
     obs["valueQuantity"]["unit"] = "millimoles per litre"

@@ -1,0 +1,37 @@
+"""The malformed-request corpus, in process: every request is a 4xx OperationOutcome, never a 5xx; and junk inside
+well-formed requests' prefetched resources never gives a 5xx either."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.assertions import assert_operation_outcome
+from tests.support.malformed import JUNK_IN_RESOURCES, MALFORMED, SERVICE, junk_request, valid_body
+
+
+def test_the_corpus_is_large_and_its_base_request_is_valid(client):
+    assert len(MALFORMED) >= 200
+    response = client.post(SERVICE, json=valid_body())
+    assert response.status_code == 200, response.data
+
+
+@pytest.mark.parametrize("item", MALFORMED, ids=[m.name for m in MALFORMED])
+def test_malformed_request_is_a_4xx_operation_outcome(client, item):
+    headers = {"Content-Type": item.content_type} if item.content_type else {}
+    response = client.open(item.path, method=item.method, data=item.body, headers=headers)
+    assert 400 <= response.status_code < 500, (response.status_code, response.data[:300])
+    assert_operation_outcome(response.status_code, response.content_type, response.data, response.status_code)
+
+
+@pytest.fixture(scope="module")
+def cramp(knowledge) -> dict:
+    concept = knowledge.concepts["muscle-cramp"]
+    return {"resourceType": "Condition", "id": "cramp", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": knowledge.systems["icd10cm"][0], "code": concept.codes["icd10cm"][0]}]}}
+
+
+@pytest.mark.parametrize("junk", JUNK_IN_RESOURCES, ids=[j.name for j in JUNK_IN_RESOURCES])
+def test_junk_inside_prefetched_resources_is_never_a_5xx(client, cramp, junk):
+    response = client.post(SERVICE, json=junk_request(junk, cramp))
+    assert response.status_code < 500, response.data[:300]
+    if response.status_code != 200:
+        assert_operation_outcome(response.status_code, response.content_type, response.data, response.status_code)

@@ -1,0 +1,51 @@
+"""Operations endpoints: health, readiness, and Prometheus metrics that count requests and card findings."""
+from __future__ import annotations
+
+import re
+
+from cds_service.case_runner import build_request, service_for
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if m and ",".join(sorted(m.group(1).split(","))) == wanted:
+            total += float(m.group(2))
+    return total
+
+
+def test_healthz_and_readyz_answer_ok(client, knowledge):
+    assert client.get("/healthz").get_json() == {"status": "ok", "rules": len(knowledge.rules)}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["knowledge"] is True
+
+
+def test_readyz_is_503_when_a_check_fails(app):
+    app.extensions["spasm_cds"].readiness_checks["broken"] = lambda: 1 / 0
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503 and response.get_json()["checks"]["broken"] is False
+    finally:
+        del app.extensions["spasm_cds"].readiness_checks["broken"]
+
+
+def test_metrics_count_requests_by_service_and_status_and_findings_by_rule(client, knowledge, today):
+    case = next(c for c in knowledge.cases if c.expect == "card" and c.hook == "patient-view")
+    service = service_for(knowledge, case)
+    before = client.get("/metrics").data.decode()
+    for _ in range(3):
+        assert client.post(f"/cds-services/{service.id}", json=build_request(knowledge, case, service, today)).status_code == 200
+    client.post("/cds-services/no-such-service", json={})
+    after = client.get("/metrics").data.decode()
+    assert metric(after, "spasm_cds_requests_total", endpoint=service.id, status="200") - \
+        metric(before, "spasm_cds_requests_total", endpoint=service.id, status="200") == 3
+    assert metric(after, "spasm_cds_requests_total", endpoint="unknown-service", status="404") >= 1
+    rule = knowledge.rules[case.rule]
+    grew = [ind for ind in ("info", "warning", "critical")
+            if metric(after, "spasm_cds_cards_total", rule=rule.id, indicator=ind)
+            - metric(before, "spasm_cds_cards_total", rule=rule.id, indicator=ind) == 3]
+    assert grew, "the case's rule was not counted three times"
+    assert "spasm_cds_request_seconds_bucket" in after
