@@ -61,6 +61,12 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
                                     "subject": subject}
         if kind == "MedicationRequest":
             resource["intent"] = "order"
+        if "started_days_ago" in med:
+            started = (today - timedelta(days=med["started_days_ago"])).isoformat()
+            if kind == "MedicationRequest":
+                resource["authoredOn"] = started
+            else:
+                resource["effectivePeriod"] = {"start": started}
         if med.get("reference"):
             medication = {"resourceType": "Medication", "id": f"medication-{i}", "code": concept}
             resource["medicationReference"] = {"reference": f"Medication/medication-{i}"}

@@ -109,11 +109,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _prepare_metrics_dir(data_dir: Path) -> None:
-    """An empty folder for the workers' metric files, exported before prometheus_client is first imported
-    (it picks its multiprocess mode at import) and before gunicorn forks."""
-    folder = (data_dir / "prometheus").resolve()
+    """An empty folder for this server's worker metric files, exported before prometheus_client is first imported
+    (it picks its multiprocess mode at import) and before gunicorn forks. One folder per server process, so that
+    servers sharing a data dir do not mix or wipe each other's counts; folders of servers that are gone are removed."""
+    root = (data_dir / "prometheus").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and not Path(f"/proc/{old.name}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / str(os.getpid())
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 

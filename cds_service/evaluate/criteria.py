@@ -49,9 +49,11 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bou
                 continue
             if med.started > facts.today - timedelta(days=c.since_days):
                 continue
-        label = terms.concept(sorted(hit)[0]).label
-        name = ", ".join(med.ingredients) or med.display
-        return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label})"},
+        concept = terms.concept(sorted(hit)[0])
+        # of a combination product, name the ingredient(s) that made the match
+        matched = tuple(i for i in med.ingredients if i in concept.ingredients) or med.ingredients
+        name = ", ".join(matched) or med.display
+        return Match(True, {"name": name, "label": concept.label, "evidence": f"{name} ({concept.label})"},
                      ingredients=med.ingredients)
     return UNKNOWN if undated or facts.unknown & set(MEDICATION_DATA) else NO
 
@@ -62,8 +64,9 @@ def draft_order(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bo
     if not hits:
         return NO
     first = hits[0]
-    label = terms.concept(sorted(wanted & first.concepts)[0]).label
-    name = ", ".join(first.ingredients) or first.display
+    concept = terms.concept(sorted(wanted & first.concepts)[0])
+    label = concept.label
+    name = ", ".join(i for i in first.ingredients if i in concept.ingredients) or first.display
     return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label}), being ordered"},
                  ingredients=first.ingredients, drafts=tuple(d.id for d in hits))
 

@@ -290,5 +290,5 @@ def test_a_large_loop_diuretic_prefetch_goes_through_the_http_service(knowledge:
     assert status == 200, raw[:2000]
     response = json.loads(raw)
     assert schema_errors("CdsResponse", response) == []
-    assert response == respond(body, service, knowledge, SETTINGS, today)
+    assert response == respond(body, service, knowledge, SETTINGS, today, base_url=f"{service_server.url}/")
     assert any(WORKUP_RULE in c["extension"][EXTENSION_KEY]["rules"] for c in response["cards"])
