@@ -1,4 +1,5 @@
 # spasm-cds: the CDS Hooks service under gunicorn, with the bundled knowledge (cards/, mappings/).
+# JWT verification is on; mount a trusted issuers file and set SPASM_CDS_TRUSTED_ISSUERS (README "Security").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -6,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPASM_CDS_HOST=0.0.0.0 \
     SPASM_CDS_PORT=8080 \
     SPASM_CDS_DATA_DIR=/var/lib/spasm-cds \
-    SPASM_CDS_KNOWLEDGE_DIR=/app
+    SPASM_CDS_KNOWLEDGE_DIR=/app \
+    SPASM_CDS_AUTH=on
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
