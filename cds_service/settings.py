@@ -37,6 +37,9 @@ class Settings:
         "help": "Connect timeout for each call to the EHR's FHIR server."})
     fhir_read_timeout_s: float = field(default=4.0, metadata={
         "help": "Read timeout for each call to the EHR's FHIR server."})
+    deadline_s: float = field(default=4.0, metadata={
+        "help": "Time budget of one hook call's FHIR fetches; what is not back by then is treated as unknown "
+                "(CDS Hooks clients such as Da Vinci CRD expect an answer within 5 s)."})
     fhir_max_pages: int = field(default=5, metadata={
         "help": "Most pages followed through Bundle `next` links for one prefetch key."})
     fhir_max_parallel: int = field(default=8, metadata={

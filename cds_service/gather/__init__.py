@@ -4,7 +4,8 @@ gather_resources returns the resources per data kind and which kinds are unknown
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ from ..errors import DataUnavailable, FhirError
 from ..hook_request import HookCall
 from ..knowledge.model import DataQuery, Service
 from ..settings import Settings
+from ..telemetry import FHIR_ERRORS
 from .fhir_client import FhirClient
 from .prefetch import PrefetchState, classify, render_template
 
@@ -34,7 +36,8 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     """Decide per prefetch key (use / null / OperationOutcome / absent), fetch what is missing in parallel.
 
     Raises DataUnavailable (412) when a required kind can be neither prefetched nor fetched."""
-    client = _client_for(call, settings)
+    deadline = time.monotonic() + settings.deadline_s
+    client = _client_for(call, settings, deadline)
     resources: dict[str, list[dict[str, Any]]] = {}
     unknown: set[str] = set()
     to_fetch: list[tuple[DataQuery, str]] = []
@@ -60,7 +63,15 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
         pool = pool or ThreadPoolExecutor(max_workers=settings.fhir_max_parallel)
         try:
             futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
+            wait([f for _, f in futures], timeout=max(0.0, deadline - time.monotonic()))
             for query, future in futures:
+                if not future.done():
+                    future.cancel()
+                    log.warning("FHIR fetch for prefetch key %s passed the time budget; treated as unknown", query.key)
+                    FHIR_ERRORS.labels(reason="deadline").inc()
+                    resources.pop(query.kind, None)
+                    _unavailable(query, service, PrefetchState.TIMED_OUT, unknown)
+                    continue
                 try:
                     result = future.result()
                     fetched += 1
@@ -70,19 +81,19 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                     _unavailable(query, service, PrefetchState.FAILED, unknown)
                     continue
                 resources.setdefault(query.kind, []).extend(result)
-            fetched += _resolve_medication_references(resources, client, pool)
+            fetched += _resolve_medication_references(resources, client, pool, deadline)
         finally:
             if own_pool:
                 pool.shutdown(wait=False, cancel_futures=True)
     return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched)
 
 
-def _client_for(call: HookCall, settings: Settings) -> FhirClient | None:
+def _client_for(call: HookCall, settings: Settings, deadline: float) -> FhirClient | None:
     """A client for the call's fhirServer, or None if it sent none or it is off the allow-list (never contacted)."""
     if not call.fhir_server:
         return None
     try:
-        return FhirClient(call.fhir_server, call.access_token, settings)
+        return FhirClient(call.fhir_server, call.access_token, settings, deadline=deadline)
     except FhirError:
         # the host alone: a URL's user-info part could hold credentials
         log.warning("fhirServer host %s is not on the allow-list (SPASM_CDS_FHIR_ALLOWED_URLS); answering from "
@@ -93,6 +104,8 @@ def _client_for(call: HookCall, settings: Settings) -> FhirClient | None:
 def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unknown: set[str]) -> None:
     if query.kind in service.required_data:
         how = ("fetching it from fhirServer failed" if state is PrefetchState.FAILED
+               else "fetching it from fhirServer did not finish within the time budget"
+               if state is PrefetchState.TIMED_OUT
                else f"it was {state.value} and there is no usable fhirServer to fetch it from")
         raise DataUnavailable(f"prefetch key {query.key!r} is required: {how}")
     unknown.add(query.kind)
@@ -107,7 +120,7 @@ def _next_link(value: Any) -> str | None:
 
 
 def _resolve_medication_references(resources: dict[str, list[dict]], client: FhirClient | None,
-                                   pool: ThreadPoolExecutor) -> int:
+                                   pool: ThreadPoolExecutor, deadline: float) -> int:
     """Read referenced Medications that neither _include nor contained supplied; they are added as resources."""
     if client is None:
         return 0
@@ -123,8 +136,13 @@ def _resolve_medication_references(resources: dict[str, list[dict]], client: Fhi
         return 0
     refs = sorted(wanted)[:_MAX_REFERENCE_READS]
     futures = [pool.submit(client.read, ref) for ref in refs]
+    wait(futures, timeout=max(0.0, deadline - time.monotonic()))
     read = 0
     for future in futures:
+        if not future.done():
+            future.cancel()
+            log.warning("a referenced Medication was not read within the time budget")
+            continue
         try:
             medication = future.result()
         except FhirError as exc:

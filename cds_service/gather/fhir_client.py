@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -12,6 +13,7 @@ from requests.utils import requote_uri
 
 from ..errors import FhirError
 from ..settings import Settings
+from ..telemetry import FHIR_ERRORS, FHIR_LATENCY
 from .prefetch import bundle_resources
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class FhirClient:
     """One EHR FHIR base URL and its access token, for the length of one hook call."""
 
     def __init__(self, base_url: str, access_token: str | None, settings: Settings,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, deadline: float | None = None):
         self._allowed = settings.fhir_allowed_urls
         if not fhir_server_allowed(base_url, self._allowed):
             raise FhirError("fhirServer is not on the allow-list (SPASM_CDS_FHIR_ALLOWED_URLS)")
@@ -62,6 +64,7 @@ class FhirClient:
         self._origin = _origin(self.base)
         self._timeout = (settings.fhir_connect_timeout_s, settings.fhir_read_timeout_s)
         self._max_pages = settings.fhir_max_pages
+        self._deadline = deadline  # time.monotonic() after which no new call starts
         self._session = session or requests.Session()
         self._headers = {"Accept": "application/fhir+json, application/json"}
         if access_token:
@@ -121,19 +124,36 @@ class FhirClient:
     def _get(self, url: str) -> dict[str, Any]:
         if not fhir_server_allowed(url, self._allowed):
             raise FhirError("refused a URL off the fhirServer allow-list")
+        timeout = self._timeout
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise _failed("deadline", "the time budget was spent before this call")
+            timeout = (min(timeout[0], left), min(timeout[1], left))
+        started = time.perf_counter()
         try:
-            response = self._session.get(url, headers=self._headers, timeout=self._timeout, allow_redirects=False)
+            response = self._session.get(url, headers=self._headers, timeout=timeout, allow_redirects=False)
+        except requests.Timeout:
+            raise _failed("timeout", "the FHIR server did not answer in time") from None
         except requests.RequestException as exc:
-            raise FhirError(f"{type(exc).__name__} calling the FHIR server") from None
+            raise _failed("connection", f"{type(exc).__name__} calling the FHIR server") from None
+        finally:
+            FHIR_LATENCY.observe(time.perf_counter() - started)
         if response.status_code != 200:
-            raise FhirError(f"the FHIR server answered HTTP {response.status_code}")
+            raise _failed(f"http-{response.status_code // 100}xx", f"the FHIR server answered HTTP {response.status_code}")
         try:
             body = response.json()
         except ValueError:
-            raise FhirError("the FHIR server answered with something that is not JSON") from None
+            raise _failed("not-json", "the FHIR server answered with something that is not JSON") from None
         if not isinstance(body, dict):
-            raise FhirError("the FHIR server answered with JSON that is not a resource")
+            raise _failed("not-a-resource", "the FHIR server answered with JSON that is not a resource")
         return body
+
+
+def _failed(reason: str, message: str) -> FhirError:
+    """A FhirError, counted by reason."""
+    FHIR_ERRORS.labels(reason=reason).inc()
+    return FhirError(message)
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ class PrefetchState(enum.Enum):
     OPERATION_OUTCOME = "an OperationOutcome"
     ABSENT = "absent"
     FAILED = "not fetchable"
+    TIMED_OUT = "not fetched within the time budget"
 
 
 def classify(prefetch: Mapping[str, Any], key: str) -> tuple[PrefetchState, list[dict[str, Any]]]:
