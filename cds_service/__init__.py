@@ -1,6 +1,7 @@
 """spasm-cds: a CDS Hooks 2.0 service for muscle cramps and spasms. create_app is the factory."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -15,12 +16,14 @@ from .settings import Settings
 if TYPE_CHECKING:  # imported on first create_app, so tools that never serve skip JWT and SQL libraries
     from .auth import Verifier
     from .state import Database
+    from .state.feedback import FeedbackStore
+    from .state.suppression import CardMemory
 
 
 @dataclass(frozen=True)
 class AppState:
-    """What every request reads: settings, knowledge, the FHIR fetch pool, the clock, the database, and the JWT
-    verifier (None when SPASM_CDS_AUTH=off)."""
+    """What every request reads: settings, knowledge, the FHIR fetch pool, the clocks, the database with the card
+    memory and feedback store on it, and the JWT verifier (None when SPASM_CDS_AUTH=off)."""
 
     settings: Settings
     knowledge: Knowledge
@@ -29,22 +32,36 @@ class AppState:
     database: Database | None = None
     verifier: Verifier | None = None
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    now: Callable[[], float] = time.time  # epoch seconds: snoozes, repeat windows, feedback receipt
+    memory: CardMemory | None = None
+    feedback: FeedbackStore | None = None
 
 
 def create_app(settings: Settings | None = None, knowledge: Knowledge | None = None,
-               today: Callable[[], date] | None = None) -> Flask:
+               today: Callable[[], date] | None = None, now: Callable[[], float] | None = None) -> Flask:
     """Build the Flask app; loads and validates knowledge unless given (raises KnowledgeError if broken), migrates
-    the database, and sets up JWT verification (raises ValueError on bad security settings)."""
+    the database, and sets up JWT verification (raises ValueError on bad security or site settings).
+    `today` and `now` (epoch seconds) are clocks tests may inject."""
     from .api import register_api
     from .auth import build_verifier
+    from .configuration import site_defaults
     from .knowledge.loader import load_knowledge
     from .state import open_database
+    from .state.feedback import FeedbackStore
+    from .state.suppression import CardMemory, read_secret
     from .telemetry import configure_logging
 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
-    database = open_database(settings.effective_database_url)
+    site_defaults(knowledge, settings.configuration_defaults)
+    for name in ("store_patient_ids", "deduplicate"):
+        if getattr(settings, name).strip().lower() not in ("on", "off"):
+            raise ValueError(f"SPASM_CDS_{name.upper()}: {getattr(settings, name)!r} is neither 'on' nor 'off'")
+    now = now or time.time
+    database = open_database(settings.effective_database_url, settings.database_timeout_s)
+    memory = CardMemory(database, read_secret(database, settings.patient_key_secret), now,
+                        settings.store_patient_ids.strip().lower() == "on", settings.card_retention_days)
     verifier = build_verifier(settings, database)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -52,7 +69,8 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     app.extensions["spasm_cds"] = AppState(
         settings=settings, knowledge=knowledge,
         pool=ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir"),
-        today=today or date.today, database=database, verifier=verifier)
+        today=today or date.today, database=database, verifier=verifier, now=now, memory=memory,
+        feedback=FeedbackStore(database, now))
     register_error_handlers(app)
     register_api(app)
     return app

@@ -1,4 +1,4 @@
-"""The spasm-cds command: serve (gunicorn by default), lint (check the knowledge)."""
+"""The spasm-cds command: serve (gunicorn by default), lint (check the knowledge), evaluate (cards for files)."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("--check", action="store_true", help="only report whether the pages are current")
     db = sub.add_parser("db", help="the service database (SPASM_CDS_DATABASE_URL)")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply the migrations (serve also does this)")
+    evaluate = sub.add_parser("evaluate", help="cards for a FHIR Bundle or CDS Hooks request; a folder: alert burden")
+    evaluate.add_argument("path", type=Path, help="a Bundle or request JSON file, or a folder of them")
+    evaluate.add_argument("--json", action="store_true", help="print the exact response (folder: the report)")
+    evaluate.add_argument("--hook", choices=["patient-view", "order-select", "order-sign"],
+                          help="the hook to call for a Bundle (default patient-view)")
+    evaluate.add_argument("--draft-order", metavar="RXNORM", help="add a draft MedicationRequest (order hooks)")
+    evaluate.add_argument("--assume-cramps", action="store_true", help="add an active cramp Condition (what-if)")
+    evaluate.add_argument("--today", metavar="YYYY-MM-DD", help="the day to evaluate on (default: today)")
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        from .evaluate_command import run
+        return run(args)
     if args.command == "db":
         return _db(args)
     if args.command == "serve":

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 _HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 413: "too-long",
-                     415: "not-supported", 412: "processing"}
+                     415: "not-supported", 412: "processing", 503: "transient"}
 
 
 class ServiceError(Exception):
@@ -53,6 +53,12 @@ class DataUnavailable(ServiceError):
     status, issue_code = 412, "processing"
 
 
+class StoreUnavailable(ServiceError):
+    """The service database could not take a write the answer depends on (feedback); the client may retry."""
+
+    status, issue_code = 503, "transient"
+
+
 class Unauthorized(ServiceError):
     """The caller's JWT failed verification; answered with an empty 401."""
 
@@ -69,6 +75,11 @@ class KnowledgeError(Exception):
 
 class FhirError(Exception):
     """A call to the EHR's FHIR server failed; raised in gather/ and never let out of it."""
+
+
+class MemoryUnavailable(Exception):
+    """The card memory's database failed; raised in state/suppression.py, caught in screen.py (cards are then
+    shown without de-duplication or suppression)."""
 
 
 def to_operation_outcome(status: int, code: str, diagnostics: str) -> Response:

@@ -1,4 +1,4 @@
-"""One hook call from body to response: parse -> gather -> facts -> gate -> evaluate -> render.
+"""One hook call from body to response: parse -> gather -> facts -> gate -> evaluate -> screen -> render.
 
 Shared by the HTTP view, the case runner and the command line, so all three give the same cards."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .evaluate.engine import evaluate, passes_gate
 from .gather import gather_resources
@@ -14,15 +14,21 @@ from .gather.facts import extract_drafts, extract_facts
 from .hook_request import parse_hook_request
 from .knowledge.model import Knowledge, Service
 from .render.cards import EXTENSION_KEY, render_cards
+from .screen import screen
 from .settings import Settings
 from .telemetry import record_cards
+
+if TYPE_CHECKING:  # SQL libraries load with create_app, not with the tools that only evaluate
+    from .state.suppression import CardMemory
 
 log = logging.getLogger(__name__)
 
 
 def respond(body: Any, service: Service, knowledge: Knowledge, settings: Settings, today: date,
-            pool: ThreadPoolExecutor | None = None, base_url: str = "") -> dict[str, Any]:
-    """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412)."""
+            pool: ThreadPoolExecutor | None = None, base_url: str = "",
+            memory: CardMemory | None = None) -> dict[str, Any]:
+    """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412).
+    With a card memory, snoozed and repeated cards are held back and the cards returned are recorded."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
     drafts = extract_drafts(call.context, call.hook, knowledge.terminology)
@@ -31,8 +37,11 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
-    cards = render_cards(evaluation, knowledge, call.hook_instance, call.patient_id, tuple(sorted(gathered.unknown)),
-                         base_url=settings.public_url or base_url, override_reasons=service.override_reasons)
+    screening = screen(evaluation, call, service, knowledge, settings, memory)
+    cards = render_cards(screening.evaluation, knowledge, call.hook_instance, call.patient_id,
+                         tuple(sorted(gathered.unknown)), base_url=settings.public_url or base_url,
+                         override_reasons=service.override_reasons)
+    cards = screening.settle(cards)
     record_cards(cards, EXTENSION_KEY, evaluation.silenced)
     log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",
              service.id, len(cards), ",".join(f.rule.id for f in evaluation.findings), len(evaluation.silenced),

@@ -69,6 +69,26 @@ class Settings:
                 "`none` allows no server. Other servers are never contacted."})
     max_prefetch_resources: int = field(default=5000, metadata={
         "help": "Most resources a request's prefetch may hold; more gets 413."})
+    database_timeout_s: float = field(default=3.0, metadata={
+        "help": "PostgreSQL connect and statement timeout, so a slow or unreachable database cannot hold up a hook "
+                "call (SQLite waits up to 10 s for a write lock)."})
+    patient_key_secret: str = field(default="", metadata={
+        "help": "Secret of the HMAC that turns patient ids into the keys stored with issued cards and snoozes; "
+                "empty: a random secret created in the database on first start (replicas sharing a database share "
+                "it). Changing it forgets every snooze and de-duplication."})
+    store_patient_ids: str = field(default="off", metadata={
+        "help": "`on`: also store each issued card's raw patient id (for audits that need it); `off`: only the "
+                "keyed hash is stored."})
+    deduplicate: str = field(default="on", metadata={
+        "help": "`on`: a card already shown is not repeated within its window (`repeat_windows` in "
+                "cards/services.yaml), and order-sign does not repeat order-select's cards; `off`: every call "
+                "shows every card (snoozes and 'not relevant' still apply)."})
+    card_retention_days: int = field(default=90, metadata={
+        "help": "Issued-card records (which link feedback to rules and patients) and lapsed suppressions are "
+                "deleted after this many days; feedback itself is kept."})
+    configuration_defaults: str = field(default="", metadata={
+        "help": "Site defaults for the configuration options advertised in discovery, e.g. "
+                "`info-cards=false,max-cards=5`; a request's own choices win."})
 
     @property
     def effective_database_url(self) -> str:

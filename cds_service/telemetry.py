@@ -54,6 +54,7 @@ LATENCY = Histogram("spasm_cds_request_seconds", "Time to answer a request, by e
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 CARDS = Counter("spasm_cds_cards_total", "Findings shown on cards, by rule and indicator", ["rule", "indicator"])
 SUPPRESSED = Counter("spasm_cds_cards_suppressed_total", "Cards not shown, by rule and reason", ["rule", "reason"])
+FEEDBACK = Counter("spasm_cds_feedback_total", "Feedback outcomes received, by outcome", ["outcome"])
 SILENCED = Counter("spasm_cds_rules_silenced_total", "Rules that could not decide because data was unknown",
                    ["rule"])
 FHIR_LATENCY = Histogram("spasm_cds_fhir_request_seconds", "Time of one call to the EHR's FHIR server",

@@ -20,8 +20,11 @@ def knowledge():
 
 
 @pytest.fixture(scope="session")
-def app(knowledge):
-    return create_app(Settings(knowledge_dir=REPO), knowledge)
+def app(knowledge, tmp_path_factory):
+    """The app in process on a fresh database. De-duplication is off: the rule cases share one patient, and each
+    must get its card however often it is sent (tests/integration/test_feedback.py tests de-duplication)."""
+    return create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path_factory.mktemp("app"), deduplicate="off"),
+                      knowledge)
 
 
 @pytest.fixture()
@@ -45,8 +48,18 @@ def fhir_server():
 
 @pytest.fixture(scope="session")
 def service_server():
-    """The service under gunicorn (2 workers) on 127.0.0.1, on the bundled knowledge."""
+    """The service under gunicorn (2 workers) on 127.0.0.1, on the bundled knowledge, de-duplication off (as for
+    `app`)."""
     from tests.support.service_server import ServiceServer
 
-    with ServiceServer(workers=2) as server:
+    with ServiceServer(workers=2, extra_env={"SPASM_CDS_DEDUPLICATE": "off"}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster on 127.0.0.1 (installed from Debian if missing), run as a non-root user."""
+    from tests.support.postgres import PostgresCluster
+
+    with PostgresCluster() as cluster:
+        yield cluster

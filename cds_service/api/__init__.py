@@ -24,7 +24,7 @@ def state() -> AppState:
 
 def register_api(app: Flask) -> None:
     """Attach the blueprints and the hooks: request id, JWT verification, prefetch cap, CORS."""
-    from . import discovery, knowledge_pages, ops, services
+    from . import discovery, feedback, knowledge_pages, openapi, ops, services
 
     @app.before_request
     def _assign_request_id() -> None:
@@ -64,8 +64,10 @@ def register_api(app: Flask) -> None:
 
     app.register_blueprint(discovery.bp)
     app.register_blueprint(services.bp)
+    app.register_blueprint(feedback.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(knowledge_pages.bp)
+    app.register_blueprint(openapi.bp)
 
 
 def _guarded(path: str) -> bool:

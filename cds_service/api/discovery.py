@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from ..configuration import site_defaults
 from . import state
 
 bp = Blueprint("discovery", __name__)
@@ -10,5 +11,7 @@ bp = Blueprint("discovery", __name__)
 
 @bp.get("/cds-services")
 def list_services() -> dict:
-    """Every service this deployment offers."""
-    return {"services": [s.discovery_entry() for s in state().knowledge.services.values()]}
+    """Every service this deployment offers, with the configuration options an EHR may choose (site defaults)."""
+    app = state()
+    defaults = site_defaults(app.knowledge, app.settings.configuration_defaults)
+    return {"services": [s.discovery_entry(defaults) for s in app.knowledge.services.values()]}

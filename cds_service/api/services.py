@@ -19,11 +19,12 @@ def call_service(service_id: str) -> dict[str, Any]:
     service = app.knowledge.service(service_id)
     if service is None:
         raise UnknownService(f"no service {service_id!r}; see GET /cds-services")
-    return respond(_json_body(), service, app.knowledge, app.settings, app.today(), app.pool,
-                   base_url=request.host_url)
+    return respond(json_body(), service, app.knowledge, app.settings, app.today(), app.pool,
+                   base_url=request.host_url, memory=app.memory)
 
 
-def _json_body() -> Any:
+def json_body() -> Any:
+    """The request's JSON body. Raises UnsupportedMediaType (415) or InvalidRequest (400)."""
     if not request.mimetype or not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
         raise UnsupportedMediaType("send the request as Content-Type: application/json")
     body = request.get_json(silent=True)

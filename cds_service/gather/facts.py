@@ -213,11 +213,12 @@ def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]
         when = _date(stamp)
         if when is None:
             continue
+        at = _instant(stamp, when)
         parts = [r] + [c for c in _list(r.get("component")) if isinstance(c, dict)]
         for part in parts:
-            result = _lab_result(part, when, terminology)
+            result = _lab_result(part, when, at, terminology)
             if result:
-                found[result.concept].append(replace(result, at=_instant(stamp, when)))
+                found[result.concept].append(result)
     for concept_id, results in found.items():
         correction = terminology.concept(concept_id).lab.correction
         if correction and correction.by in found:
@@ -248,7 +249,7 @@ def _corrected(result: LabResult, correction, others: list[LabResult], terminolo
     return replace(result, corrected=value, corrected_by=f"{label} {other.shown_value} {other.shown_unit}")
 
 
-def _lab_result(part: Mapping, when: date, terminology: Terminology) -> LabResult | None:
+def _lab_result(part: Mapping, when: date, at: float, terminology: Terminology) -> LabResult | None:
     quantity = part.get("valueQuantity")
     if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)):
         return None
@@ -283,7 +284,7 @@ def _lab_result(part: Mapping, when: date, terminology: Terminology) -> LabResul
     shown = shown_unit(str(quantity.get("unit") or unit))
     return LabResult(concept=concept_id, value=value, low=low, high=high, interpretation=interpretation,
                      when=when, shown_value=_number(quantity["value"]), shown_unit=shown,
-                     shown_range=_range_text(ref, shown), code_rank=code_rank)
+                     shown_range=_range_text(ref, shown), code_rank=code_rank, at=at)
 
 
 def shown_unit(unit: str) -> str:

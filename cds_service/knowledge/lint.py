@@ -34,6 +34,7 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
     problems += _check_rules(raw["rules"], concepts, sources, raw["policy"], raw["services"].get("card_groups"))
     problems += _check_cases(raw["cases"], rules, cases)
     problems += _check_services(raw["services"], rules, concepts)
+    problems += _check_site_options(raw["services"], rules)
     return problems
 
 
@@ -230,6 +231,41 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
     for rid, rule in rules.items():
         if rid not in covered:
             problems.append(f"cards/{rule.group}/{rid}.yaml: no service in cards/services.yaml runs this rule")
+    return problems
+
+
+def _check_site_options(doc, rules: dict[str, Rule]) -> list[str]:
+    """repeat_windows, configuration_options and the services' use of them name things that exist."""
+    problems: list[str] = []
+    where = "cards/services.yaml"
+    windows = doc.get("repeat_windows") or {}
+    for group in windows.get("groups") or {}:
+        if group not in (doc.get("card_groups") or {}):
+            problems.append(f"{where}: repeat_windows.groups: {group!r} is not one of card_groups")
+    for rid in windows.get("rules") or {}:
+        if rid not in rules:
+            problems.append(f"{where}: repeat_windows.rules: {rid!r} is not a rule id")
+    options = {}
+    for i, o in enumerate(doc.get("configuration_options") or ()):
+        if o["code"] in options:
+            problems.append(f"{where}: configuration_options[{i}].code: {o['code']!r} is used twice")
+        options[o["code"]] = o
+        if o["type"] == "integer" and not o["minimum"] <= o["default"] <= o["maximum"]:
+            problems.append(f"{where}: configuration_options[{i}].default: {o['default']} is not between "
+                            f"minimum {o['minimum']} and maximum {o['maximum']}")
+    hooks = {s["id"]: s["hook"] for s in doc["services"]}
+    for i, s in enumerate(doc["services"]):
+        for code in s.get("configuration", ()):
+            group = (options.get(code) or {}).get("shows", {}).get("rule_group")
+            if code not in options:
+                problems.append(f"{where}: services[{i}].configuration: {code!r} is not in configuration_options")
+            elif group and group not in s["rule_groups"]:
+                problems.append(f"{where}: services[{i}].configuration: {code!r} shows rule group {group!r}, "
+                                "which this service does not run")
+        skip = s.get("skip_cards_shown_at")
+        if skip and (s["hook"] != "order-sign" or hooks.get(skip["service"]) != "order-select"):
+            problems.append(f"{where}: services[{i}].skip_cards_shown_at: only an order-sign service can skip the "
+                            "cards of an order-select service named in services")
     return problems
 
 

@@ -14,8 +14,8 @@ from jsonschema import Draft202012Validator
 
 from ..errors import KnowledgeError
 from . import lint
-from .model import (Case, CardTemplate, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec, Rule,
-                    Service, Source)
+from .model import (Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
+                    OverrideEffect, RepeatWindows, Rule, Service, Source)
 from .rxnorm_table import read_table
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -95,7 +95,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
     cases = _build_cases(raw["cases"], rules)
     sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""))
                for sid, s in raw["sources"]["sources"].items()}
-    services = _build_services(raw["services"], rules, concepts, raw["systems"])
+    services = _build_services(raw["services"], rules, concepts, raw["systems"], _build_options(raw["services"]))
     problems += lint.check(raw, concepts, rules, cases, sources, services, units)
     try:
         products = read_table(root / "mappings" / "rxnorm" / "product-ingredient.tsv")
@@ -117,7 +117,11 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
         card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
                                       (raw["services"].get("card_groups") or {}).items()}),
-        terminology=Terminology(concepts, systems, products, units))
+        terminology=Terminology(concepts, systems, products, units),
+        override_effects=MappingProxyType({r["code"]: OverrideEffect(r["effect"], r.get("days"))
+                                           for r in raw["services"]["override_reasons"] if "effect" in r}),
+        repeat_windows=_build_repeat_windows(raw["services"].get("repeat_windows")),
+        configuration_options=MappingProxyType(_build_options(raw["services"])))
 
 
 def _read_all(root: Path, problems: list[str]) -> dict[str, Any]:
@@ -242,7 +246,25 @@ def _build_cases(entries, rules) -> list[Case]:
     return cases
 
 
-def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
+def _build_repeat_windows(doc: dict | None) -> RepeatWindows:
+    doc = doc or {}
+    return RepeatWindows(MappingProxyType(dict(doc.get("days") or {})),
+                         MappingProxyType(dict(doc.get("groups") or {})),
+                         MappingProxyType(dict(doc.get("rules") or {})))
+
+
+def _build_options(doc) -> dict[str, ConfigOption]:
+    options = {}
+    for o in doc.get("configuration_options") or ():
+        shows = o.get("shows") or {}
+        options[o["code"]] = ConfigOption(
+            code=o["code"], type=o["type"], name=o["name"], description=" ".join(o["description"].split()),
+            default=o["default"], indicator=shows.get("indicator"), rule_group=shows.get("rule_group"),
+            limits=o.get("limits"), minimum=o.get("minimum"), maximum=o.get("maximum"))
+    return options
+
+
+def _build_services(doc, rules, concepts, systems, options: dict[str, ConfigOption]) -> dict[str, Service]:
     loinc_uri = systems["loinc"][0]
     catalogue = {r["code"]: r["display"] for r in doc["override_reasons"]}
     queries = {kind: DataQuery(kind, q["key"], q["template"]) for kind, q in doc["data"].items()}
@@ -271,5 +293,9 @@ def _build_services(doc, rules, concepts, systems) -> dict[str, Service]:
             gate_conditions=tuple((s.get("gate") or {}).get("condition", ())), queries=rendered,
             required_data=frozenset(s.get("required_data", ())), prefetch=MappingProxyType(dict(prefetch)),
             override_reasons=tuple((code, catalogue[code]) for code in s.get("override_reasons", catalogue)
-                                   if code in catalogue))
+                                   if code in catalogue),
+            deduplicate=bool(s.get("deduplicate")),
+            skip_shown_at=((s["skip_cards_shown_at"]["service"], s["skip_cards_shown_at"]["within_minutes"])
+                           if "skip_cards_shown_at" in s else None),
+            configuration=tuple(options[code] for code in s.get("configuration", ()) if code in options))
     return services

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from ..terminology import Terminology
 
+CONFIGURATION_OPTIONS_KEY = "org.spasm-cds.configuration-options"  # discovery: what an EHR may choose
+
 
 @dataclass(frozen=True)
 class LabSpec:
@@ -133,6 +135,54 @@ class DataQuery:
 
 
 @dataclass(frozen=True)
+class ConfigOption:
+    """A choice an EHR may make per request (Da Vinci CRD style): a boolean that shows or hides the cards of one
+    indicator or rule group, or an integer that limits how many cards a call returns."""
+
+    code: str
+    type: str  # boolean | integer
+    name: str
+    description: str
+    default: bool | int
+    indicator: str | None = None  # boolean: cards of this indicator
+    rule_group: str | None = None  # boolean: cards of this rule group
+    limits: str | None = None  # integer: max-cards
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def advertised(self, default: bool | int) -> dict[str, Any]:
+        """The entry in discovery's configuration-options list."""
+        return {"code": self.code, "type": self.type, "name": self.name, "description": self.description,
+                "default": default}
+
+
+@dataclass(frozen=True)
+class OverrideEffect:
+    """What an override reason does beyond being recorded: snooze (for days) or until-data-changes."""
+
+    kind: str
+    days: int | None = None
+
+
+@dataclass(frozen=True)
+class RepeatWindows:
+    """Days within which the same card is not shown again to the same patient for the same data."""
+
+    by_indicator: Mapping[str, int]
+    by_group: Mapping[str, int]
+    by_rule: Mapping[str, int]
+
+    def days(self, indicator: str, group: str | None, rules: tuple[str, ...]) -> int:
+        """The window of a card: the shortest of its rules' own windows, else its group's, else its indicator's."""
+        own = [self.by_rule[r] for r in rules if r in self.by_rule]
+        if own:
+            return min(own)
+        if group is not None and group in self.by_group:
+            return self.by_group[group]
+        return self.by_indicator.get(indicator, 0)
+
+
+@dataclass(frozen=True)
 class Service:
     """One discovery entry and the rules it runs."""
 
@@ -147,13 +197,20 @@ class Service:
     required_data: frozenset[str]
     prefetch: Mapping[str, str]  # key -> template, as advertised
     override_reasons: tuple[tuple[str, str], ...] = ()  # (code, display) its cards offer
+    deduplicate: bool = False  # repeat_windows apply to its cards
+    skip_shown_at: tuple[str, int] | None = None  # (order-select service id, minutes)
+    configuration: tuple[ConfigOption, ...] = ()
 
-    def discovery_entry(self) -> dict[str, Any]:
-        """The JSON object this service shows in GET /cds-services."""
+    def discovery_entry(self, defaults: Mapping[str, bool | int] | None = None) -> dict[str, Any]:
+        """The JSON object this service shows in GET /cds-services; defaults are the site's option values."""
         entry: dict[str, Any] = {"hook": self.hook, "id": self.id, "title": self.title,
                                  "description": self.description, "prefetch": dict(self.prefetch)}
         if self.usage_requirements:
             entry["usageRequirements"] = self.usage_requirements
+        if self.configuration:
+            defaults = defaults or {}
+            entry["extension"] = {CONFIGURATION_OPTIONS_KEY: [o.advertised(defaults.get(o.code, o.default))
+                                                              for o in self.configuration]}
         return entry
 
 
@@ -174,6 +231,10 @@ class Knowledge:
     missing_data_card: Mapping[str, Any] | None = None
     card_groups: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     terminology: "Terminology | None" = None
+    override_effects: Mapping[str, OverrideEffect] = field(default_factory=lambda: MappingProxyType({}))
+    repeat_windows: RepeatWindows = field(default_factory=lambda: RepeatWindows(
+        MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
+    configuration_options: Mapping[str, ConfigOption] = field(default_factory=lambda: MappingProxyType({}))
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""

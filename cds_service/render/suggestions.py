@@ -1,7 +1,9 @@
 """Suggestions whose actions create FHIR R4 resources, built and checked with fhir.resources R4B models."""
 from __future__ import annotations
 
+import copy
 import uuid
+from functools import lru_cache
 from typing import Any
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -13,22 +15,27 @@ def order_lab_suggestion(lab: Concept, patient_id: str, loinc_uri: str, card_uui
                          reason: str) -> dict[str, Any]:
     """A ready-to-accept suggestion: create a proposed ServiceRequest for the lab's order code."""
     spec = lab.lab
-    request = ServiceRequest.model_validate({
-        "resourceType": "ServiceRequest",
-        "status": "draft",
-        "intent": "proposal",
-        "code": {"coding": [{"system": loinc_uri, "code": spec.order_loinc, "display": spec.order_display}],
-                 "text": spec.order_display},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "reasonCode": [{"text": reason}],
-    })
+    request = copy.deepcopy(_service_request(lab.id, loinc_uri, spec.order_loinc, spec.order_display))
+    request["subject"] = {"reference": f"Patient/{patient_id}"}
+    request["reasonCode"] = [{"text": reason}]
     return {
         "label": f"Order {spec.order_display}",
         "uuid": str(uuid.uuid5(uuid.UUID(card_uuid), lab.id)),
         "isRecommended": True,
-        "actions": [{"type": "create", "description": f"Propose {spec.order_display}",
-                     "resource": request.model_dump(mode="json", exclude_none=True)}],
+        "actions": [{"type": "create", "description": f"Propose {spec.order_display}", "resource": request}],
     }
+
+
+@lru_cache(maxsize=256)
+def _service_request(lab_id: str, loinc_uri: str, loinc: str, display: str) -> dict[str, Any]:
+    """The lab's ServiceRequest, built and validated once with the R4B model (per call only the subject and
+    reason are set on a copy; validating every emitted resource cost more than the rest of rendering)."""
+    model = ServiceRequest.model_validate({
+        "resourceType": "ServiceRequest", "status": "draft", "intent": "proposal",
+        "code": {"coding": [{"system": loinc_uri, "code": loinc, "display": display}], "text": display},
+        "subject": {"reference": "Patient/template"}, "reasonCode": [{"text": "template"}],
+    })
+    return model.model_dump(mode="json", exclude_none=True)
 
 
 def remove_draft_suggestion(draft_id: str, drug: str, card_uuid: str) -> dict[str, Any]:

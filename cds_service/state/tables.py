@@ -1,7 +1,7 @@
 """The tables of the service database, as SQLAlchemy ORM models; migrations/ creates and changes them."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, String
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -19,3 +19,76 @@ class JtiSeen(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
 
     __table_args__ = (Index("ix_jti_seen_expires_at", "expires_at"),)
+
+
+class ServiceSecret(Base):
+    """A secret the service made for itself on first start (migration 0002), shared by every replica."""
+
+    __tablename__ = "service_secret"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class CardIssued(Base):
+    """One card returned to an EHR: what feedback links to, and what de-duplication looks back on.
+
+    Patients and hook contexts are stored as keyed hashes; the raw patient id only when configured."""
+
+    __tablename__ = "card_issued"
+
+    card_uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    hook: Mapped[str] = mapped_column(String(64), nullable=False)
+    hook_instance: Mapped[str] = mapped_column(String(200), nullable=False)
+    card_key: Mapped[str] = mapped_column(String(200), nullable=False)  # rule id, group:<name> or missing-data
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)  # of the card's triggering data
+    rules: Mapped[dict] = mapped_column(JSON, nullable=False)  # rule id -> fingerprint of its finding
+    indicator: Mapped[str] = mapped_column(String(16), nullable=False)
+    patient_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    context_key: Mapped[str] = mapped_column(String(64), nullable=False)  # patient, user and encounter
+    patient_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    issued_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
+
+    __table_args__ = (Index("ix_card_issued_patient", "patient_key", "issued_at"),
+                      Index("ix_card_issued_context", "context_key", "issued_at"),
+                      Index("ix_card_issued_issued_at", "issued_at"))
+
+
+class Feedback(Base):
+    """One CDS Hooks feedback outcome as received; unknown cards are kept and flagged (card_known false)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    card_uuid: Mapped[str] = mapped_column(String(128), nullable=False)
+    card_known: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    outcome_at_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)  # outcomeTimestamp, epoch ms
+    accepted_suggestions: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    reason_system: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    reason_code: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    user_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
+
+    __table_args__ = (UniqueConstraint("card_uuid", "outcome", "outcome_at_ms", name="uq_feedback_outcome"),)
+
+
+class Suppression(Base):
+    """What keeps a card from a patient: a snooze (until until_at), 'not relevant' (while the fingerprint is
+    unchanged), or an acknowledgement (a card with feedback is not repeated within its window)."""
+
+    __tablename__ = "suppression"
+
+    patient_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    card_key: Mapped[str] = mapped_column(String(200), primary_key=True)  # rule id; acknowledged: as card_issued
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # snooze | until-data-changes | acknowledged
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    until_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # epoch seconds (snooze)
+    set_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
+    card_uuid: Mapped[str] = mapped_column(String(64), nullable=False)  # the card whose feedback set it
+    reason_code: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+    __table_args__ = (Index("ix_suppression_set_at", "set_at"),)

@@ -78,6 +78,14 @@ FAILURES = [
     ("required-data-absent-and-no-fhir-server", "POST", SERVICE, json.dumps(body()).encode(), "application/json", 412),
     ("required-data-operation-outcome-and-no-fhir-server", "POST", SERVICE, json.dumps(body(prefetch={
         "conditions": {"resourceType": "OperationOutcome", "issue": []}})).encode(), "application/json", 412),
+    ("feedback-invalid-json", "POST", f"{SERVICE}/feedback", b"{not json", "application/json", 400),
+    ("feedback-not-valid", "POST", f"{SERVICE}/feedback", json.dumps({"feedback": [{"card": "c"}]}).encode(),
+     "application/json", 400),
+    ("feedback-unknown-service", "POST", "/cds-services/no-such-service/feedback", json.dumps({"feedback": [
+        {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2027-01-15T08:00:00Z"}]}).encode(),
+     "application/json", 404),
+    ("feedback-get", "GET", f"{SERVICE}/feedback", b"", None, 405),
+    ("feedback-wrong-content-type", "POST", f"{SERVICE}/feedback", b"{}", "text/plain", 415),
 ]
 
 

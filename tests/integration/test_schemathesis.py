@@ -1,5 +1,6 @@
-"""schemathesis against the running service (gunicorn on loopback, JWT verification on) with the shared CDS Hooks
-OpenAPI 3.0 document: no server error, no response that breaks the schema, no call let in without a valid JWT.
+"""schemathesis against the running service (gunicorn on loopback, JWT verification on) with the service's own
+OpenAPI 3.1 document (cds_service/openapi.json): no server error, no response that breaks the schema, no call let in
+without a valid JWT.
 Bounded and deterministic: a few dozen derandomized examples per operation; the counts are printed at the end."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.support.cds_schema import OPENAPI_PATH
+from cds_service.api.openapi import DOCUMENT
 from tests.support.jwt_issuer import SANDBOX_ISS, ec_issuer, write_issuers
 from tests.support.service_server import ServiceServer
 
@@ -23,7 +24,7 @@ CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_s
 ISSUER = ec_issuer()
 SENT: Counter[str] = Counter()
 
-schema = schemathesis.openapi.from_path(OPENAPI_PATH)
+schema = schemathesis.openapi.from_path(DOCUMENT)
 
 
 @pytest.fixture(scope="module")

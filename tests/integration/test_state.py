@@ -1,48 +1,120 @@
-"""The service database: created on first start with WAL mode and migrated (also by `spasm-cds db upgrade`); the
-jti store refuses a second use, forgets ids once their token has expired, and prunes expired rows."""
+"""The service database, on SQLite and on a real PostgreSQL: created and migrated on first start (also by
+`spasm-cds db upgrade`); the jti store refuses a second use and prunes; the card memory keys patients with a secret
+made once, records issued cards in one batch and recalls them; the feedback store keeps every outcome once and sets
+what its override reason asks, for every rule of the card."""
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import closing
 
-from sqlalchemy import func, select
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.engine import make_url
 
+from cds_service.knowledge.model import OverrideEffect
+from cds_service.memory import IssuedCard
 from cds_service.settings import Settings
 from cds_service.state import open_database
+from cds_service.state.feedback import FeedbackItem, FeedbackStore
 from cds_service.state.replay import JtiStore
-from cds_service.state.tables import JtiSeen
+from cds_service.state.suppression import CardMemory, read_secret
+from cds_service.state.tables import CardIssued, Feedback, JtiSeen, Suppression
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+DAY = 86_400
+T0 = 1_800_000_000
+SNOOZE = OverrideEffect("snooze", 30)
+NOT_RELEVANT = OverrideEffect("until-data-changes")
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(REPO / "cds_service" / "state" / "migrations"))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def sqlite_url(tmp_path) -> str:
     return Settings(data_dir=tmp_path / "data").effective_database_url
 
 
-def test_first_start_creates_the_file_in_wal_mode_at_the_newest_revision(tmp_path):
-    open_database(sqlite_url(tmp_path))
-    open_database(sqlite_url(tmp_path))  # a second start changes nothing
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture()
+def open_db():
+    """open_database, with every pooled connection closed at the end so none is left to the garbage collector."""
+    opened = []
+
+    def opening(url: str):
+        database = open_database(url)
+        opened.append(database)
+        return database
+
+    yield opening
+    for database in opened:
+        database.engine.dispose()
+
+
+def count(database, table) -> int:
+    with database.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def memory_at(database, now: list[float], **options) -> CardMemory:
+    return CardMemory(database, read_secret(database), clock=lambda: now[0], **options)
+
+
+def issue(memory: CardMemory, patient: str, *cards: IssuedCard, hook_instance: str = "h1", service: str = "svc",
+          context: str = "ctx") -> None:
+    memory.record(cards, service, "patient-view", hook_instance, patient, memory.key(patient), context)
+
+
+def test_first_start_creates_the_sqlite_file_in_wal_mode(tmp_path, open_db):
+    open_db(sqlite_url(tmp_path))
     with closing(sqlite3.connect(tmp_path / "data" / "spasm-cds.sqlite3")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
         columns = [row[1] for row in db.execute("PRAGMA table_info(jti_seen)")]
     assert columns == ["issuer", "jti", "expires_at"]
 
 
-def test_db_upgrade_command_migrates_the_configured_database(tmp_path):
+def test_start_migrates_to_the_newest_revision_once(database_url, open_db):
+    database = open_db(database_url)
+    first_secret = read_secret(database)
+    open_db(database_url)  # a second start changes nothing
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(head_revision(),)]
+        tables = set(inspect(conn).get_table_names())
+    assert {"jti_seen", "card_issued", "feedback", "suppression", "service_secret"} <= tables
+    assert read_secret(database) == first_secret and len(first_secret) == 64
+
+
+def test_db_upgrade_command_migrates_the_configured_database(database_url, tmp_path, open_db):
+    env = {"PATH": "/usr/bin:/bin", "SPASM_CDS_DATA_DIR": str(tmp_path / "data")}
+    if database_url.startswith("postgresql"):
+        env["SPASM_CDS_DATABASE_URL"] = database_url
     result = subprocess.run([sys.executable, "-m", "cds_service", "db", "upgrade"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120, env={"SPASM_CDS_DATA_DIR": str(tmp_path / "data"),
-                                                         "PATH": "/usr/bin:/bin"})
+                            text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert "newest revision" in result.stdout
-    with closing(sqlite3.connect(tmp_path / "data" / "spasm-cds.sqlite3")) as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    password = make_url(database_url).password
+    assert not password or password not in result.stdout
+    with open_db(database_url).engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(head_revision(),)]
 
 
-def test_a_jti_is_accepted_once_until_its_token_expires(tmp_path):
+def test_a_jti_is_accepted_once_until_its_token_expires(database_url, open_db):
     now = [1_000_000.0]
-    store = JtiStore(open_database(sqlite_url(tmp_path)), clock=lambda: now[0])
+    store = JtiStore(open_db(database_url), clock=lambda: now[0])
     assert store.first_use("https://iss.example", "j1", expires_at=1_000_300)
     assert not store.first_use("https://iss.example", "j1", expires_at=1_000_300)
     assert store.first_use("https://other.example", "j1", expires_at=1_000_300)
@@ -50,13 +122,159 @@ def test_a_jti_is_accepted_once_until_its_token_expires(tmp_path):
     assert store.first_use("https://iss.example", "j1", expires_at=1_000_900)  # the old token could not be used
 
 
-def test_expired_rows_are_pruned(tmp_path):
+def test_expired_jtis_are_pruned(database_url, open_db):
     now = [1_000_000.0]
-    database = open_database(sqlite_url(tmp_path))
+    database = open_db(database_url)
     store = JtiStore(database, clock=lambda: now[0])
     for i in range(5):
         assert store.first_use("https://iss.example", f"old-{i}", expires_at=1_000_010)
     now[0] += 3600
     assert store.first_use("https://iss.example", "new", expires_at=int(now[0]) + 300)
+    assert count(database, JtiSeen) == 1
+
+
+def test_patient_keys_are_keyed_hashes_and_raw_ids_are_stored_only_when_configured(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    hashed, raw = memory_at(database, now), memory_at(database, now, store_patient_ids=True)
+    issue(hashed, "patient-7", IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "info"))
+    issue(raw, "patient-8", IssuedCard("c2", "rule-a", "fp", {"rule-a": "fp"}, "info"))
     with database.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(JtiSeen)).scalar_one() == 1
+        rows = dict(conn.execute(select(CardIssued.card_uuid, CardIssued.patient_id)).all())
+        keys = conn.execute(select(CardIssued.patient_key)).scalars().all()
+    assert rows == {"c1": None, "c2": "patient-8"}
+    assert "patient-7" not in keys and hashed.key("patient-7") in keys and len(set(keys)) == 2
+    other = CardMemory(database, b"another secret")
+    assert other.key("patient-7") != hashed.key("patient-7")
+
+
+def test_issued_cards_are_recalled_by_patient_and_by_hook_context(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    memory = memory_at(database, now)
+    card = IssuedCard("c1", "rule-a", "fp-1", {"rule-a": "fp-1"}, "info")
+    issue(memory, "p1", card, IssuedCard("c2", "group:g", "fp-g", {"rule-b": "fp-b", "rule-c": "fp-c"}, "info"),
+          context="ctx-1")
+    issue(memory, "p1", card)  # the same card uuid again (a retried call) is kept once
+    assert count(database, CardIssued) == 2
+    now[0] += 60
+    recall = memory.recall(memory.key("p1"), "svc", "h2", shown_since=T0)
+    assert recall.last_shown == {("rule-a", "fp-1"): T0, ("group:g", "fp-g"): T0}
+    assert memory.recall(memory.key("p1"), "svc", "h1", shown_since=T0).last_shown == {}  # its own call
+    assert memory.recall(memory.key("p1"), "other-svc", "h2", shown_since=T0).last_shown == {}
+    assert memory.recall(memory.key("p2"), "svc", "h2", shown_since=T0).last_shown == {}
+    at_select = memory.recall(memory.key("p1"), "sign", "h3", None, "svc", "ctx-1", select_since=T0)
+    assert at_select.shown_at_select == {("rule-a", "fp-1"), ("group:g", "fp-g")}
+    assert memory.recall(memory.key("p1"), "sign", "h3", None, "svc", "ctx-2", T0).shown_at_select == set()
+    assert memory.recall(memory.key("p1"), "sign", "h3", None, "svc", "ctx-1", T0 + 1).shown_at_select == set()
+
+
+def feedback(card: str, outcome: str = "overridden", at_s: int = T0, effect=None, code: str | None = None):
+    return FeedbackItem(card=card, outcome=outcome, outcome_at_ms=at_s * 1000,
+                        accepted_suggestions=("s1",) if outcome == "accepted" else (),
+                        reason_system="urn:spasm-cds:override-reason" if code else None, reason_code=code,
+                        effect=effect)
+
+
+def test_feedback_is_stored_once_and_unknown_cards_are_kept_and_flagged(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0 + 10]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "warning"))
+    result = store.store("svc", [feedback("c1", "accepted"), feedback("no-such-card", code="snooze-30d")])
+    assert (result.stored, result.repeated, result.unknown_cards) == (2, 0, 1)
+    again = store.store("svc", [feedback("c1", "accepted")])
+    assert (again.stored, again.repeated) == (0, 1)
+    store.store("svc", [feedback("c1", "accepted", at_s=T0 + 5)])  # another moment is another outcome
+    with database.engine.connect() as conn:
+        rows = conn.execute(select(Feedback.card_uuid, Feedback.card_known, Feedback.accepted_suggestions)
+                            .order_by(Feedback.id)).all()
+    assert rows == [("c1", True, ["s1"]), ("no-such-card", False, None), ("c1", True, ["s1"])]
+    assert store.store("other-svc", [feedback("c1")]).unknown_cards == 1  # a card of another service
+
+
+def test_a_snooze_on_a_group_card_snoozes_every_rule_on_it_and_acknowledges_the_card(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "group:g", "fp-g", {"rule-b": "fp-b", "rule-c": "fp-c"}, "info"))
+    store.store("svc", [feedback("c1", effect=SNOOZE, code="snooze-30d")])
+    recall = memory.recall(memory.key("p1"), "svc", "h2", None)
+    assert recall.snoozed("rule-b", T0) and recall.snoozed("rule-c", T0 + 30 * DAY - 1)
+    assert not recall.snoozed("rule-b", T0 + 30 * DAY) and not recall.snoozed("rule-x", T0)
+    assert recall.acknowledged_since("group:g", "fp-g", T0) and not recall.acknowledged_since("group:g", "new", T0)
+    assert not memory.recall(memory.key("p2"), "svc", "h2", None).snoozed("rule-b", T0)
+
+
+def test_not_relevant_holds_each_rule_back_while_its_data_is_unchanged(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "group:g", "fp-g", {"rule-b": "fp-b", "rule-c": "fp-c"}, "info"))
+    store.store("svc", [feedback("c1", effect=NOT_RELEVANT, code="not-relevant")])
+    recall = memory.recall(memory.key("p1"), "svc", "h2", None)
+    assert recall.not_relevant("rule-b", "fp-b") and recall.not_relevant("rule-c", "fp-c")
+    assert not recall.not_relevant("rule-b", "fp-b-changed")
+
+
+def test_the_latest_outcome_wins_and_a_timestamp_ahead_of_the_clock_does_not_stretch_a_snooze(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "warning"))
+    store.store("svc", [feedback("c1", at_s=T0 + 365 * DAY, effect=SNOOZE, code="snooze-30d")])
+    with database.engine.connect() as conn:
+        until = conn.execute(select(Suppression.until_at).where(Suppression.kind == "snooze")).scalar_one()
+    assert until == T0 + 30 * DAY
+    now[0] = T0 + 10 * DAY
+    store.store("svc", [feedback("c1", at_s=T0 + 10 * DAY, effect=SNOOZE, code="snooze-30d")])
+    store.store("svc", [feedback("c1", at_s=T0 + 5 * DAY, effect=SNOOZE, code="snooze-30d")])  # late, older
+    with database.engine.connect() as conn:
+        until = conn.execute(select(Suppression.until_at).where(Suppression.kind == "snooze")).scalar_one()
+    assert until == T0 + 40 * DAY
+
+
+def test_concurrent_feedback_from_many_threads_is_all_stored(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "warning"))
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def send(thread: int) -> None:
+        start.wait()
+        try:
+            for i in range(25):
+                # every thread also sends item 0 of thread 0: exactly one of those is kept
+                store.store("svc", [feedback("c1", at_s=T0 + thread * 100 + i, effect=SNOOZE, code="snooze-30d"),
+                                    feedback("c1", at_s=T0)])
+        except BaseException as exc:  # collected: an assertion in a thread would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert count(database, Feedback) == 8 * 25  # T0 itself is thread 0's first item
+    assert count(database, Suppression) == 2  # one snooze and one acknowledgement of rule-a for p1
+
+
+def test_old_records_and_lapsed_snoozes_are_pruned_but_not_relevant_is_kept(database_url, open_db):
+    database = open_db(database_url)
+    now = [T0]
+    memory = memory_at(database, now, retention_days=90)
+    store = FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "warning"))
+    store.store("svc", [feedback("c1", effect=SNOOZE, code="snooze-30d")])
+    issue(memory, "p1", IssuedCard("c2", "rule-b", "fp", {"rule-b": "fp"}, "info"))
+    store.store("svc", [feedback("c2", effect=NOT_RELEVANT, code="not-relevant")])
+    now[0] = T0 + 91 * DAY
+    fresh = memory_at(database, now, retention_days=90)  # a new process prunes on its first write
+    issue(fresh, "p2", IssuedCard("c3", "rule-a", "fp", {"rule-a": "fp"}, "info"), hook_instance="h9")
+    with database.engine.connect() as conn:
+        assert conn.execute(select(CardIssued.card_uuid)).scalars().all() == ["c3"]
+        assert conn.execute(select(Suppression.kind)).scalars().all() == ["until-data-changes"]
+    assert count(database, Feedback) == 2  # feedback itself is kept

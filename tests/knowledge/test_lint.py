@@ -113,6 +113,33 @@ def sources_file_missing(root):
     (root / "cards" / "sources.yaml").unlink()
 
 
+SERVICES = "cards/services.yaml"
+MAX_CARDS = {"code": "max-cards", "type": "integer", "name": "Most cards", "description": "At most this many.",
+             "default": 30, "limits": "max-cards", "minimum": 1, "maximum": 20}
+
+
+def snooze_without_days(root):
+    edit(root, SERVICES, lambda d: d["override_reasons"][0].update(effect="snooze"))
+
+
+def repeat_window_for_an_unknown_group(root):
+    edit(root, SERVICES, lambda d: d.update(repeat_windows={"days": {"info": 1, "warning": 7, "critical": 1},
+                                                            "groups": {"no-such-group": 2}}))
+
+
+def service_offers_an_unknown_option(root):
+    edit(root, SERVICES, lambda d: d["services"][0].update(configuration=["no-such-option"]))
+
+
+def option_default_out_of_range(root):
+    edit(root, SERVICES, lambda d: d.update(configuration_options=[MAX_CARDS]))
+
+
+def patient_view_skips_cards_of_order_select(root):
+    edit(root, SERVICES, lambda d: d["services"][0].update(
+        skip_cards_shown_at={"service": "example-service", "within_minutes": 60}))
+
+
 BROKEN = [
     (rule_id_differs_from_file_name,
      f"{RULE}: id: 'examplinol-renamed' must equal the file name 'examplinol-low-examplium'"),
@@ -143,6 +170,17 @@ BROKEN = [
      f"{LAB}: (top): add the required field 'label'"),
     (sources_file_missing,
      "cards/sources.yaml: missing"),
+    (snooze_without_days,
+     f"{SERVICES}: override_reasons[0]: add the required field 'days'"),
+    (repeat_window_for_an_unknown_group,
+     f"{SERVICES}: repeat_windows.groups: 'no-such-group' is not one of card_groups"),
+    (service_offers_an_unknown_option,
+     f"{SERVICES}: services[0].configuration: 'no-such-option' is not in configuration_options"),
+    (option_default_out_of_range,
+     f"{SERVICES}: configuration_options[0].default: 30 is not between minimum 1 and maximum 20"),
+    (patient_view_skips_cards_of_order_select,
+     f"{SERVICES}: services[0].skip_cards_shown_at: only an order-sign service can skip the cards of an "
+     "order-select service named in services"),
 ]
 
 

@@ -27,7 +27,9 @@ class ServiceServer(LoopbackProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--workers", str(self._workers)]
-        # Unbuffered, so the log tail in a start-up failure shows the last words before a crash.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self._extra_env}
+        # Unbuffered, so the log tail in a start-up failure shows the last words before a crash. A database of its
+        # own unless told otherwise, so that no run sees the cards and snoozes of an earlier one.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPASM_CDS_DATA_DIR": str(self._workdir / "data"),
+               **self._extra_env}
         self._start("service", command, REPO_ROOT, env, f"{self.url}/healthz")
         return self

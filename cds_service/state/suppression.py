@@ -1,0 +1,133 @@
+"""The card memory: which cards were issued to whom, and what suppresses a card for a patient (snoozes, 'not
+relevant', acknowledgements). recall() reads it before cards are chosen; record() writes the cards issued, in one
+batched INSERT. Patients and hook contexts are keyed with an HMAC under a server secret, never stored raw unless
+configured."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import MemoryUnavailable
+from ..memory import IssuedCard, Recall
+from . import Database
+from .tables import CardIssued, ServiceSecret, Suppression
+
+SECRET_NAME = "patient-key"
+_PRUNE_EVERY_S = 600.0
+_DAY_S = 86_400
+
+
+def read_secret(database: Database, configured: str = "") -> bytes:
+    """The HMAC secret: the configured one, else the one migration 0002 stored in the database."""
+    if configured:
+        return configured.encode("utf-8")
+    with database.reading() as conn:
+        value = conn.execute(select(ServiceSecret.value).where(ServiceSecret.name == SECRET_NAME)).scalar_one()
+    database.engine.dispose()  # read in the gunicorn master: workers must open their own connections
+    return value.encode("utf-8")
+
+
+class CardMemory:
+    """Reads and writes the card memory of one database; safe to share across threads."""
+
+    def __init__(self, database: Database, secret: bytes, clock: Callable[[], float] = time.time,
+                 store_patient_ids: bool = False, retention_days: int = 90):
+        self.database = database
+        self._secret = secret
+        self._clock = clock
+        self._store_patient_ids = store_patient_ids
+        self._retention_s = retention_days * _DAY_S
+        self._lock = threading.Lock()
+        self._next_prune = 0.0
+        # built once: constructing SQL expressions costs more per call than running them
+        self._suppressions = (select(Suppression.card_key, Suppression.kind, Suppression.fingerprint,
+                                     Suppression.until_at, Suppression.set_at)
+                              .where(Suppression.patient_key == bindparam("patient_key")))
+        self._shown = (select(CardIssued.card_key, CardIssued.fingerprint, func.max(CardIssued.issued_at))
+                       .where(CardIssued.patient_key == bindparam("patient_key"),
+                              CardIssued.service_id == bindparam("service_id"),
+                              CardIssued.issued_at >= bindparam("since"),
+                              CardIssued.hook_instance != bindparam("hook_instance"))
+                       .group_by(CardIssued.card_key, CardIssued.fingerprint))
+        self._at_select = (select(CardIssued.card_key, CardIssued.fingerprint)
+                           .where(CardIssued.context_key == bindparam("context_key"),
+                                  CardIssued.service_id == bindparam("service_id"),
+                                  CardIssued.issued_at >= bindparam("since")))
+        self._insert = database.insert(CardIssued).on_conflict_do_nothing(index_elements=["card_uuid"])
+
+    def now(self) -> int:
+        """The memory's clock, in epoch seconds."""
+        return int(self._clock())
+
+    def key(self, *parts: str) -> str:
+        """The keyed hash of the parts (a patient id; or patient, user and encounter for a hook context)."""
+        message = "\x1f".join(parts).encode("utf-8")
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
+               select_service: str | None = None, context_key: str = "", select_since: int = 0) -> Recall:
+        """Everything that may hold a card back for this patient. Raises MemoryUnavailable if the database fails."""
+        try:
+            return self._recall(patient_key, service_id, hook_instance, shown_since, select_service, context_key,
+                                select_since)
+        except SQLAlchemyError as exc:
+            raise MemoryUnavailable(type(exc).__name__) from exc
+
+    def _recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
+                select_service: str | None, context_key: str, select_since: int) -> Recall:
+        with self.database.reading() as conn:
+            rows = conn.execute(self._suppressions, {"patient_key": patient_key}).all()
+            last_shown: dict[tuple[str, str], int] = {}
+            if shown_since is not None:
+                for key, fp, at in conn.execute(self._shown, {"patient_key": patient_key, "service_id": service_id,
+                                                              "since": shown_since, "hook_instance": hook_instance}):
+                    last_shown[(key, fp)] = at
+            at_select: frozenset[tuple[str, str]] = frozenset()
+            if select_service:
+                at_select = frozenset(tuple(r) for r in conn.execute(
+                    self._at_select, {"context_key": context_key, "service_id": select_service,
+                                      "since": select_since}))
+        return Recall(tuple(tuple(r) for r in rows), last_shown, at_select)
+
+    def record(self, cards: Iterable[IssuedCard], service_id: str, hook: str, hook_instance: str, patient_id: str,
+               patient_key: str, context_key: str) -> int:
+        """Remember the cards issued by one call, in one INSERT (a card uuid seen before is kept as it was);
+        now and then, forget records older than the retention. Raises MemoryUnavailable if the database fails."""
+        now = self.now()
+        rows: list[dict[str, Any]] = [
+            {"card_uuid": c.card_uuid, "service_id": service_id, "hook": hook, "hook_instance": hook_instance,
+             "card_key": c.card_key, "fingerprint": c.fingerprint, "rules": c.rules, "indicator": c.indicator,
+             "patient_key": patient_key, "context_key": context_key,
+             "patient_id": patient_id if self._store_patient_ids else None, "issued_at": now} for c in cards]
+        if not rows:
+            return 0
+        try:
+            with self.database.engine.begin() as conn:
+                conn.execute(self._insert, rows)
+                if self._prune_due(now):
+                    self._prune(conn, now)
+        except SQLAlchemyError as exc:
+            raise MemoryUnavailable(type(exc).__name__) from exc
+        return len(rows)
+
+    def _prune(self, conn, now: int) -> None:
+        old = now - self._retention_s
+        conn.execute(delete(CardIssued).where(CardIssued.issued_at < old))
+        # 'not relevant' lasts until the data changes, however long that takes, so it is never pruned
+        conn.execute(delete(Suppression).where(or_(
+            and_(Suppression.kind == "snooze", Suppression.until_at < now),
+            and_(Suppression.kind == "acknowledged", Suppression.set_at < old))))
+
+    def _prune_due(self, now: float) -> bool:
+        with self._lock:
+            if now < self._next_prune:
+                return False
+            self._next_prune = now + _PRUNE_EVERY_S
+            return True
