@@ -768,7 +768,7 @@ def report(ctx: dict[str, Any]) -> str:
     lines = [SECTION, ""]
     lines += [f"One run of `.venv/bin/python bench/run.py` on {ctx['date']} ({ctx['commit']}); the whole run took "
               f"{ctx['elapsed']:.0f} s. Rerun it to refresh this section; `--smoke` runs every part briefly "
-              "and writes nothing (CI runs it after the tests).", "",
+              "and writes nothing (CI runs it before the test suite).", "",
               f"Machine: {ctx['machine']}. {ctx['share']}", "",
               "Servers, started by the run on 127.0.0.1 with the same gunicorn settings "
               f"({WORKERS} workers, " + ", ".join(f"{k}={v}" for k, v in sorted(ctx['gunicorn'].items())
@@ -817,9 +817,10 @@ def report(ctx: dict[str, Any]) -> str:
               f"{fr.concurrent.rps:,.1f} |", ""]
     points: list[ScalePoint] = ctx["scaling"]
     lines += ["### Scaling", "",
-              f"`cds_service.pipeline.respond` in process (no HTTP), on patient-view bodies of N resources: a "
-              "Patient, a cramp Condition, and the rest drawn from the Synthea bundles in their own mix of kinds, "
-              f"re-identified for one patient. Median of {plan.scaling_runs} runs; JSON parsing timed apart. The "
+              f"`cds_service.pipeline.respond` in process (no HTTP), on patient-view bodies of N prefetched "
+              "resources: a cramp Condition (and the Patient, if the service prefetches it), the rest drawn from the "
+              "Synthea bundles in their own mix of the kinds the service prefetches, re-identified for one patient. "
+              f"Median of {plan.scaling_runs} runs; JSON parsing timed apart. The "
               "prefetch size cap is raised for this (over HTTP, 10,000 resources exceed the 1 MiB body limit).", "",
               "| resources | of which Observations | respond ms | ms per 1,000 resources | json.loads ms | cards |",
               "|---|---|---|---|---|---|"]
