@@ -208,15 +208,20 @@ def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]
     for r in items:
         if r.get("resourceType") != "Observation" or _str(r.get("status")) in _VOID_OBSERVATION:
             continue
+        parts = [r] + [c for c in _list(r.get("component")) if isinstance(c, dict)]
+        # look the codes up first: most Observations in a chart are of analytes no rule reads
+        coded = [(part, code) for part in parts
+                 if (code := terminology.lab_code(_codings(part.get("code")))) is not None]
+        if not coded:
+            continue
         stamp = (r.get("effectiveDateTime") or r.get("effectiveInstant")
                  or _obj(r.get("effectivePeriod")).get("start") or r.get("issued"))
         when = _date(stamp)
         if when is None:
             continue
         at = _instant(stamp, when)
-        parts = [r] + [c for c in _list(r.get("component")) if isinstance(c, dict)]
-        for part in parts:
-            result = _lab_result(part, when, at, terminology)
+        for part, code in coded:
+            result = _lab_result(part, code, when, at, terminology)
             if result:
                 found[result.concept].append(result)
     for concept_id, results in found.items():
@@ -249,14 +254,12 @@ def _corrected(result: LabResult, correction, others: list[LabResult], terminolo
     return replace(result, corrected=value, corrected_by=f"{label} {other.shown_value} {other.shown_unit}")
 
 
-def _lab_result(part: Mapping, when: date, at: float, terminology: Terminology) -> LabResult | None:
+def _lab_result(part: Mapping, code: tuple[str, int], when: date, at: float,
+                terminology: Terminology) -> LabResult | None:
     quantity = part.get("valueQuantity")
     if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)):
         return None
-    found = terminology.lab_code(_codings(part.get("code")))
-    if found is None:
-        return None
-    concept_id, code_rank = found
+    concept_id, code_rank = code
     spec = terminology.concept(concept_id).lab
     unit = quantity.get("code") if terminology.system_name(quantity.get("system")) == "ucum" else None
     unit = unit or quantity.get("unit")
