@@ -1,5 +1,5 @@
-"""Synthea bundles (shared test data) as CDS Hooks patient-view calls: charts, prefetch built the way a FHIR
-server would answer the service's own templates, and a cramp Condition to add."""
+"""Synthea bundles (shared test data) as CDS Hooks patient-view calls: charts, and prefetch built the way a FHIR
+server would answer the service's own templates (cds_service.bundles, which the evaluate command uses too)."""
 from __future__ import annotations
 
 import csv
@@ -12,25 +12,26 @@ from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import tests.conftest
+from cds_service.bundles import answer_template, cramp_condition, rewrite_references
 from cds_service.gather.facts import PatientFacts, extract_facts
 from cds_service.knowledge.model import Criterion, Knowledge, Service
+
+# cramp_condition is re-exported for the tests that build charts from these bundles
+__all__ = ["BUNDLE_DIR", "SyntheaChart", "all_prefetched", "codings", "cramp_condition", "criterion", "day_of",
+           "effective", "expected_missing_labs", "facts_of", "lab_observations", "manifest", "prefetch_request",
+           "searchset", "synthea_chart", "view_day"]
 
 SYNTHEA = Path(tests.conftest.SHARED) / "synthea"
 BUNDLE_DIR = SYNTHEA / "bundles"
 
-_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 _VOID_OBSERVATION = {"cancelled", "entered-in-error"}
 # the resource types each data kind of the service is made of (Medications travel with the requests, as _include does)
 KIND_OF_TYPE = {"Patient": "patient", "MedicationRequest": "medication-requests", "Medication": "medication-requests",
                 "MedicationStatement": "medication-statements", "Condition": "conditions",
                 "Observation": "observations"}
 # the search parameters of the service's prefetch templates that as-queried mode carries out
-_SEARCH_PARAMETERS = {"patient", "status", "code", "_sort", "_count", "_include"}
 
 
 @dataclass(frozen=True)
@@ -77,16 +78,6 @@ def synthea_chart(name: str) -> SyntheaChart:
                         resources={k: tuple(v) for k, v in resources.items()}, by_reference=by_reference)
 
 
-def rewrite_references(value: Any, local: Mapping[str, str]) -> Any:
-    """A copy of value with every `reference` to a bundle fullUrl (urn:uuid:...) replaced by its Type/id."""
-    if isinstance(value, dict):
-        return {k: (local.get(v, v) if k == "reference" and isinstance(v, str) else rewrite_references(v, local))
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [rewrite_references(v, local) for v in value]
-    return value
-
-
 def day_of(value: Any) -> date | None:
     """The calendar day of a FHIR date or dateTime, or None."""
     if not isinstance(value, str) or len(value) < 10:
@@ -106,49 +97,6 @@ def effective(observation: Mapping[str, Any]) -> str:
     """An Observation's clinically relevant time as sent (ISO text, so it sorts), or ''."""
     return (observation.get("effectiveDateTime") or (observation.get("effectivePeriod") or {}).get("start")
             or observation.get("issued") or "")
-
-
-def _token_matches(token: str, coding: Mapping[str, Any]) -> bool:
-    if "|" in token:
-        system, code = token.split("|", 1)
-        return coding.get("code") == code and (coding.get("system") or "") == system
-    return coding.get("code") == token
-
-
-def as_queried(resources: Iterable[dict[str, Any]], template: str,
-               by_reference: Mapping[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(matches, included) that a FHIR server would answer to the template's search over this one patient's data.
-
-    Carries out status=, code= (token lists), _sort=date|-date, _count= and _include=<Type>:medication; any other
-    parameter raises, so a new template parameter is noticed here instead of being silently ignored."""
-    path, _, query = template.partition("?")
-    params = parse_qs(query, keep_blank_values=True)
-    unknown = set(params) - _SEARCH_PARAMETERS
-    if unknown:
-        raise ValueError(f"as_queried does not carry out {sorted(unknown)} of {template!r}")
-    resource_type = path.split("/")[0]
-    matches = [r for r in resources if r.get("resourceType") == resource_type]
-    if "status" in params:
-        statuses = {s for value in params["status"] for s in value.split(",")}
-        matches = [r for r in matches if r.get("status") in statuses]
-    if "code" in params:
-        tokens = [t for value in params["code"] for t in value.split(",")]
-        matches = [r for r in matches if any(_token_matches(t, c) for t in tokens for c in codings(r.get("code")))]
-    for sort in params.get("_sort", ()):
-        if sort.lstrip("-") != "date":
-            raise ValueError(f"as_queried sorts by date only, not {sort!r}")
-        matches.sort(key=effective, reverse=sort.startswith("-"))
-    if "_count" in params:
-        matches = matches[: int(params["_count"][0])]
-    included: list[dict[str, Any]] = []
-    for include in params.get("_include", ()):
-        if include != f"{resource_type}:medication":
-            raise ValueError(f"as_queried includes {resource_type}:medication only, not {include!r}")
-        for r in matches:
-            medication = by_reference.get((r.get("medicationReference") or {}).get("reference") or "")
-            if medication is not None and medication not in included:
-                included.append(medication)
-    return matches, included
 
 
 def searchset(matches: list[dict[str, Any]], included: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -174,21 +122,9 @@ def prefetch_request(chart: SyntheaChart, service: Service, *, everything: bool 
         elif everything:
             prefetch[query.key] = searchset(found)
         else:
-            prefetch[query.key] = searchset(*as_queried(found, query.template, chart.by_reference))
+            prefetch[query.key] = answer_template(found, query.template, chart.by_reference)
     return {"hook": service.hook, "hookInstance": str(uuid.uuid5(uuid.NAMESPACE_URL, f"synthea:{chart.name}")),
             "context": {"userId": chart.user_id, "patientId": chart.patient_id}, "prefetch": prefetch}
-
-
-def cramp_condition(knowledge: Knowledge, patient_id: str, recorded: date) -> dict[str, Any]:
-    """An active, confirmed problem-list Condition coded with the muscle-cramp concept's first ICD-10-CM code."""
-    return {"resourceType": "Condition", "id": "spasm-cds-test-cramp",
-            "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]},
-            "verificationStatus": {"coding": [{"system": _VERIFICATION, "code": "confirmed"}]},
-            "category": [{"coding": [{"system": _CATEGORY, "code": "problem-list-item"}]}],
-            "code": {"coding": [{"system": knowledge.systems["icd10cm"][0],
-                                 "code": knowledge.concepts["muscle-cramp"].codes["icd10cm"][0]}]},
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "onsetDateTime": recorded.isoformat(), "recordedDate": recorded.isoformat()}
 
 
 def view_day(chart: SyntheaChart, clock: str, today: date) -> date:
