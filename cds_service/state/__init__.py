@@ -4,6 +4,7 @@ open_database builds the engine and brings the schema up to date with the migrat
 from __future__ import annotations
 
 from contextlib import contextmanager
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -116,3 +117,20 @@ def open_database(url: str, timeout_s: float = 3.0) -> Database:
     upgrade(database)
     database.engine.dispose()
     return database
+
+
+class Every:
+    """A thread-safe 'is it time again?' for periodic housekeeping such as pruning expired rows."""
+
+    def __init__(self, interval_s: float):
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def due(self, now: float) -> bool:
+        """True at most once per interval (the first call is due)."""
+        with self._lock:
+            if now < self._next:
+                return False
+            self._next = now + self._interval_s
+            return True

@@ -1,13 +1,12 @@
 """JWT replay protection: remember each accepted (issuer, jti) in the database until the token expires."""
 from __future__ import annotations
 
-import threading
 import time
 
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
-from . import Database
+from . import Database, Every
 from .tables import JtiSeen
 
 _PRUNE_EVERY_S = 60.0
@@ -19,15 +18,14 @@ class JtiStore:
     def __init__(self, database: Database, clock=time.time):
         self._engine = database.engine
         self._clock = clock
-        self._lock = threading.Lock()
-        self._next_prune = 0.0
+        self._prune_schedule = Every(_PRUNE_EVERY_S)
 
     def first_use(self, issuer: str, jti: str, expires_at: int) -> bool:
         """True if this jti was not seen from this issuer within its lifetime (and remember it); False on replay."""
         now = int(self._clock())
         try:
             with self._engine.begin() as conn:
-                if self._prune_due(now):
+                if self._prune_schedule.due(now):
                     conn.execute(delete(JtiSeen).where(JtiSeen.expires_at < now))
                 else:
                     # a lapsed record of the same id must not block a new token that reuses it
@@ -37,10 +35,3 @@ class JtiStore:
         except IntegrityError:
             return False
         return True
-
-    def _prune_due(self, now: float) -> bool:
-        with self._lock:
-            if now < self._next_prune:
-                return False
-            self._next_prune = now + _PRUNE_EVERY_S
-            return True

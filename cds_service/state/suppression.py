@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import MemoryUnavailable
 from ..memory import IssuedCard, Recall
-from . import Database
+from . import Database, Every
 from .tables import CardIssued, ServiceSecret, Suppression
 
 SECRET_NAME = "patient-key"
@@ -44,8 +43,7 @@ class CardMemory:
         self._clock = clock
         self._store_patient_ids = store_patient_ids
         self._retention_s = retention_days * _DAY_S
-        self._lock = threading.Lock()
-        self._next_prune = 0.0
+        self._prune_schedule = Every(_PRUNE_EVERY_S)
         # built once: constructing SQL expressions costs more per call than running them
         self._suppressions = (select(Suppression.card_key, Suppression.kind, Suppression.fingerprint,
                                      Suppression.until_at, Suppression.set_at)
@@ -111,7 +109,7 @@ class CardMemory:
         try:
             with self.database.engine.begin() as conn:
                 conn.execute(self._insert, rows)
-                if self._prune_due(now):
+                if self._prune_schedule.due(now):
                     self._prune(conn, now)
         except SQLAlchemyError as exc:
             raise MemoryUnavailable(type(exc).__name__) from exc
@@ -124,10 +122,3 @@ class CardMemory:
         conn.execute(delete(Suppression).where(or_(
             and_(Suppression.kind == "snooze", Suppression.until_at < now),
             and_(Suppression.kind == "acknowledged", Suppression.set_at < old))))
-
-    def _prune_due(self, now: float) -> bool:
-        with self._lock:
-            if now < self._next_prune:
-                return False
-            self._next_prune = now + _PRUNE_EVERY_S
-            return True
