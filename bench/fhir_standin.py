@@ -1,6 +1,6 @@
 """A loopback FHIR stand-in for the fetch-mode benchmark: one patient's resources, every answer after a fixed delay.
 
-It answers what a FHIR server would for the service's query templates (tests/support/synthea.as_queried: status=,
+It answers what a FHIR server would for the service's query templates (cds_service.bundles.answer_template: status=,
 code= token lists, _sort=date, _count=, _include=<Type>:medication; a read of Patient/<id> or Medication/<id>), so
 the service gets the data its templates ask for. A search parameter it does not carry out answers 400, and is
 counted, so a new template parameter is noticed instead of being answered wrongly. It is a benchmark fixture, not a
@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.support.synthea import as_queried, searchset
+from cds_service.bundles import answer_template
+from tests.support.synthea import searchset
 
 
 class FhirStandIn:
@@ -123,10 +124,9 @@ class FhirStandIn:
             return 200, _dumps(searchset([]))
         query = "&".join(f"{k}={v}" for k, values in params.items() for v in values)
         try:
-            matches, included = as_queried(self.resources, f"{relative}?{query}", self.by_reference)
-        except ValueError as exc:
+            return 200, _dumps(answer_template(self.resources, f"{relative}?{query}", self.by_reference))
+        except ValueError as exc:  # InputError: a parameter the stand-in cannot carry out
             return _outcome(400, str(exc))
-        return 200, _dumps(searchset(matches, included))
 
 
 def _dumps(value: Any) -> bytes:
