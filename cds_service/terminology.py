@@ -40,6 +40,8 @@ class UnitConverter:
     def convert(self, value: float, unit: str, to_unit: str, molar_mass: float | None = None,
                 valence: int | None = None) -> float | None:
         """value in `unit` expressed in `to_unit`, or None when the two cannot be related."""
+        if not isinstance(unit, str):
+            return None  # a chart may hold any JSON where a unit belongs
         f = self.factor(unit, to_unit, molar_mass, valence)
         return None if f is None else value * f
 
@@ -87,7 +89,7 @@ class Terminology:
         self._concepts = concepts
         by_ingredient: dict[str, set[str]] = defaultdict(set)
         self._rx_direct: dict[str, set[str]] = defaultdict(set)
-        self._loinc: dict[str, str] = {}
+        self._loinc: dict[str, tuple[str, int]] = {}  # code -> (concept, position in the concept's list)
         self._snomed: dict[str, set[str]] = defaultdict(set)
         self._icd_prefixes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for c in concepts.values():
@@ -95,8 +97,8 @@ class Terminology:
                 by_ingredient[name].add(c.id)
             for code in c.codes.get("rxnorm", ()):
                 self._rx_direct[code].add(c.id)
-            for code in c.codes.get("loinc", ()):
-                self._loinc[code] = c.id
+            for rank, code in enumerate(c.codes.get("loinc", ())):
+                self._loinc[code] = (c.id, rank)
             for code in c.codes.get("snomed", ()):
                 self._snomed[code].add(c.id)
             for code in c.codes.get("icd10cm", ()):
@@ -107,9 +109,10 @@ class Terminology:
         # longest names first so that a combination name is preferred over its parts
         self._ingredient_names = sorted(by_ingredient, key=len, reverse=True)
 
-    def system_name(self, uri: str | None) -> str | None:
-        """Short name (rxnorm, loinc, icd10cm, snomed, ucum) of a code system URI."""
-        return self._system_names.get(uri or "")
+    def system_name(self, uri: object) -> str | None:
+        """Short name (rxnorm, loinc, icd10cm, snomed, ucum) of a code system URI; None for anything else (a chart
+        may hold any JSON where a URI belongs)."""
+        return self._system_names.get(uri) if isinstance(uri, str) else None
 
     def medication(self, codings: Iterable[Mapping], text: str | None) -> tuple[frozenset[str], tuple[str, ...]]:
         """(concept ids, ingredient names) for a medication's codings; falls back to names in display/text."""
@@ -151,11 +154,11 @@ class Terminology:
     def lab_code(self, codings: Iterable[Mapping]) -> tuple[str, int] | None:
         """(lab concept id, position of the code in the concept's list) for an Observation's codings, or None."""
         for coding in codings:
-            if self.system_name(coding.get("system")) == "loinc":
-                code = str(coding.get("code") or "")
-                concept = self._loinc.get(code)
-                if concept:
-                    return concept, self._concepts[concept].codes["loinc"].index(code)
+            code = coding.get("code")
+            # the code first: one dict look-up rules out most codings of a chart
+            found = self._loinc.get(code if isinstance(code, str) else str(code or ""))
+            if found is not None and self.system_name(coding.get("system")) == "loinc":
+                return found
         return None
 
     def conditions(self, codings: Iterable[Mapping]) -> frozenset[str]:

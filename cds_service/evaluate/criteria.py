@@ -130,7 +130,7 @@ def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bo
         missing.append(cid)
         label = terms.concept(cid).label
         last = facts.labs.get(cid)
-        described.append(f"{label} (last {last[0].when.isoformat()})" if last else f"{label} (none on file)")
+        described.append(f"{label} (last {last.when.isoformat()})" if last else f"{label} (none on file)")
     if not missing:
         return NO
     labels = [terms.concept(cid).label for cid in missing]
@@ -162,10 +162,9 @@ def any_of(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) 
 
 
 def _latest_within(facts: PatientFacts, concept_id: str, within_days: int | None) -> LabResult | None:
-    results = facts.labs.get(concept_id)
-    if not results:
+    newest = facts.labs.get(concept_id)
+    if newest is None:
         return None
-    newest = results[0]
     if within_days is not None and newest.when < facts.today - timedelta(days=within_days):
         return None
     return newest

@@ -80,7 +80,7 @@ class PatientFacts:
     age: int | None
     sex: str | None
     medications: tuple[MedicationUse, ...]
-    labs: Mapping[str, tuple[LabResult, ...]]  # concept -> results, newest first
+    labs: Mapping[str, LabResult]  # concept -> its newest usable result
     conditions: tuple[ConditionFact, ...]
     unknown: frozenset[str]
     drafts: tuple[DraftOrder, ...] = ()
@@ -203,15 +203,23 @@ def _medications(items, medications_by_id, terminology: Terminology):
         yield MedicationUse(concepts, ingredients, display or "medication", started)
 
 
-def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]]:
-    found: dict[str, list[LabResult]] = defaultdict(list)
-    for r in items:
+# one coded result not yet converted: (sort key: newest first, then the concept's preferred code, then document
+# order), its day, its time stamp, the part (Observation or component) holding the value, (concept id, code rank)
+_Candidate = tuple[tuple[float, int, int], date, float, Mapping[str, Any], tuple[str, int]]
+
+
+def _lab_candidates(items, terminology: Terminology) -> dict[str, list[_Candidate]]:
+    """Each analyte's coded, dated results, newest first; values and units are not read yet (cheap)."""
+    found: dict[str, list[_Candidate]] = defaultdict(list)
+    for seq, r in enumerate(items):
         if r.get("resourceType") != "Observation" or _str(r.get("status")) in _VOID_OBSERVATION:
             continue
-        parts = [r] + [c for c in _list(r.get("component")) if isinstance(c, dict)]
         # look the codes up first: most Observations in a chart are of analytes no rule reads
-        coded = [(part, code) for part in parts
-                 if (code := terminology.lab_code(_codings(part.get("code")))) is not None]
+        code = terminology.lab_code(_codings(r.get("code")))
+        coded = [(r, code)] if code is not None else []
+        for part in _list(r.get("component")):
+            if isinstance(part, dict) and (code := terminology.lab_code(_codings(part.get("code")))) is not None:
+                coded.append((part, code))
         if not coded:
             continue
         stamp = (r.get("effectiveDateTime") or r.get("effectiveInstant")
@@ -221,15 +229,42 @@ def _labs(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]
             continue
         at = _instant(stamp, when)
         for part, code in coded:
-            result = _lab_result(part, code, when, at, terminology)
-            if result:
-                found[result.concept].append(result)
-    for concept_id, results in found.items():
+            found[code[0]].append(((-at, code[1], seq), when, at, part, code))
+    for candidates in found.values():
+        candidates.sort(key=lambda c: c[0])
+    return found
+
+
+def _usable(candidates: Iterable[_Candidate], terminology: Terminology) -> Iterable[LabResult]:
+    """The candidates that hold a comparable value, converted, in the candidates' order."""
+    for _, when, at, part, code in candidates:
+        result = _lab_result(part, code, when, at, terminology)
+        if result is not None:
+            yield result
+
+
+def lab_results(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]]:
+    """Every usable result of each analyte, newest first (rules read only the newest: see _labs)."""
+    every = {cid: tuple(_usable(candidates, terminology))
+             for cid, candidates in _lab_candidates(items, terminology).items()}
+    return MappingProxyType({cid: results for cid, results in every.items() if results})
+
+
+def _labs(items, terminology: Terminology) -> Mapping[str, LabResult]:
+    """The newest usable result of each analyte (by the full time stamp; on a tie, the concept's preferred code
+    first), with its same-day correction where one applies. Older results are never converted: rules judge the
+    newest result, and a chart holds years of them."""
+    candidates = _lab_candidates(items, terminology)
+    latest = {cid: result for cid, found in candidates.items()
+              if (result := next(iter(_usable(found, terminology)), None)) is not None}
+    for concept_id, result in latest.items():
         correction = terminology.concept(concept_id).lab.correction
-        if correction and correction.by in found:
-            found[concept_id] = [_corrected(r, correction, found[correction.by], terminology) for r in results]
-    # newest first by the full time stamp; on a tie, the concept's preferred (first-listed) code first
-    return MappingProxyType({k: tuple(sorted(v, key=lambda x: (-x.at, x.code_rank))) for k, v in found.items()})
+        if correction and correction.by in candidates:
+            same_day = (c for c in candidates[correction.by] if c[1] == result.when)
+            other = next(iter(_usable(same_day, terminology)), None)
+            if other is not None:
+                latest[concept_id] = _corrected(result, correction, other, terminology)
+    return MappingProxyType(latest)
 
 
 def _instant(stamp: Any, day: date) -> float:
@@ -243,12 +278,10 @@ def _instant(stamp: Any, day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
 
 
-def _corrected(result: LabResult, correction, others: list[LabResult], terminology: Terminology) -> LabResult:
-    """The result with its correction applied when the other analyte was measured the same day and is low."""
-    same_day = [o for o in others if o.when == result.when]
-    if not same_day or same_day[0].value >= correction.reference:
+def _corrected(result: LabResult, correction, other: LabResult, terminology: Terminology) -> LabResult:
+    """The result with its correction applied when the other analyte, measured the same day, is low."""
+    if other.value >= correction.reference:
         return result
-    other = same_day[0]
     value = result.value + correction.factor * (correction.reference - other.value)
     label = terminology.concept(other.concept).label
     return replace(result, corrected=value, corrected_by=f"{label} {other.shown_value} {other.shown_unit}")

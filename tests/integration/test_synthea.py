@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from cds_service.gather.facts import lab_results
 from cds_service.knowledge.model import Knowledge, Service
 from cds_service.pipeline import respond
 from cds_service.render.cards import EXTENSION_KEY
@@ -95,15 +96,15 @@ def test_synthea_lab_results_and_diuretic_orders_are_recognised(knowledge: Knowl
     concepts_by_category: dict[str, Counter[str]] = defaultdict(Counter)
     for name in BUNDLE_NAMES:
         chart = synthea_chart(name)
-        facts = facts_of(chart, knowledge, today)
+        every = lab_results(chart.resources.get("observations", ()), knowledge.terminology)
         for concept_id in lab_concepts:
             valued = [o for o in lab_observations(chart, knowledge, concept_id)
                       if isinstance((o.get("valueQuantity") or {}).get("value"), (int, float))]
             units.update(f"{concept_id} {o['valueQuantity'].get('code') or o['valueQuantity'].get('unit')}"
                          for o in valued)
-            if len(facts.labs.get(concept_id, ())) != len(valued):
+            if len(every.get(concept_id, ())) != len(valued):
                 problems.append(f"{name}: {len(valued)} valued {concept_id} result(s), "
-                                f"{len(facts.labs.get(concept_id, ()))} became facts")
+                                f"{len(every.get(concept_id, ()))} could be compared")
         found: set[str] = set()
         for request in chart.resources.get("medication-requests", ()):
             if request["resourceType"] != "MedicationRequest":
@@ -157,7 +158,7 @@ class Tally:
         diuretics = set(criterion(knowledge, DIURETIC_RULE, "medication").concepts)
         window = criterion(knowledge, DIURETIC_RULE, "lab").within_days
         facts = facts_of(chart, knowledge, day)
-        latest = (facts.labs.get("potassium") or (None,))[0]
+        latest = facts.labs.get("potassium")
         if (any(diuretics & m.concepts for m in facts.medications) and latest is not None
                 and latest.when >= day - timedelta(days=window)):
             self.diuretic_with_recent_potassium += 1

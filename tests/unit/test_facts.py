@@ -5,7 +5,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from cds_service.gather.facts import LabResult, extract_facts, flag_of
+from cds_service.gather.facts import LabResult, extract_facts, flag_of, lab_results
 from cds_service.knowledge.rxnorm_table import read_rows
 from tests.conftest import REPO
 
@@ -124,18 +124,28 @@ def magnesium_mg_dl(k, mmol_l: float) -> float:
     return mmol_l * k["knowledge"].concepts["magnesium"].lab.molar_mass_g_per_mol / 10
 
 
-def test_results_are_listed_newest_first(k):
+def test_the_newest_result_is_the_fact_and_every_result_is_listed_newest_first(k):
     older = observation(k, "potassium", 3.1, "mmol/L", when="2026-01-10")
     newer = observation(k, "potassium", 4.2, "mmol/L", when="2026-05-20")
-    labs = facts(k, observations=[older, newer]).labs
-    assert [r.when for r in labs["potassium"]] == [date(2026, 5, 20), date(2026, 1, 10)]
+    for order in ([older, newer], [newer, older]):
+        assert facts(k, observations=order).labs["potassium"].when == date(2026, 5, 20)
+        every = lab_results(order, k["knowledge"].terminology)["potassium"]
+        assert [r.when for r in every] == [date(2026, 5, 20), date(2026, 1, 10)]
+
+
+def test_a_newest_result_that_cannot_be_compared_gives_way_to_the_one_before(k):
+    older = observation(k, "potassium", 3.1, "mmol/L", when="2026-01-10")
+    newer = observation(k, "potassium", 4.2, "furlong", when="2026-05-20")
+    assert facts(k, observations=[newer, older]).labs["potassium"].shown_value == "3.1"
 
 
 def test_results_of_one_day_are_ordered_by_their_time(k):
     morning = observation(k, "potassium", 2.3, "mmol/L", when="2026-05-20")
     evening = dict(observation(k, "potassium", 4.0, "mmol/L", when="2026-05-20"), effectiveDateTime="2026-05-20T20:00:00Z")
     for order in ([morning, evening], [evening, morning]):
-        assert [r.shown_value for r in facts(k, observations=order).labs["potassium"]] == ["4.0", "2.3"]
+        assert facts(k, observations=order).labs["potassium"].shown_value == "4.0"
+        every = lab_results(order, k["knowledge"].terminology)["potassium"]
+        assert [r.shown_value for r in every] == ["4.0", "2.3"]
 
 
 def test_same_time_results_prefer_the_concepts_first_code(k):
@@ -144,7 +154,7 @@ def test_same_time_results_prefer_the_concepts_first_code(k):
     second = dict(first, code={"coding": [{"system": k["loinc"], "code": codes[1]}]},
                   valueQuantity=dict(first["valueQuantity"], value=3.0))
     for order in ([first, second], [second, first]):
-        assert facts(k, observations=order).labs["potassium"][0].shown_value == "4.4"
+        assert facts(k, observations=order).labs["potassium"].shown_value == "4.4"
 
 
 def test_a_unit_the_analyte_does_not_accept_is_not_compared(k):
@@ -153,19 +163,19 @@ def test_a_unit_the_analyte_does_not_accept_is_not_compared(k):
     ratio = observation(k, "hba1c", 48, "mmol/mol")  # IFCC: not a percent, though UCUM would convert it as one
     assert "hba1c" not in facts(k, observations=[ratio]).labs
     percent = observation(k, "hba1c", 6.8, spec.accepted_units[0])
-    assert facts(k, observations=[percent]).labs["hba1c"][0].value == 6.8
+    assert facts(k, observations=[percent]).labs["hba1c"].value == 6.8
 
 
 def test_annotations_in_units_are_shown_without_braces(k):
     egfr = observation(k, "egfr", 48, "mL/min/{1.73_m2}")
-    result = facts(k, observations=[egfr]).labs["egfr"][0]
+    result = facts(k, observations=[egfr]).labs["egfr"]
     assert result.shown_unit == "mL/min/1.73 m2" and "{" not in result.shown_unit
 
 
 def test_ucum_code_is_converted_and_the_reported_unit_is_shown(k):
     obs = observation(k, "magnesium", 0.8, "mmol/L")
     obs["valueQuantity"]["unit"] = "millimoles per litre"
-    (result,) = facts(k, observations=[obs]).labs["magnesium"]
+    result = facts(k, observations=[obs]).labs["magnesium"]
     assert result.value == pytest.approx(magnesium_mg_dl(k, 0.8))
     assert (result.shown_value, result.shown_unit) == ("0.8", "millimoles per litre")
 
@@ -173,7 +183,7 @@ def test_ucum_code_is_converted_and_the_reported_unit_is_shown(k):
 @pytest.mark.parametrize(("unit", "mmol_l"), [("mmol/L", 0.8), ("mEq/L", 0.4)], ids=["ucum-spelling", "alias"])
 def test_unit_without_a_ucum_code_is_read_from_unit(k, unit, mmol_l):
     obs = observation(k, "magnesium", 0.8, unit, ucum=False)
-    (result,) = facts(k, observations=[obs]).labs["magnesium"]
+    result = facts(k, observations=[obs]).labs["magnesium"]
     assert result.value == pytest.approx(magnesium_mg_dl(k, mmol_l))
 
 
@@ -197,7 +207,7 @@ def test_void_observation_is_skipped(k, status):
 def test_reference_range_is_converted_to_the_canonical_unit(k):
     rng = {"low": {"value": 0.7, "unit": "mmol/L"}, "high": {"value": 1.0, "unit": "mmol/L"}}
     obs = observation(k, "magnesium", 0.6, "mmol/L", referenceRange=[rng])
-    (result,) = facts(k, observations=[obs]).labs["magnesium"]
+    result = facts(k, observations=[obs]).labs["magnesium"]
     assert result.low == pytest.approx(magnesium_mg_dl(k, 0.7))
     assert result.high == pytest.approx(magnesium_mg_dl(k, 1.0))
     assert result.shown_range == "0.7–1.0 mmol/L"
@@ -207,14 +217,14 @@ def test_component_of_a_panel_is_read_as_its_own_result(k):
     part = {"code": lab_code(k, "potassium"), "valueQuantity": {"value": 3.3, "unit": "mmol/L"}}
     panel = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-06-01",
              "code": {"coding": [{"system": FAKE_SYSTEM, "code": "panel"}]}, "component": [part]}
-    (result,) = facts(k, observations=[panel]).labs["potassium"]
+    result = facts(k, observations=[panel]).labs["potassium"]
     assert result.value == 3.3
 
 
 def test_alternate_uri_of_a_code_system_is_recognised(k):
     obs = observation(k, "potassium", 3.1, "mmol/L")
     obs["code"] = lab_code(k, "potassium", system="loinc_alt")
-    assert facts(k, observations=[obs]).labs["potassium"][0].value == 3.1
+    assert facts(k, observations=[obs]).labs["potassium"].value == 3.1
 
 
 # --- conditions ----------------------------------------------------------------------------------------------
