@@ -35,3 +35,20 @@ def test_junk_inside_prefetched_resources_is_never_a_5xx(client, cramp, junk):
     assert response.status_code < 500, response.data[:300]
     if response.status_code != 200:
         assert_operation_outcome(response.status_code, response.content_type, response.data, response.status_code)
+
+
+@pytest.mark.parametrize("quantity", [{"code": {"a": 1}}, {"code": ["mmol/L"]}, {"unit": {"a": 1}, "code": None}],
+                         ids=["ucum-code-object", "ucum-code-list", "unit-object"])
+def test_a_known_result_whose_unit_is_not_a_string_is_never_a_5xx(client, cramp, knowledge, quantity):
+    potassium = knowledge.concepts["potassium"]
+    result = {"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": knowledge.systems["loinc"][0], "code": potassium.codes["loinc"][0]}]},
+              "effectiveDateTime": "2026-01-01",
+              "valueQuantity": {"value": 3.1, "system": knowledge.systems["ucum"][0], **quantity}}
+    body = valid_body()
+    body["prefetch"]["conditions"]["entry"] = [{"resource": cramp}]
+    body["prefetch"]["labResults"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": result}]}
+
+    response = client.post(SERVICE, json=body)
+
+    assert response.status_code == 200, response.data[:300]

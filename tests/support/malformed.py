@@ -207,6 +207,8 @@ _JUNK_FIELDS = {"Patient": ["birthDate", "gender", "deceasedBoolean"],
 _KEY_OF = {"Patient": "patient", "Condition": "conditions", "Observation": "labResults",
            "MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements"}
 _JUNK_VALUES: list[Any] = WRONG_TYPES + [{"coding": 5}, {"coding": [5]}, {"coding": [{"code": 5, "system": []}]},
+                                         {"coding": [{"code": "x", "system": {"a": 1}}]},
+                                         {"coding": [{"code": "x", "system": ["a"]}]},
                                          {"value": "x", "unit": 5}, {"start": 5}]
 _BUNDLE_JUNK: list[Any] = [5, "abc", {"resource": {}}, [1, 2], [{"resource": [1]}], [{"resource": None}]]
 JUNK_IN_RESOURCES = [Junk(f"{kind}.{field}-{i}-{json.dumps(value)[:14]}", kind, field, value)
