@@ -166,11 +166,17 @@ def cramp_condition(knowledge: Knowledge, patient_id: str, recorded: date) -> di
             "onsetDateTime": recorded.isoformat(), "recordedDate": recorded.isoformat()}
 
 
-def draft_order(knowledge: Knowledge, patient_id: str, rxnorm: str) -> dict[str, Any]:
-    """A draft MedicationRequest for the RxNorm code."""
+def draft_order(knowledge: Knowledge, patient_id: str, rxnorm: str | None,
+                text: str | None = None) -> dict[str, Any]:
+    """A draft MedicationRequest for the RxNorm code, or the drug's name (as an EHR's free-text order), or both."""
+    concept: dict[str, Any] = {}
+    if rxnorm:
+        concept["coding"] = [{"system": knowledge.systems["rxnorm"][0], "code": rxnorm}]
+    if text:
+        concept["text"] = text
     return {"resourceType": "MedicationRequest", "id": "spasm-cds-what-if-draft", "status": "draft",
             "intent": "order", "subject": {"reference": f"Patient/{patient_id}"},
-            "medicationCodeableConcept": {"coding": [{"system": knowledge.systems["rxnorm"][0], "code": rxnorm}]}}
+            "medicationCodeableConcept": concept}
 
 
 def service_for_hook(knowledge: Knowledge, hook: str) -> Service:
@@ -198,7 +204,7 @@ def request_for_file(path: Path, knowledge: Knowledge, hook: str | None, what_if
         extra = [cramp_condition(knowledge, chart.patient_id, today)] if what_if.assume_cramps else []
         body = request_from_chart(chart, service, str(uuid.uuid5(uuid.NAMESPACE_URL, f"spasm-cds:{path.name}")),
                                   extra)
-        return service, _add_draft(body, knowledge, what_if.draft_rxnorm)
+        return service, add_draft(body, knowledge, what_if.draft_rxnorm)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
 
@@ -213,16 +219,19 @@ def _amend_request(body: dict[str, Any], service: Service, knowledge: Knowledge,
         if not isinstance(held, dict) or held.get("resourceType") != "Bundle":
             raise InputError("--assume-cramps needs the request's conditions prefetch as a Bundle")
         held.setdefault("entry", []).append({"resource": cramp_condition(knowledge, patient_id, today)})
-    return _add_draft(body, knowledge, what_if.draft_rxnorm)
+    return add_draft(body, knowledge, what_if.draft_rxnorm)
 
 
-def _add_draft(body: dict[str, Any], knowledge: Knowledge, rxnorm: str | None) -> dict[str, Any]:
-    if not rxnorm:
+def add_draft(body: dict[str, Any], knowledge: Knowledge, rxnorm: str | None,
+              text: str | None = None) -> dict[str, Any]:
+    """The order-hook request with a draft MedicationRequest added to draftOrders (and, for order-select, to
+    selections); the body as it is when no drug is named. InputError on a hook that takes no draft orders."""
+    if not rxnorm and not text:
         return body
     if body["hook"] not in ORDER_HOOKS:
-        raise InputError(f"--draft-order needs an order hook ({' or '.join(ORDER_HOOKS)}), not {body['hook']}")
+        raise InputError(f"a draft order needs an order hook ({' or '.join(ORDER_HOOKS)}), not {body['hook']}")
     context = body.setdefault("context", {})
-    draft = draft_order(knowledge, str(context.get("patientId", "")), rxnorm)
+    draft = draft_order(knowledge, str(context.get("patientId", "")), rxnorm, text)
     drafts = context.setdefault("draftOrders", {"resourceType": "Bundle", "type": "collection", "entry": []})
     drafts.setdefault("entry", []).append({"resource": draft})
     if body["hook"] == "order-select":
