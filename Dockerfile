@@ -1,5 +1,6 @@
 # spasm-cds: the CDS Hooks service under gunicorn, with the bundled knowledge (cards/, mappings/).
 # JWT verification is on; mount a trusted issuers file and set SPASM_CDS_TRUSTED_ISSUERS (README "Security").
+# The try-it page (unauthenticated, for demos) is off.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPASM_CDS_PORT=8080 \
     SPASM_CDS_DATA_DIR=/var/lib/spasm-cds \
     SPASM_CDS_KNOWLEDGE_DIR=/app \
-    SPASM_CDS_AUTH=on
+    SPASM_CDS_AUTH=on \
+    SPASM_CDS_TRY_IT=off
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

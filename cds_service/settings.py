@@ -89,6 +89,19 @@ class Settings:
     configuration_defaults: str = field(default="", metadata={
         "help": "Site defaults for the configuration options advertised in discovery, e.g. "
                 "`info-cards=false,max-cards=5`; a request's own choices win."})
+    try_it: str = field(default="", metadata={
+        "help": "`on`: serve the try-it page at / (synthetic demo patients or a pasted Bundle, cards shown as an EHR "
+                "shows them, feedback stored like an EHR's); `off`: / and /try-it answer 404; empty: on unless "
+                "SPASM_CDS_AUTH=on. The page runs hook calls and takes feedback without a JWT, so keep it off in "
+                "production (the Docker image sets `off`)."})
+
+    @property
+    def try_it_on(self) -> bool:
+        """Whether the try-it page is served: as set, else unless authentication is on. ValueError on a bad value."""
+        value = self.try_it.strip().lower()
+        if value not in ("", "on", "off"):
+            raise ValueError(f"{PREFIX}TRY_IT: {self.try_it!r} is neither 'on' nor 'off'")
+        return value == "on" if value else self.auth.strip().lower() != "on"
 
     @property
     def effective_database_url(self) -> str:

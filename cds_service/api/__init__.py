@@ -24,7 +24,7 @@ def state() -> AppState:
 
 def register_api(app: Flask) -> None:
     """Attach the blueprints and the hooks: request id, JWT verification, prefetch cap, CORS."""
-    from . import discovery, feedback, knowledge_pages, openapi, ops, services
+    from . import discovery, feedback, knowledge_pages, openapi, ops, services, tryit
 
     @app.before_request
     def _assign_request_id() -> None:
@@ -68,6 +68,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(ops.bp)
     app.register_blueprint(knowledge_pages.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(tryit.bp)
 
 
 def _guarded(path: str) -> bool:

@@ -85,12 +85,19 @@ def test_the_cds_hooks_operations_need_the_jwt_when_auth_is_on_and_nothing_else_
 
 
 def test_every_error_response_is_an_operation_outcome():
+    """...or, on the try-it page, the page itself showing what was wrong with the input."""
     responses = document()["components"]["responses"]
     for (path, method), op in operations().items():
         for status, response in op["responses"].items():
             if status.startswith(("4", "5")) and status != "401" and path != "/readyz":
-                name = response["$ref"].rsplit("/", 1)[-1]
-                content = responses[name]["content"]
+                if "$ref" in response:
+                    content = dict(responses[response["$ref"].rsplit("/", 1)[-1]]["content"])
+                else:
+                    assert "try-it" in op["tags"], (method, path, status)
+                    content = dict(response["content"])
+                    assert content.pop("text/html"), (method, path, status)
+                    if not content:
+                        continue
                 assert list(content) == ["application/fhir+json"], (method, path, status)
                 assert content["application/fhir+json"]["schema"]["$ref"].endswith("/OperationOutcome")
 
