@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, render_template, request
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from ..bundles import ORDER_HOOKS, InputError
 from ..demo import Demo, Order, demo_bundle, hook_request, load_demos, order_from_rxnorm
@@ -52,6 +52,14 @@ def _check_setting(setup) -> None:
 def _only_when_on() -> None:
     if not state().settings.try_it_on:
         raise NotFound("the try-it page is off (SPASM_CDS_TRY_IT)")
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
+    """A pasted Bundle over SPASM_CDS_MAX_BODY_BYTES: said on the page (the form itself is not read)."""
+    limit = state().settings.max_body_bytes
+    return _page({**dict.fromkeys(_CHOICES, ""), "patient": PASTE, "hook": "patient-view"},
+                 error=f"the pasted Bundle is larger than {limit:,} bytes (SPASM_CDS_MAX_BODY_BYTES)"), 413
 
 
 @bp.get("/")
@@ -223,7 +231,7 @@ def _page(chosen: dict[str, str], error: str | None = None, ran: dict[str, Any] 
     demos = load_demos()
     return render_template("try_it.html", demos=demos, services=list(app.knowledge.services.values()),
                            chosen=chosen, error=error, ran=ran, confirmation=confirmation, paste=PASTE,
-                           demo_order=_demo_order)
+                           demo_order=_demo_order, body_limit=app.settings.max_body_bytes)
 
 
 def _demo_order(demo: Demo) -> str:

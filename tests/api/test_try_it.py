@@ -217,6 +217,14 @@ def test_bad_pasted_input_is_a_message_on_the_page_not_a_traceback(client, text,
     assert "Traceback" not in page and "internal error" not in page
 
 
+def test_a_pasted_bundle_over_the_body_limit_is_a_message_on_the_page(client, app):
+    limit = app.extensions["spasm_cds"].settings.max_body_bytes
+    response = client.post("/try-it", data={"patient": "paste", "hook": "patient-view", "bundle": "x" * limit})
+
+    assert response.status_code == 413 and response.mimetype == "text/html"
+    assert "larger than" in alert(response.get_data(as_text=True))
+
+
 def test_pasted_text_is_echoed_escaped(client):
     attack = '</textarea><script>alert(1)</script>'
     page = client.post("/try-it", data={"patient": "paste", "hook": "patient-view", "bundle": attack}) \
