@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from types import MappingProxyType
 from typing import Any, Mapping
+
+import jsonschema_rs
 
 from .errors import InvalidRequest
 from .knowledge.loader import validator
@@ -29,9 +32,11 @@ def parse_hook_request(body: Any, service: Service) -> HookCall:
     """A HookCall for this service, or InvalidRequest naming the first fields that are wrong (never their values)."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    errors = sorted(validator("hook-request").iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise InvalidRequest("; ".join(_describe(e) for e in errors[:5]))
+    if not _fast_validator().is_valid(body):
+        # the reference validator has the verdict and names the fields (the two agree on the malformed corpus)
+        errors = sorted(validator("hook-request").iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            raise InvalidRequest("; ".join(_describe(e) for e in errors[:5]))
     if body["hook"] != service.hook:
         raise InvalidRequest(f"hook: service {service.id!r} answers {service.hook!r}, not {body['hook']!r}")
     context = body["context"]
@@ -41,6 +46,13 @@ def parse_hook_request(body: Any, service: Service) -> HookCall:
         user_id=context["userId"], context=MappingProxyType(context),
         prefetch=MappingProxyType(body.get("prefetch") or {}), fhir_server=body.get("fhirServer"),
         access_token=auth.get("access_token"), extension=MappingProxyType(body.get("extension") or {}))
+
+
+@cache
+def _fast_validator() -> jsonschema_rs.Validator:
+    """The same schema compiled by jsonschema-rs: a valid body passes in microseconds instead of a quarter of a
+    millisecond; only an invalid one goes on to the python-jsonschema validator for its messages."""
+    return jsonschema_rs.validator_for(validator("hook-request").schema)
 
 
 def _describe(error) -> str:

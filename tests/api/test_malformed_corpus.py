@@ -52,3 +52,24 @@ def test_a_known_result_whose_unit_is_not_a_string_is_never_a_5xx(client, cramp,
     response = client.post(SERVICE, json=body)
 
     assert response.status_code == 200, response.data[:300]
+
+
+def _json_bodies():
+    import orjson
+    for item in MALFORMED:
+        try:
+            body = orjson.loads(item.body)
+        except (orjson.JSONDecodeError, TypeError):
+            continue
+        if isinstance(body, dict):
+            yield item.name, body
+
+
+@pytest.mark.parametrize(("name", "body"), list(_json_bodies()), ids=lambda v: v if isinstance(v, str) else "")
+def test_fast_and_reference_schema_validators_agree(name, body):
+    """hook_request lets a body through on jsonschema-rs's word alone: it must never pass what python-jsonschema,
+    the reference, rejects (nor the other way round, or good calls would pay for the slow path)."""
+    from cds_service.hook_request import _fast_validator
+    from cds_service.knowledge.loader import validator
+
+    assert _fast_validator().is_valid(body) == validator("hook-request").is_valid(body), name
