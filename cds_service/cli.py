@@ -23,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     lint = sub.add_parser("lint", help="validate cards/ and mappings/ and run every rule's cases")
     lint.add_argument("--knowledge-dir", type=Path, help="folder holding cards/ and mappings/")
     lint.add_argument("--seeds", type=Path, help="folder of the seed articles (*.txt); card text must not copy them")
-    docs = sub.add_parser("docs", help="write docs/knowledge.md and docs/knowledge/<rule>.md from the rules")
+    docs = sub.add_parser("docs", help="write docs/knowledge.md and docs/knowledge/<rule>.md from the rules, and "
+                                       "the README's configuration table from the settings")
     docs.add_argument("--out", type=Path, default=Path("docs"), help="folder to write into (default docs)")
-    docs.add_argument("--check", action="store_true", help="only report whether the pages are current")
+    docs.add_argument("--readme", type=Path, default=Path("README.md"),
+                      help="the README whose settings table to write (default README.md; skipped if missing)")
+    docs.add_argument("--check", action="store_true", help="only report whether the pages and the table are current")
     db = sub.add_parser("db", help="the service database (SPASM_CDS_DATABASE_URL)")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply the migrations (serve also does this)")
     evaluate = sub.add_parser("evaluate", help="cards for a FHIR Bundle or CDS Hooks request; a folder: alert burden")
@@ -63,17 +66,40 @@ def _docs(args: argparse.Namespace) -> int:
     generated = args.out / "knowledge"
     extra = [str(p.relative_to(args.out)) for p in generated.glob("*.md")
              if str(p.relative_to(args.out)) not in pages] if generated.is_dir() else []
+    try:
+        readme = _readme_with_settings_table(args.readme)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if args.check:
         for p in stale + extra:
             print(f"{args.out / p}: not current; run spasm-cds docs", file=sys.stderr)
-        return 1 if stale or extra else 0
+        if readme is not None:
+            print(f"{args.readme}: the settings table is not current; run spasm-cds docs", file=sys.stderr)
+        return 1 if stale or extra or readme is not None else 0
     generated.mkdir(parents=True, exist_ok=True)
     for p in extra:
         (args.out / p).unlink()
     for p in stale:
         (args.out / p).write_text(pages[p])
-    print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}")
+    if readme is not None:
+        args.readme.write_text(readme)
+    print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}; settings table in "
+          f"{args.readme}: " + ("rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"))
     return 0
+
+
+def _readme_with_settings_table(readme: Path) -> str | None:
+    """The README's new text when its settings table is stale, None when it is current or there is no README
+    (then a note says so). ValueError when the README lacks the table's markers."""
+    from .settings_doc import with_settings_table
+
+    if not readme.is_file():
+        print(f"{readme}: not found; the settings table was not checked", file=sys.stderr)
+        return None
+    text = readme.read_text(encoding="utf-8")
+    wanted = with_settings_table(text, str(readme))
+    return wanted if wanted != text else None
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -1,8 +1,11 @@
-"""Docs kept honest by tests: the generated knowledge pages are current, every card links to its rule's page,
-and that page is served."""
+"""Docs kept honest by tests: the generated knowledge pages and the README's settings table are current (and
+`spasm-cds docs --check` says when they are not), every card links to its rule's page, and that page is served."""
 from __future__ import annotations
 
+import shutil
+
 from cds_service.case_runner import build_request, service_for
+from cds_service.cli import main
 from cds_service.knowledge.docs import all_pages
 from tests.conftest import REPO
 
@@ -36,3 +39,26 @@ def test_each_card_links_to_its_rules_page_and_the_page_is_served(client, knowle
         assert page.status_code == 200 and page.mimetype == "text/html"
         assert knowledge.rules[rule_id].title.encode() in page.data or b"&" in page.data
     assert client.get("/knowledge").status_code == 200
+
+
+def test_docs_check_catches_a_stale_readme_settings_table_and_docs_rewrites_it(tmp_path, capsys):
+    shutil.copytree(REPO / "docs", tmp_path / "docs")
+    readme = tmp_path / "README.md"
+    current = (REPO / "README.md").read_text()
+    stale = "\n".join(line for line in current.splitlines() if not line.startswith("| `SPASM_CDS_PORT`")) + "\n"
+    readme.write_text(stale)
+    argv = ["--out", str(tmp_path / "docs"), "--readme", str(readme)]
+    assert main(["docs", "--check", *argv]) == 1
+    err = capsys.readouterr().err
+    assert f"{readme}: the settings table is not current" in err and "knowledge" not in err
+    assert readme.read_text() == stale  # --check writes nothing
+    assert main(["docs", *argv]) == 0
+    assert readme.read_text() == current
+    assert main(["docs", "--check", *argv]) == 0
+
+
+def test_docs_check_refuses_a_readme_without_the_table_markers(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# a README without the settings table\n")
+    assert main(["docs", "--check", "--out", str(REPO / "docs"), "--readme", str(readme)]) == 1
+    assert "settings-table:start" in capsys.readouterr().err

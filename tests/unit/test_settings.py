@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.settings import Settings
+from cds_service.settings_doc import END, START, settings_table, with_settings_table
 
 
 def test_defaults_serve_the_bundled_knowledge_on_loopback():
@@ -35,8 +36,27 @@ def test_a_bad_value_names_the_variable():
         Settings.from_env({"SPASM_CDS_WORKERS": "many"})
 
 
-def test_every_setting_is_documented_in_the_readme():
+def test_every_setting_has_help_and_the_readme_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert with_settings_table(readme) == readme, "run `spasm-cds docs`: the README's settings table is stale"
+    table = readme[readme.index(START):readme.index(END)]
     for field in dataclasses.fields(Settings):
-        assert f"SPASM_CDS_{field.name.upper()}" in readme, field.name
         assert field.metadata.get("help"), field.name
+        assert f"| `SPASM_CDS_{field.name.upper()}` |" in table, field.name
+
+
+def test_the_table_shows_defaults_as_the_code_has_them():
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")[1] for line in settings_table().splitlines()[2:]}
+    assert len(rows) == len(dataclasses.fields(Settings))
+    assert rows["SPASM_CDS_PORT"] == "`8080`"
+    assert rows["SPASM_CDS_DATA_DIR"] == "`var`"  # a default_factory, called
+    assert rows["SPASM_CDS_DATABASE_URL"] == "(empty)"
+    assert rows["SPASM_CDS_KNOWLEDGE_DIR"] == "(see meaning)"  # an absolute path of this machine is never shown
+
+
+def test_the_table_replaces_what_is_between_the_markers_and_needs_them():
+    text = f"intro\n{START}\n| stale |\n{END}\noutro\n"
+    assert with_settings_table(text) == f"intro\n{START}\n{settings_table()}{END}\noutro\n"
+    for broken in ("no markers", f"{END}\n{START}\n", f"{START}\n{START}\n{END}\n"):
+        with pytest.raises(ValueError, match="settings-table"):
+            with_settings_table(broken)
