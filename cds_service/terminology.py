@@ -6,6 +6,7 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 from functools import lru_cache
 
 from .knowledge.model import Concept
@@ -146,14 +147,15 @@ class Terminology:
                 found.add(name)
         return found
 
-    def lab(self, codings: Iterable[Mapping]) -> str | None:
-        """The lab concept id of an Observation's codings (LOINC), or None."""
-        found = self.lab_code(codings)
-        return found[0] if found else None
-
-    def lab_code(self, codings: Iterable[Mapping]) -> tuple[str, int] | None:
-        """(lab concept id, position of the code in the concept's list) for an Observation's codings, or None."""
+    def lab_code(self, concept: Any) -> tuple[str, int] | None:
+        """(lab concept id, position of the code in the concept's list) for an Observation's code (a
+        CodeableConcept as sent: anything that is not one has no code), or None."""
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list):
+            return None
         for coding in codings:
+            if not isinstance(coding, dict):
+                continue
             code = coding.get("code")
             # the code first: one dict look-up rules out most codings of a chart
             found = self._loinc.get(code if isinstance(code, str) else str(code or ""))

@@ -215,10 +215,10 @@ def _lab_candidates(items, terminology: Terminology) -> dict[str, list[_Candidat
         if r.get("resourceType") != "Observation" or _str(r.get("status")) in _VOID_OBSERVATION:
             continue
         # look the codes up first: most Observations in a chart are of analytes no rule reads
-        code = terminology.lab_code(_codings(r.get("code")))
+        code = terminology.lab_code(r.get("code"))
         coded = [(r, code)] if code is not None else []
         for part in _list(r.get("component")):
-            if isinstance(part, dict) and (code := terminology.lab_code(_codings(part.get("code")))) is not None:
+            if isinstance(part, dict) and (code := terminology.lab_code(part.get("code"))) is not None:
                 coded.append((part, code))
         if not coded:
             continue
