@@ -6,7 +6,7 @@ _settings = Settings.from_env()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 worker_class = "gthread"
-threads = 4
+threads = _settings.threads  # see the setting's help: threads cost CPU
 # the app (and its knowledge) is loaded once in the master, so broken knowledge stops start-up
 preload_app = True
 timeout = 30

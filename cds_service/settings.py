@@ -33,6 +33,10 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "Address `spasm-cds serve` binds."})
     port: int = field(default=8080, metadata={"help": "Port `spasm-cds serve` binds."})
     workers: int = field(default=2, metadata={"help": "gunicorn worker processes."})
+    threads: int = field(default=1, metadata={
+        "help": "Request threads per worker. 1 costs least CPU per call (threads of one worker contend for "
+                "Python's GIL: about 1.5x the CPU per call at 4 threads, docs/performance.md); raise it, or the "
+                "workers, when EHRs send little prefetch, so that calls waiting on FHIR do not queue."})
     fhir_connect_timeout_s: float = field(default=2.0, metadata={
         "help": "Connect timeout for each call to the EHR's FHIR server."})
     fhir_read_timeout_s: float = field(default=4.0, metadata={
