@@ -1,4 +1,5 @@
-"""The spasm-cds command: serve (gunicorn by default), lint (check the knowledge), evaluate (cards for files)."""
+"""The spasm-cds command: serve (gunicorn by default), lint (check the knowledge), docs (generated pages), evaluate
+(cards for files), db (migrations) and demo-fhir (a local FHIR server with demo data)."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--draft-order", metavar="RXNORM", help="add a draft MedicationRequest (order hooks)")
     evaluate.add_argument("--assume-cramps", action="store_true", help="add an active cramp Condition (what-if)")
     evaluate.add_argument("--today", metavar="YYYY-MM-DD", help="the day to evaluate on (default: today)")
+    fhir = sub.add_parser("demo-fhir", help="a local FHIR R4 server (sekmet-fhir, installed on first use) with the "
+                                            "demo patients and any Bundles given, e.g. for the CDS Hooks Sandbox")
+    fhir.add_argument("bundles", nargs="*", type=Path, metavar="BUNDLE",
+                      help="Bundle files (transaction or collection) or folders of them, e.g. Synthea's, to load too")
+    fhir.add_argument("--port", type=int, default=8090, help="port on 127.0.0.1 (default 8090)")
+    fhir.add_argument("--base-url", help="its base URL as the browser and the service reach it, used in its links "
+                                         "(default http://localhost:PORT/fhir)")
+    fhir.add_argument("--assume-cramps", action="store_true",
+                      help="add an active cramp Condition to each patient of the Bundles given (what-if)")
+    fhir.add_argument("--no-demo-patients", action="store_true", help="load only the Bundles given")
+    fhir.add_argument("--service-url", default="http://localhost:8080/cds-services",
+                      help="the discovery URL put in the printed Sandbox link (default %(default)s)")
+    fhir.add_argument("--cache", type=Path, help="folder for sekmet-fhir's virtualenv (default ~/.cache/spasm-cds)")
+    fhir.add_argument("--workdir", type=Path, help="folder for its settings, log and database, emptied at each "
+                                                   "start (default <SPASM_CDS_DATA_DIR>/demo-fhir)")
     args = parser.parse_args(argv)
+    if args.command == "demo-fhir":
+        return _demo_fhir(args)
     if args.command == "evaluate":
         from .evaluate_command import run
         return run(args)
@@ -100,6 +118,49 @@ def _readme_with_settings_table(readme: Path) -> str | None:
     text = readme.read_text(encoding="utf-8")
     wanted = with_settings_table(text, str(readme))
     return wanted if wanted != text else None
+
+
+def _demo_fhir(args: argparse.Namespace) -> int:
+    from datetime import date
+    from urllib.parse import urlencode
+
+    import requests
+
+    from .bundles import cramp_condition
+    from .demo import fhir_server as fhir
+    from .knowledge.loader import load_knowledge
+
+    settings = Settings.from_env()
+    cache = args.cache or fhir.default_cache()
+    today = date.today()
+    extra = None
+    try:
+        if args.assume_cramps:
+            knowledge = load_knowledge(settings.knowledge_dir)
+            extra = lambda patient_id: [cramp_condition(knowledge, patient_id, today)]  # noqa: E731
+        if not fhir.sekmet_installed(cache):
+            print(f"installing {fhir.SEKMET_REQUIREMENT} into {cache / 'venv-sekmet'} (first run only)", flush=True)
+        sekmet = fhir.ensure_sekmet(cache)
+        workdir = (args.workdir or settings.data_dir / "demo-fhir").resolve()
+        with fhir.SekmetProcess(sekmet, workdir, args.port, args.base_url or f"http://localhost:{args.port}/fhir") \
+                as server:
+            loaded = [] if args.no_demo_patients else fhir.load_demo_patients(server.local_url, today)
+            for path in fhir.bundle_files(args.bundles):
+                loaded += fhir.load_bundle_file(server.local_url, path, extra)
+            print(f"FHIR R4 server at {server.base_url} (sekmet-fhir on 127.0.0.1:{args.port}, log "
+                  f"{server.log_path}), {len(loaded)} patient(s):")
+            for patient in loaded:
+                print(f"  {patient.id:<38} {patient.name:<28} {patient.source}")
+            if loaded:
+                query = urlencode({"fhirServiceUrl": server.base_url, "serviceDiscoveryURL": args.service_url,
+                                   "patientId": loaded[0].id})
+                print(f"CDS Hooks Sandbox on this server and {args.service_url}:\n"
+                      f"  https://sandbox.cds-hooks.org/?{query}")
+            print("Ctrl-C stops it; the next start begins with an empty database.", flush=True)
+            return server.wait()
+    except (KnowledgeError, RuntimeError, TimeoutError, ValueError, requests.RequestException) as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """A real FHIR R4 server (sekmet-fhir) for integration tests, run in its own virtualenv on 127.0.0.1.
 
-ensure_sekmet() installs it once into a cache; FhirServer starts one throwaway instance and loads bundles.
+ensure_sekmet() installs it once into the test cache; FhirServer starts one throwaway instance and loads bundles.
+The install, settings and loading are cds_service.demo.fhir_server's, which `spasm-cds demo-fhir` uses too.
 """
 
 # What sekmet-fhir 0.1.1 answered when tried here (a bare patient id works in every patient= search):
@@ -23,78 +24,21 @@ ensure_sekmet() installs it once into a cache; FhirServer starts one throwaway i
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from tests.support.loopback import POLL_INTERVAL_S, LoopbackProcess, free_port, http_request
+from cds_service.demo import fhir_server as demo_fhir
+from tests.support.loopback import LoopbackProcess, free_port, http_request
 
-__all__ = ["FhirServer", "ensure_sekmet", "free_port"]
-
-SEKMET_REQUIREMENT = "sekmet-fhir==0.1.1"
-INSTALL_TIMEOUT_S = 600.0
-
-SETTINGS_TEMPLATE = """\
-base_url: {base_url}
-host: 127.0.0.1
-port: {port}
-data_dir: {data_dir}
-simulator:
-  enabled: false
-validation:
-  inbound: warn
-log_inbound: false
-"""
+__all__ = ["FhirServer", "ensure_sekmet", "free_port", "http_request"]
 
 
 def ensure_sekmet(cache_dir: Path | None = None) -> Path:
-    """Return the `sekmet` executable in its own cached virtualenv, installing it on first use."""
+    """Return the `sekmet` executable in its own cached virtualenv (the test cache), installing it on first use."""
     cache = Path(cache_dir or os.environ.get("SPASM_CDS_TEST_CACHE") or Path.home() / ".cache" / "spasm-cds-test")
-    venv = cache / "venv-sekmet"
-    exe = venv / "bin" / "sekmet"
-    if _sekmet_installed(venv):
-        return exe
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "venv-sekmet.lock", "w") as lock:
-        _lock_exclusive(lock.fileno(), INSTALL_TIMEOUT_S)
-        # Another process may have finished the install while we waited for the lock.
-        if not _sekmet_installed(venv):
-            python = venv / "bin" / "python"
-            if not python.exists():
-                _run_or_raise([sys.executable, "-m", "venv", str(venv)])
-            _run_or_raise(
-                [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", SEKMET_REQUIREMENT]
-            )
-    return exe
-
-
-def _sekmet_installed(venv: Path) -> bool:
-    name, version = SEKMET_REQUIREMENT.split("==")
-    dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
-    return (venv / "bin" / "sekmet").exists() and any(venv.glob(f"lib/python*/site-packages/{dist_info}"))
-
-
-def _lock_exclusive(fd: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no lock on the sekmet cache after {timeout_s:.0f} s") from None
-            time.sleep(POLL_INTERVAL_S)
-
-
-def _run_or_raise(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
+    return demo_fhir.ensure_sekmet(cache)
 
 
 class FhirServer(LoopbackProcess):
@@ -106,18 +50,13 @@ class FhirServer(LoopbackProcess):
         self.base_url = ""
 
     def __enter__(self) -> FhirServer:
-        sekmet = self._sekmet or ensure_sekmet()
+        exe = self._sekmet or ensure_sekmet()
         self._workdir = Path(tempfile.mkdtemp(prefix="spasm-cds-fhir-"))
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
-        settings = self._workdir / "settings.yaml"
-        settings.write_text(
-            SETTINGS_TEMPLATE.format(base_url=self.base_url, port=self.port, data_dir=self._workdir / "data")
-        )
-        # sekmet lets SEKMET_* variables override settings.yaml; keep the run hermetic.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
-        command = [str(sekmet), "serve", "-c", str(settings), "--host", "127.0.0.1", "--port", str(self.port)]
-        self._start("sekmet", command, self._workdir, env, f"{self.base_url}/metadata")
+        settings = demo_fhir.write_settings(self._workdir, self.port, self.base_url)
+        self._start("sekmet", demo_fhir.serve_command(exe, settings, self.port), self._workdir,
+                    demo_fhir.sekmet_environment(), f"{self.base_url}/metadata")
         return self
 
     def load_transaction(self, bundle: dict) -> dict[str, str]:
@@ -125,21 +64,7 @@ class FhirServer(LoopbackProcess):
 
         Raises RuntimeError with the response body on a non-2xx answer.
         """
-        status, body = http_request(
-            "POST",
-            self.base_url,
-            json.dumps(bundle).encode(),
-            {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
-        )
-        if not 200 <= status < 300:
-            raise RuntimeError(f"transaction failed with HTTP {status}: {body.decode(errors='replace')[:3000]}")
-        response_entries = json.loads(body).get("entry", [])
-        ids: dict[str, str] = {}
-        for sent, answered in zip(bundle.get("entry", []), response_entries, strict=True):
-            location = answered.get("response", {}).get("location", "")
-            if "fullUrl" in sent and location:
-                ids[sent["fullUrl"]] = _type_and_id(location)
-        return ids
+        return demo_fhir.post_transaction(self.base_url, bundle)
 
     def get_json(self, path_and_query: str) -> dict:
         """GET `{base_url}/{path_and_query}` and return the JSON body; raise on a non-200 answer."""
@@ -154,9 +79,3 @@ class FhirServer(LoopbackProcess):
         """Return the bare id of the one Patient in a load_transaction() result."""
         (patient,) = [ref for ref in ids.values() if ref.startswith("Patient/")]
         return patient.split("/", 1)[1]
-
-
-def _type_and_id(location: str) -> str:
-    # Locations may be absolute and may end in /_history/<version>.
-    parts = location.split("?", 1)[0].split("/_history/", 1)[0].rstrip("/").split("/")
-    return f"{parts[-2]}/{parts[-1]}"
