@@ -4,7 +4,11 @@ It is served by gunicorn with the settings the service uses (cds_service/gunicor
 keep-alive, timeouts, preloading), so the service's numbers can be read as a multiple of what Flask and gunicorn
 cost on their own.
 
-Usage: python bench/floor.py --port P [--host 127.0.0.1] [--workers 2]"""
+With --orjson the floor parses with the service's JSON provider (orjson, cds_service/api/jsonio.py) instead of
+Flask's default (the standard library's json): bench/run.py reports the service against that floor too, so that the
+part of the service's advantage that is only a faster parser can be read off.
+
+Usage: python bench/floor.py --port P [--host 127.0.0.1] [--workers 2] [--orjson]"""
 from __future__ import annotations
 
 import argparse
@@ -54,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--orjson", action="store_true", help="parse with orjson, as the service does")
     args = parser.parse_args(argv)
+    if args.orjson:
+        from cds_service.api.jsonio import OrjsonProvider
+        app.json = OrjsonProvider(app)
     from gunicorn.app.base import BaseApplication
 
     settings = shared_settings()
