@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     fhir.add_argument("--service-url", default="http://localhost:8080/cds-services",
                       help="the discovery URL put in the printed Sandbox link (default %(default)s)")
     fhir.add_argument("--cache", type=Path, help="folder for sekmet-fhir's virtualenv (default ~/.cache/spasm-cds)")
-    fhir.add_argument("--workdir", type=Path, help="folder for its settings, log and database, emptied at each "
-                                                   "start (default <SPASM_CDS_DATA_DIR>/demo-fhir)")
+    fhir.add_argument("--workdir", type=Path, help="folder for its settings, log and database (the database is "
+                                                   "emptied at each start; default <SPASM_CDS_DATA_DIR>/demo-fhir)")
     args = parser.parse_args(argv)
     if args.command == "demo-fhir":
         return _demo_fhir(args)
@@ -194,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
     class _Server(BaseApplication):
         def load_config(self) -> None:
             for key in ("worker_class", "threads", "preload_app", "timeout", "graceful_timeout", "keepalive",
-                        "accesslog", "errorlog", "child_exit"):
+                        "accesslog", "errorlog", "child_exit", "pre_fork"):
                 self.cfg.set(key, getattr(gunicorn_conf, key))
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
