@@ -24,6 +24,9 @@ if str(REPO) not in sys.path:
 
 # gunicorn settings that belong to the service and must not be copied to the floor
 _NOT_SHARED = {"bind", "workers"}
+# server hooks that are about the process, not the service (pre_fork freezes the preloaded app for the GC); child_exit
+# is the service's metrics bookkeeping and stays out
+_SHARED_HOOKS = {"pre_fork"}
 
 app = Flask(__name__)
 
@@ -43,14 +46,15 @@ def healthz() -> dict[str, str]:
 
 
 def shared_settings() -> dict[str, Any]:
-    """The service's gunicorn settings that are plain values (hooks such as child_exit belong to the service)."""
+    """The service's gunicorn settings that are plain values, and its process hooks (not child_exit, which belongs to
+    the service's metrics)."""
     from gunicorn.config import Config
 
     from cds_service import gunicorn_conf
 
     known = Config().settings
     return {key: value for key, value in vars(gunicorn_conf).items()
-            if key in known and key not in _NOT_SHARED and not callable(value)}
+            if key in known and key not in _NOT_SHARED and (not callable(value) or key in _SHARED_HOOKS)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,6 @@
 """gunicorn settings shared by `spasm-cds serve` and the Dockerfile; values come from SPASM_CDS_* settings."""
+import gc
+
 from cds_service.settings import Settings
 
 _settings = Settings.from_env()
@@ -22,3 +24,13 @@ def child_exit(server, worker) -> None:
     from cds_service.telemetry import mark_worker_dead
 
     mark_worker_dead(worker.pid)
+
+
+def pre_fork(server, worker) -> None:
+    """Before a worker is forked: move everything the preloaded master holds (modules, the knowledge) into the
+    garbage collector's permanent generation. Full collections in the workers then no longer traverse those long-lived
+    objects on every few calls; measured on patient-view with a 290-resource prefetch, worker CPU per call fell by
+    about a quarter and p99 by a third (docs/performance.md). It also keeps forked pages shared (no writes to their
+    GC headers)."""
+    gc.collect()
+    gc.freeze()
