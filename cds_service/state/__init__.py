@@ -91,8 +91,13 @@ def connect(url: str, timeout_s: float = 3.0) -> Database:
             connection.exec_driver_sql("BEGIN")  # a WAL reader sees a snapshot and blocks no writer
             return
         # NORMAL survives a crash of the service but may lose the last commits in a power cut; FULL (about 0.4 ms
-        # more per commit here) is kept for durable_transaction. The level cannot change inside a transaction.
-        connection.exec_driver_sql(f"PRAGMA synchronous={'FULL' if options.get(_DURABLE) else 'NORMAL'}")
+        # more per commit here) is kept for durable_transaction. The level cannot change inside a transaction, and is
+        # set only when it differs from the connection's current one (one statement less on most hook calls).
+        level = "FULL" if options.get(_DURABLE) else "NORMAL"
+        info = connection.connection.info  # the pooled DBAPI connection's own dict: it lives as long as the connection
+        if info.get("synchronous") != level:
+            connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+            info["synchronous"] = level
         # take the write lock up front: a deferred transaction that reads first can fail with SQLITE_BUSY
         # instead of waiting when another process writes in between
         connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -87,6 +87,19 @@ def test_first_start_creates_the_sqlite_file_in_wal_mode(tmp_path, open_db):
     assert columns == ["issuer", "jti", "expires_at"]
 
 
+def test_sqlite_commits_durably_only_what_must_survive_a_power_cut(tmp_path, open_db):
+    """durable_transaction runs at synchronous=FULL, every other write at NORMAL, on the same pooled connection
+    whatever came before (the level is set only when it changes, so a stale remembered level would show here)."""
+    database = open_db(sqlite_url(tmp_path))
+    database.engine.pool.dispose()
+    levels = []
+    for durable in (False, True, True, False, False, True):
+        opened = database.durable_transaction() if durable else database.engine.begin()
+        with opened as conn:
+            levels.append(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+    assert levels == [1, 2, 2, 1, 1, 2]  # 1 NORMAL, 2 FULL
+
+
 def test_start_migrates_to_the_newest_revision_once(database_url, open_db):
     database = open_db(database_url)
     first_secret = read_secret(database)
