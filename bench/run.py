@@ -773,6 +773,7 @@ def report(ctx: dict[str, Any]) -> str:
               "Servers, started by the run on 127.0.0.1 with the same gunicorn settings "
               f"({WORKERS} workers, " + ", ".join(f"{k}={v}" for k, v in sorted(ctx['gunicorn'].items())
                                                    if k in ('worker_class', 'threads', 'keepalive', 'preload_app'))
+              + (", a pre_fork hook that runs gc.freeze()" if "pre_fork" in ctx["gunicorn"] else "")
               + "): the **service** (`python -m cds_service serve --workers 2`, default settings: auth off, log "
               "level INFO, one JSON log line per call) and the **floor** (`bench/floor.py`: a bare Flask app that "
               "parses the same body with `request.get_json()` and answers `{\"cards\": []}`).", "",
