@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, literal, null, or_, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import MemoryUnavailable
@@ -44,21 +44,36 @@ class CardMemory:
         self._store_patient_ids = store_patient_ids
         self._retention_s = retention_days * _DAY_S
         self._prune_schedule = Every(_PRUNE_EVERY_S)
-        # built once: constructing SQL expressions costs more per call than running them
-        self._suppressions = (select(Suppression.card_key, Suppression.kind, Suppression.fingerprint,
-                                     Suppression.until_at, Suppression.set_at)
-                              .where(Suppression.patient_key == bindparam("patient_key")))
-        self._shown = (select(CardIssued.card_key, CardIssued.fingerprint, func.max(CardIssued.issued_at))
-                       .where(CardIssued.patient_key == bindparam("patient_key"),
-                              CardIssued.service_id == bindparam("service_id"),
-                              CardIssued.issued_at >= bindparam("since"),
-                              CardIssued.hook_instance != bindparam("hook_instance"))
-                       .group_by(CardIssued.card_key, CardIssued.fingerprint))
-        self._at_select = (select(CardIssued.card_key, CardIssued.fingerprint)
-                           .where(CardIssued.context_key == bindparam("context_key"),
-                                  CardIssued.service_id == bindparam("service_id"),
-                                  CardIssued.issued_at >= bindparam("since")))
+        # built once per shape: constructing SQL expressions costs more per call than running them
+        self._recall_statements: dict[tuple[bool, bool], Any] = {}
         self._insert = database.insert(CardIssued).on_conflict_do_nothing(index_elements=["card_uuid"])
+
+    def _recall_statement(self, shown: bool, at_select: bool):
+        """One SELECT (a UNION ALL) for everything recall reads, its rows tagged by source: 's' suppressions of the
+        patient, 'c' when each (card key, fingerprint) was last issued by this service, 'a' what the order-select
+        service issued in this hook context. One statement, one round trip, one snapshot."""
+        key = (shown, at_select)
+        statement = self._recall_statements.get(key)
+        if statement is None:
+            parts = [select(literal("s"), Suppression.card_key, Suppression.kind, Suppression.fingerprint,
+                            Suppression.until_at, Suppression.set_at)
+                     .where(Suppression.patient_key == bindparam("patient_key"))]
+            if shown:
+                parts.append(select(literal("c"), CardIssued.card_key, null(), CardIssued.fingerprint,
+                                    func.max(CardIssued.issued_at), null())
+                             .where(CardIssued.patient_key == bindparam("patient_key"),
+                                    CardIssued.service_id == bindparam("service_id"),
+                                    CardIssued.issued_at >= bindparam("since"),
+                                    CardIssued.hook_instance != bindparam("hook_instance"))
+                             .group_by(CardIssued.card_key, CardIssued.fingerprint))
+            if at_select:
+                parts.append(select(literal("a"), CardIssued.card_key, null(), CardIssued.fingerprint, null(), null())
+                             .where(CardIssued.context_key == bindparam("context_key"),
+                                    CardIssued.service_id == bindparam("select_service"),
+                                    CardIssued.issued_at >= bindparam("select_since")))
+            statement = union_all(*parts) if len(parts) > 1 else parts[0]
+            self._recall_statements[key] = statement
+        return statement
 
     def now(self) -> int:
         """The memory's clock, in epoch seconds."""
@@ -80,19 +95,16 @@ class CardMemory:
 
     def _recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
                 select_service: str | None, context_key: str, select_since: int) -> Recall:
+        statement = self._recall_statement(shown_since is not None, bool(select_service))
+        params = {"patient_key": patient_key, "service_id": service_id, "since": shown_since,
+                  "hook_instance": hook_instance, "context_key": context_key, "select_service": select_service,
+                  "select_since": select_since}
         with self.database.reading() as conn:
-            rows = conn.execute(self._suppressions, {"patient_key": patient_key}).all()
-            last_shown: dict[tuple[str, str], int] = {}
-            if shown_since is not None:
-                for key, fp, at in conn.execute(self._shown, {"patient_key": patient_key, "service_id": service_id,
-                                                              "since": shown_since, "hook_instance": hook_instance}):
-                    last_shown[(key, fp)] = at
-            at_select: frozenset[tuple[str, str]] = frozenset()
-            if select_service:
-                at_select = frozenset(tuple(r) for r in conn.execute(
-                    self._at_select, {"context_key": context_key, "service_id": select_service,
-                                      "since": select_since}))
-        return Recall(tuple(tuple(r) for r in rows), last_shown, at_select)
+            rows = conn.execute(statement, params).all()
+        suppressions = tuple(tuple(r[1:]) for r in rows if r[0] == "s")
+        last_shown = {(r[1], r[3]): r[4] for r in rows if r[0] == "c"}
+        at_select = frozenset((r[1], r[3]) for r in rows if r[0] == "a")
+        return Recall(suppressions, last_shown, at_select)
 
     def record(self, cards: Iterable[IssuedCard], service_id: str, hook: str, hook_instance: str, patient_id: str,
                patient_key: str, context_key: str) -> int:

@@ -219,6 +219,24 @@ def test_a_snooze_on_a_group_card_snoozes_every_rule_on_it_and_acknowledges_the_
     assert not memory.recall(memory.key("p2"), "svc", "h2", None).snoozed("rule-b", T0)
 
 
+def test_one_recall_reads_suppressions_repeats_and_the_order_select_context_at_once(database_url, open_db):
+    """recall is one UNION ALL statement: with all three parts asked for, each row lands in its own field."""
+    database = open_db(database_url)
+    now = [T0]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp-1", {"rule-a": "fp-1"}, "warning"), service="select",
+          context="ctx-1")
+    issue(memory, "p1", IssuedCard("c2", "group:g", "fp-g", {"rule-b": "fp-b"}, "info"), service="sign",
+          hook_instance="h0", context="ctx-1")
+    store.store("sign", [feedback("c2", effect=SNOOZE, code="snooze-30d")])
+    now[0] += 60
+    recall = memory.recall(memory.key("p1"), "sign", "h9", T0, "select", "ctx-1", T0)
+    assert recall.last_shown == {("group:g", "fp-g"): T0}
+    assert recall.shown_at_select == {("rule-a", "fp-1")}
+    assert recall.snoozed("rule-b", now[0]) and not recall.snoozed("rule-a", now[0])
+    assert recall.acknowledged_since("group:g", "fp-g", T0)
+
+
 def test_not_relevant_holds_each_rule_back_while_its_data_is_unchanged(database_url, open_db):
     database = open_db(database_url)
     now = [T0]
