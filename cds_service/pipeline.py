@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .evaluate.engine import evaluate, passes_gate
 from .gather import gather_resources
-from .gather.facts import extract_drafts, extract_facts
+from .gather.facts import condition_facts, extract_drafts, extract_facts
 from .hook_request import parse_hook_request
 from .knowledge.model import Knowledge, Service
 from .render.cards import EXTENSION_KEY, render_cards
@@ -31,11 +31,12 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     With a card memory, snoozed and repeated cards are held back and the cards returned are recorded."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
-    drafts = extract_drafts(call.context, call.hook, knowledge.terminology)
-    facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts)
-    if not passes_gate(service.gate_conditions, facts):
+    conditions = condition_facts(gathered.resources, knowledge.terminology)
+    if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}
+    drafts = extract_drafts(call.context, call.hook, knowledge.terminology)
+    facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts, conditions)
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
     screening = screen(evaluation, call, service, knowledge, settings, memory)
     cards = render_cards(screening.evaluation, knowledge, call.hook_instance, call.patient_id,

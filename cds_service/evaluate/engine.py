@@ -2,9 +2,10 @@
 and a rule whose decision needs unknown data stays silent (reported in `silenced`)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..gather.facts import PatientFacts
+from ..gather.facts import ConditionFact, PatientFacts
 from ..knowledge.lint import KIND_FIELDS
 from ..knowledge.model import Rule
 from ..terminology import Terminology
@@ -29,12 +30,12 @@ class Evaluation:
     silenced: tuple[str, ...]
 
 
-def passes_gate(concepts: tuple[str, ...], facts: PatientFacts) -> bool:
+def passes_gate(concepts: tuple[str, ...], conditions: Iterable[ConditionFact]) -> bool:
     """True when the chart has one of the gate's conditions (or the service has no gate)."""
     if not concepts:
         return True
     wanted = set(concepts)
-    return any(wanted & c.concepts for c in facts.conditions)
+    return any(wanted & c.concepts for c in conditions)
 
 
 def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminology) -> Evaluation:

@@ -86,9 +86,18 @@ class PatientFacts:
     drafts: tuple[DraftOrder, ...] = ()
 
 
+def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology
+                    ) -> tuple[ConditionFact, ...]:
+    """The active, not refuted conditions alone: enough for a service's relevance gate, so that a chart without a
+    documented cramp costs no medication or lab extraction."""
+    return tuple(_conditions(resources.get("conditions", ()), terminology))
+
+
 def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterable[str],
-                  terminology: Terminology, today: date, drafts: tuple[DraftOrder, ...] = ()) -> PatientFacts:
-    """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed."""
+                  terminology: Terminology, today: date, drafts: tuple[DraftOrder, ...] = (),
+                  conditions: tuple[ConditionFact, ...] | None = None) -> PatientFacts:
+    """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed. `conditions`,
+    when given, are condition_facts of the same resources, already read for the gate."""
     patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
     medications_by_id = {r.get("id"): r for rs in resources.values() for r in rs
                          if r.get("resourceType") == "Medication"}
@@ -100,7 +109,7 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         sex=patient.get("gender") if patient else None,
         medications=meds,
         labs=_labs(resources.get("observations", ()), terminology),
-        conditions=tuple(_conditions(resources.get("conditions", ()), terminology)),
+        conditions=condition_facts(resources, terminology) if conditions is None else conditions,
         unknown=frozenset(unknown),
         drafts=drafts)
 
