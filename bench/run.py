@@ -763,6 +763,20 @@ def verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
 
+LOAD_HEADER = "| request | server | p50 ms | p95 ms | p99 ms | req/s | requests | worker CPU ms per request |"
+LOAD_RULE = "|---|---|---|---|---|---|---|---|"
+
+
+def load_rows(label: str, s: Load, f: Load, floor_name: str) -> list[str]:
+    """Three table rows: the service's load, the floor's, and their ratios (the targets' columns in bold)."""
+    def row(name: str, x: Load) -> str:
+        return (f"| {name} | {fmt(x.p50)} | {fmt(x.p95)} | {fmt(x.p99)} | {x.rps:,.0f} | {x.requests:,} | "
+                f"{x.cpu_ms:.2f} |")
+    return [f"| {label} " + row("service", s), "| " + row(floor_name, f),
+            f"| | **service / {floor_name}** | **{s.p50 / f.p50:.2f}×** | {s.p95 / f.p95:.2f}× | "
+            f"**{s.p99 / f.p99:.2f}×** | **{s.rps / f.rps:.2f}×** | | {s.cpu_ms / f.cpu_ms:.2f}× |"]
+
+
 def report(ctx: dict[str, Any]) -> str:
     plan: Plan = ctx["plan"]
     lines = [SECTION, ""]
@@ -792,30 +806,16 @@ def report(ctx: dict[str, Any]) -> str:
     lines += ["### Latency and throughput (wrk)", "",
               "The last column is the CPU time the server's gunicorn workers used per request (from /proc), which "
               "other processes on the machine do not inflate the way they inflate latency.", "",
-              "| request | server | p50 ms | p95 ms | p99 ms | req/s | requests | worker CPU ms per request |",
-              "|---|---|---|---|---|---|---|---|"]
+              LOAD_HEADER, LOAD_RULE]
     for r in ctx["requests"]:
-        s, f = ctx["loads"][r.key]
-        lines.append(f"| {r.label} | service | {fmt(s.p50)} | {fmt(s.p95)} | {fmt(s.p99)} | {s.rps:,.0f} | "
-                     f"{s.requests:,} | {s.cpu_ms:.2f} |")
-        lines.append(f"| | floor | {fmt(f.p50)} | {fmt(f.p95)} | {fmt(f.p99)} | {f.rps:,.0f} | {f.requests:,} | "
-                     f"{f.cpu_ms:.2f} |")
-        lines.append(f"| | **service / floor** | **{s.p50 / f.p50:.2f}×** | {s.p95 / f.p95:.2f}× | "
-                     f"**{s.p99 / f.p99:.2f}×** | **{s.rps / f.rps:.2f}×** | | {s.cpu_ms / f.cpu_ms:.2f}× |")
+        lines += load_rows(r.label, *ctx["loads"][r.key], "floor")
     s, f = ctx["orjson_floor"]
     pv = ctx["requests"][1]
     lines += ["", f"The service parses bodies with orjson (cds_service/api/jsonio.py); the floor above, as issue 8 "
               "defines it, with Flask's default JSON provider (the standard library). For reference, request "
               f"{pv.label.split(' ')[0]} again, against a floor that parses with orjson too (`bench/floor.py "
               "--orjson`; separate runs, same plan):", "",
-              "| request | server | p50 ms | p95 ms | p99 ms | req/s | requests | worker CPU ms per request |",
-              "|---|---|---|---|---|---|---|---|",
-              f"| {pv.label} | service | {fmt(s.p50)} | {fmt(s.p95)} | {fmt(s.p99)} | {s.rps:,.0f} | "
-              f"{s.requests:,} | {s.cpu_ms:.2f} |",
-              f"| | floor, orjson | {fmt(f.p50)} | {fmt(f.p95)} | {fmt(f.p99)} | {f.rps:,.0f} | {f.requests:,} | "
-              f"{f.cpu_ms:.2f} |",
-              f"| | **service / floor, orjson** | **{s.p50 / f.p50:.2f}×** | {s.p95 / f.p95:.2f}× | "
-              f"**{s.p99 / f.p99:.2f}×** | **{s.rps / f.rps:.2f}×** | | {s.cpu_ms / f.cpu_ms:.2f}× |"]
+              LOAD_HEADER, LOAD_RULE, *load_rows(pv.label, s, f, "floor, orjson")]
     fr: FetchResult = ctx["fetch"]
     lines += ["", "### Fetch mode", "",
               f"Request (2) without its prefetch, with `fhirServer` pointing at `bench/fhir_standin.py`: a threaded "
