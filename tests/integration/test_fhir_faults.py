@@ -15,7 +15,7 @@ from cds_service import create_app
 from cds_service.settings import Settings
 from tests.conftest import REPO
 from tests.support.assertions import assert_operation_outcome
-from tests.support.loopback import free_port
+from tests.support.loopback import ServedInThread, free_port
 
 pytestmark = pytest.mark.integration
 SERVICE = "/cds-services/spasm-cramps-patient-view"
@@ -26,7 +26,7 @@ FAULTS = ["down", "slow", "http-500", "garbage", "malformed-bundle", "redirect-t
 
 
 @dataclass
-class FaultyFhir:
+class FaultyFhir(ServedInThread):
     """A real HTTP server whose first path segment names its behaviour; it records every path requested."""
 
     host: str = "127.0.0.1"
@@ -88,18 +88,13 @@ class FaultyFhir:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._serve(ThreadingHTTPServer((self.host, 0), Handler))
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        super().__exit__(*exc)
 
 
 @pytest.fixture()

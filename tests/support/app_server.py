@@ -2,13 +2,13 @@
 threaded server in a background thread, for the duration of a `with` block."""
 from __future__ import annotations
 
-import threading
-
 from flask import Flask
 from werkzeug.serving import make_server
 
+from tests.support.loopback import ServedInThread
 
-class AppServer:
+
+class AppServer(ServedInThread):
     """Serves one app on a free loopback port; its base URL is `.url`."""
 
     def __init__(self, app: Flask) -> None:
@@ -16,14 +16,6 @@ class AppServer:
         self.url = ""
 
     def __enter__(self) -> AppServer:
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self._serve(make_server("127.0.0.1", 0, self._app, threaded=True))
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
         return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

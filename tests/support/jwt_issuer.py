@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from tests.support.loopback import ServedInThread
 
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"
 SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
@@ -122,7 +123,7 @@ def write_issuers(folder: Path, issuers: dict[str, dict[str, Any]], jwks_files: 
 
 
 @dataclass
-class JwksServer:
+class JwksServer(ServedInThread):
     """A real HTTP server on a loopback address that serves `jwks` at /jwks.json and records each request path."""
 
     jwks: dict[str, Any] = field(default_factory=lambda: {"keys": []})
@@ -149,13 +150,5 @@ class JwksServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
+        self._serve(ThreadingHTTPServer((self.host, 0), Handler))
         return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

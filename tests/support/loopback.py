@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -112,3 +113,18 @@ class LoopbackProcess:
     def log_text(self) -> str:
         """Everything the process has written to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
+
+
+class ServedInThread:
+    """Base of the in-process test servers (http.server or werkzeug) that serve on a daemon thread while a `with`
+    block runs: __enter__ builds the server and hands it to _serve; __exit__ stops it and waits for the thread."""
+
+    def _serve(self, server) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
