@@ -18,7 +18,6 @@ accesslog = None
 errorlog = "-"
 
 
-
 def child_exit(server, worker) -> None:
     """Drop a dead worker's metric files (prometheus-client multiprocess mode)."""
     from cds_service.telemetry import mark_worker_dead

@@ -45,35 +45,9 @@ class CardMemory:
         self._retention_s = retention_days * _DAY_S
         self._prune_schedule = Every(_PRUNE_EVERY_S)
         # built once per shape: constructing SQL expressions costs more per call than running them
-        self._recall_statements: dict[tuple[bool, bool], Any] = {}
+        self._recall_statements = {(shown, at_select): _recall_statement(shown, at_select)
+                                   for shown in (False, True) for at_select in (False, True)}
         self._insert = database.insert(CardIssued).on_conflict_do_nothing(index_elements=["card_uuid"])
-
-    def _recall_statement(self, shown: bool, at_select: bool):
-        """One SELECT (a UNION ALL) for everything recall reads, its rows tagged by source: 's' suppressions of the
-        patient, 'c' when each (card key, fingerprint) was last issued by this service, 'a' what the order-select
-        service issued in this hook context. One statement, one round trip, one snapshot."""
-        key = (shown, at_select)
-        statement = self._recall_statements.get(key)
-        if statement is None:
-            parts = [select(literal("s"), Suppression.card_key, Suppression.kind, Suppression.fingerprint,
-                            Suppression.until_at, Suppression.set_at)
-                     .where(Suppression.patient_key == bindparam("patient_key"))]
-            if shown:
-                parts.append(select(literal("c"), CardIssued.card_key, null(), CardIssued.fingerprint,
-                                    func.max(CardIssued.issued_at), null())
-                             .where(CardIssued.patient_key == bindparam("patient_key"),
-                                    CardIssued.service_id == bindparam("service_id"),
-                                    CardIssued.issued_at >= bindparam("since"),
-                                    CardIssued.hook_instance != bindparam("hook_instance"))
-                             .group_by(CardIssued.card_key, CardIssued.fingerprint))
-            if at_select:
-                parts.append(select(literal("a"), CardIssued.card_key, null(), CardIssued.fingerprint, null(), null())
-                             .where(CardIssued.context_key == bindparam("context_key"),
-                                    CardIssued.service_id == bindparam("select_service"),
-                                    CardIssued.issued_at >= bindparam("select_since")))
-            statement = union_all(*parts) if len(parts) > 1 else parts[0]
-            self._recall_statements[key] = statement
-        return statement
 
     def now(self) -> int:
         """The memory's clock, in epoch seconds."""
@@ -95,7 +69,7 @@ class CardMemory:
 
     def _recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
                 select_service: str | None, context_key: str, select_since: int) -> Recall:
-        statement = self._recall_statement(shown_since is not None, bool(select_service))
+        statement = self._recall_statements[(shown_since is not None, bool(select_service))]
         params = {"patient_key": patient_key, "service_id": service_id, "since": shown_since,
                   "hook_instance": hook_instance, "context_key": context_key, "select_service": select_service,
                   "select_since": select_since}
@@ -134,3 +108,26 @@ class CardMemory:
         conn.execute(delete(Suppression).where(or_(
             and_(Suppression.kind == "snooze", Suppression.until_at < now),
             and_(Suppression.kind == "acknowledged", Suppression.set_at < old))))
+
+
+def _recall_statement(shown: bool, at_select: bool):
+    """One SELECT (a UNION ALL) for everything recall reads, its rows tagged by source: 's' suppressions of the
+    patient, 'c' when each (card key, fingerprint) was last issued by this service, 'a' what the order-select
+    service issued in this hook context. One statement, one round trip, one snapshot."""
+    parts = [select(literal("s"), Suppression.card_key, Suppression.kind, Suppression.fingerprint,
+                    Suppression.until_at, Suppression.set_at)
+             .where(Suppression.patient_key == bindparam("patient_key"))]
+    if shown:
+        parts.append(select(literal("c"), CardIssued.card_key, null(), CardIssued.fingerprint,
+                            func.max(CardIssued.issued_at), null())
+                     .where(CardIssued.patient_key == bindparam("patient_key"),
+                            CardIssued.service_id == bindparam("service_id"),
+                            CardIssued.issued_at >= bindparam("since"),
+                            CardIssued.hook_instance != bindparam("hook_instance"))
+                     .group_by(CardIssued.card_key, CardIssued.fingerprint))
+    if at_select:
+        parts.append(select(literal("a"), CardIssued.card_key, null(), CardIssued.fingerprint, null(), null())
+                     .where(CardIssued.context_key == bindparam("context_key"),
+                            CardIssued.service_id == bindparam("select_service"),
+                            CardIssued.issued_at >= bindparam("select_since")))
+    return union_all(*parts) if len(parts) > 1 else parts[0]
