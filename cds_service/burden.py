@@ -26,6 +26,13 @@ class BurdenReport:
     by_indicator: Counter[str] = field(default_factory=Counter)
     missing_data_cards: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # file -> why it could not be evaluated
+    unrecognised_codes: Counter[str] = field(default_factory=Counter)  # RxNorm code -> medications carrying it
+    by_name: int = 0  # medications recognised by name only
+
+    def add_facts(self, facts: Any) -> None:
+        """Count what a patient's facts did not recognise by code (pipeline.respond's observe)."""
+        self.unrecognised_codes.update(facts.identity.unrecognised_codes)
+        self.by_name += facts.identity.by_name
 
     def add(self, response: Mapping[str, Any]) -> None:
         """Count one patient's response."""
@@ -55,6 +62,8 @@ class BurdenReport:
             "findings_by_rule": dict(sorted(self.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))),
             "missing_data_cards": self.missing_data_cards,
             "failed_files": dict(sorted(self.failures.items())),
+            "medications_by_name_only": self.by_name,
+            "unrecognised_rxnorm_codes": dict(sorted(self.unrecognised_codes.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
 

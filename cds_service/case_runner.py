@@ -67,8 +67,13 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
                 resource["authoredOn"] = started
             else:
                 resource["effectivePeriod"] = {"start": started}
+        if "route" in med:
+            resource["dosageInstruction" if kind == "MedicationRequest" else "dosage"] = [
+                {"route": _route(med["route"], systems)}]
         if med.get("reference"):
             medication = {"resourceType": "Medication", "id": f"medication-{i}", "code": concept}
+            if "form" in med:
+                medication["form"] = {"text": med["form"]}
             resource["medicationReference"] = {"reference": f"Medication/medication-{i}"}
             out["medication-requests"].append(medication)
         else:
@@ -102,6 +107,16 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
     return out
 
 
+def _route(route: dict[str, Any], systems: dict[str, str]) -> dict[str, Any]:
+    """A route CodeableConcept from a case's {snomed, text}."""
+    concept: dict[str, Any] = {}
+    if "snomed" in route:
+        concept["coding"] = [{"system": systems["snomed"], "code": str(route["snomed"])}]
+    if "text" in route:
+        concept["text"] = route["text"]
+    return concept
+
+
 def draft_context(knowledge: Knowledge, case: Case, patient_id: str) -> dict[str, Any]:
     """draftOrders (and, for order-select, selections) for the case's draft_orders."""
     rxnorm = knowledge.systems["rxnorm"][0]
@@ -116,6 +131,8 @@ def draft_context(knowledge: Knowledge, case: Case, patient_id: str) -> dict[str
             if "text" in draft:
                 concept["text"] = draft["text"]
             resource["medicationCodeableConcept"] = concept
+        if "route" in draft:
+            resource["dosageInstruction"] = [{"route": _route(draft["route"], {k: v[0] for k, v in knowledge.systems.items()})}]
         entries.append({"resource": resource})
         if draft.get("selected", True):
             selections.append(f"MedicationRequest/draft-{i}")

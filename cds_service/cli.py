@@ -1,5 +1,6 @@
 """The spasm-cds command: serve (gunicorn by default), lint (check the knowledge), docs (generated pages), evaluate
-(cards for files), db (migrations) and demo-fhir (a local FHIR server with demo data)."""
+(cards for files), db (migrations), demo-fhir (a local FHIR server with demo data) and terminology build (the
+RxNorm roll-up table)."""
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     fhir.add_argument("--cache", type=Path, help="folder for sekmet-fhir's virtualenv (default ~/.cache/spasm-cds)")
     fhir.add_argument("--workdir", type=Path, help="folder for its settings, log and database (the database is "
                                                    "emptied at each start; default <SPASM_CDS_DATA_DIR>/demo-fhir)")
+    terminology = sub.add_parser("terminology", help="build the RxNorm roll-up table from an RxNorm release "
+                                                     "and/or curated code lists")
+    terminology_sub = terminology.add_subparsers(dest="action", required=True)
+    from .knowledge.rxnorm_table import add_arguments as add_build_arguments
+    add_build_arguments(terminology_sub.add_parser("build", help="write mappings/rxnorm/product-ingredient.tsv "
+                                                                 "(or --out) for the concepts in mappings/"))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.command == "terminology":
+        from .knowledge.rxnorm_table import run as build_terminology
+        return build_terminology(args, argv[2:])
     if args.command == "demo-fhir":
         return _demo_fhir(args)
     if args.command == "evaluate":
@@ -221,6 +232,15 @@ def _prepare_metrics_dir(data_dir: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+def identity_failures(knowledge) -> list[str]:
+    """The drug identity cases that do not resolve as they must."""
+    from .knowledge.identity import case_problem
+
+    rxnorm, snomed = knowledge.systems["rxnorm"][0], knowledge.systems["snomed"][0]
+    return [f"mappings/identity-cases.yaml: {case.name}: {problem}" for case in knowledge.identity_cases
+            if (problem := case_problem(case, knowledge.terminology, rxnorm, snomed))]
+
+
 def _lint(args: argparse.Namespace) -> int:
     from .case_runner import run_case
     from .knowledge.lint import card_texts, copied_runs, unused_sources
@@ -237,6 +257,7 @@ def _lint(args: argparse.Namespace) -> int:
         problem = run_case(knowledge, case).problem
         if problem:
             failures.append(f"cards/{knowledge.rules[case.rule].group}/{case.rule}.cases.yaml: {case.name}: {problem}")
+    failures += identity_failures(knowledge)
     if args.seeds:
         seed_texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(args.seeds.glob("*.txt"))]
         failures += copied_runs(card_texts(knowledge), seed_texts)
@@ -246,5 +267,5 @@ def _lint(args: argparse.Namespace) -> int:
         print("\n".join(failures), file=sys.stderr)
         return 1
     print(f"ok: {len(knowledge.concepts)} concepts, {len(knowledge.rules)} rules, {len(knowledge.cases)} cases, "
-          f"{len(knowledge.services)} services")
+          f"{len(knowledge.identity_cases)} drug identity cases, {len(knowledge.services)} services")
     return 0

@@ -63,7 +63,7 @@ def evaluate_folder(folder: Path, knowledge: Knowledge, settings: Settings, hook
     for path in files:
         try:
             service, body = request_for_file(path, knowledge, hook, what_if, today)
-            report.add(respond(body, service, knowledge, settings, today))
+            report.add(respond(body, service, knowledge, settings, today, observe=report.add_facts))
         except (InputError, ServiceError) as exc:
             report.fail(str(path.relative_to(folder)), str(getattr(exc, "diagnostics", exc)))
         if progress is not None:
@@ -109,12 +109,15 @@ def _print_report(figures: dict[str, Any], title: str, caption: str) -> None:
                          ("cards", figures["cards"]), ("cards per patient: median", per["median"]),
                          ("cards per patient: p90", per["p90"]), ("cards per patient: max", per["max"]),
                          ("missing-data cards", figures["missing_data_cards"]),
+                         ("medications known by name only", figures["medications_by_name_only"]),
+                         ("unrecognised RxNorm codes (distinct)", len(figures["unrecognised_rxnorm_codes"])),
                          ("files that failed", len(figures["failed_files"]))):
         summary.add_row(label, str(value))
     console.print(summary)
     for heading, column, counts in (
             ("cards by indicator", "indicator", figures["cards_by_indicator"]),
-            ("findings by rule", "rule (a grouped card counts once per rule on it)", figures["findings_by_rule"])):
+            ("findings by rule", "rule (a grouped card counts once per rule on it)", figures["findings_by_rule"]),
+            ("unrecognised RxNorm codes", "code (medications carrying it)", figures["unrecognised_rxnorm_codes"])):
         if not counts:
             continue
         table = Table(title=heading)

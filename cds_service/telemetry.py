@@ -60,6 +60,10 @@ SILENCED = Counter("spasm_cds_rules_silenced_total", "Rules that could not decid
 FHIR_LATENCY = Histogram("spasm_cds_fhir_request_seconds", "Time of one call to the EHR's FHIR server",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 FHIR_ERRORS = Counter("spasm_cds_fhir_errors_total", "Failed calls to the EHR's FHIR server, by reason", ["reason"])
+UNRECOGNISED_DRUGS = Counter("spasm_cds_medication_codes_unrecognised_total",
+                             "Medications whose RxNorm codes the roll-up table does not know (by name or not at all)")
+NAME_FALLBACKS = Counter("spasm_cds_medication_name_fallback_total",
+                         "Medications recognised by ingredient or brand name only, not by code")
 JWT_FAILURES = Counter("spasm_cds_jwt_failures_total", "Refused JWTs, by reason", ["reason"])
 
 
@@ -85,3 +89,11 @@ def record_cards(cards: Iterable[dict[str, Any]], extension_key: str, silenced: 
             CARDS.labels(rule=rule, indicator=card["indicator"]).inc()
     for rule in silenced:
         SILENCED.labels(rule=rule).inc()
+
+
+def record_identity(identity) -> None:
+    """Count a chart's medications that were not recognised by code (no codes or names are recorded)."""
+    if identity.unrecognised_codes:
+        UNRECOGNISED_DRUGS.inc(len(identity.unrecognised_codes))
+    if identity.by_name:
+        NAME_FALLBACKS.inc(identity.by_name)

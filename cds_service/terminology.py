@@ -6,13 +6,20 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from .knowledge.model import Concept
 
+if TYPE_CHECKING:
+    from .knowledge.rxnorm_table import Row as ProductRow
+
 log = logging.getLogger(__name__)
-_WORD = re.compile(r"[a-z][a-z0-9-]*")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+_BRACKETED_BRAND = re.compile(r"\[([^\]]+)\]\s*$")
+_MIN_BRAND_CHARS = 4  # shorter brand names collide with ordinary words and abbreviations
 
 
 class UnitConverter:
@@ -80,12 +87,49 @@ class UnitConverter:
             return None
 
 
+@dataclass(frozen=True)
+class RouteTable:
+    """Routes (mappings/routes.yaml): which are systemic, SNOMED CT route codes and words that name a route."""
+
+    systemic: frozenset[str]
+    labels: Mapping[str, str]
+    snomed: Mapping[str, str]
+    words: tuple[tuple[str, str], ...]  # (normalised phrase, route), in the file's order
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> "RouteTable":
+        doc = doc or {}
+        routes = doc.get("routes") or {}
+        return cls(frozenset(r for r, spec in routes.items() if spec.get("systemic")),
+                   MappingProxyType({r: spec.get("label", r) for r, spec in routes.items()}),
+                   MappingProxyType(dict(doc.get("snomed") or {})),
+                   tuple((normalise_words(w["phrase"]), w["route"]) for w in doc.get("words") or ()))
+
+    def in_words(self, text: str) -> str | None:
+        """The route the first listed phrase found in a text names, or None."""
+        padded = f" {normalise_words(text)} "
+        return next((route for phrase, route in self.words if f" {phrase} " in padded), None)
+
+
+@dataclass(frozen=True)
+class MedicationIdentity:
+    """What a medication is: concepts and ingredients, the route it is given by (None: not told), how it was
+    recognised (code, name or none), and the RxNorm codes it carried that the roll-up table does not know."""
+
+    concepts: frozenset[str]
+    ingredients: tuple[str, ...]
+    route: str | None
+    by: str
+    unrecognised: tuple[str, ...] = ()
+
+
 class Terminology:
     """Look-ups from FHIR codings to concept ids, built from the concepts and the RxNorm roll-up table."""
 
     def __init__(self, concepts: Mapping[str, Concept], systems: Mapping[str, tuple[str, ...]],
-                 product_ingredients: Mapping[str, tuple[str, ...]], units: UnitConverter):
+                 products: Mapping[str, "ProductRow"], units: UnitConverter, routes: RouteTable | None = None):
         self.units = units
+        self.routes = routes or RouteTable.from_doc(None)
         self._system_names = {uri: name for name, uris in systems.items() for uri in uris}
         self._concepts = concepts
         by_ingredient: dict[str, set[str]] = defaultdict(set)
@@ -93,9 +137,13 @@ class Terminology:
         self._loinc: dict[str, tuple[str, int]] = {}  # code -> (concept, position in the concept's list)
         self._snomed: dict[str, set[str]] = defaultdict(set)
         self._icd_prefixes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        phrases: dict[str, set[str]] = defaultdict(set)  # normalised name -> ingredients it names
         for c in concepts.values():
             for name in c.ingredients:
                 by_ingredient[name].add(c.id)
+                phrases[normalise_words(name)].add(name)
+            for name in c.except_with:
+                phrases[normalise_words(name)].add(name)
             for code in c.codes.get("rxnorm", ()):
                 self._rx_direct[code].add(c.id)
             for rank, code in enumerate(c.codes.get("loinc", ())):
@@ -106,46 +154,105 @@ class Terminology:
                 norm = _norm_icd(code)
                 self._icd_prefixes[norm[:3]].append((norm, c.id))
         self._by_ingredient = {k: frozenset(v) for k, v in by_ingredient.items()}
-        self._products = product_ingredients
-        # longest names first so that a combination name is preferred over its parts
-        self._ingredient_names = sorted(by_ingredient, key=len, reverse=True)
+        self._products = products
+        brand_routes: dict[str, set[str | None]] = defaultdict(set)
+        for row in products.values():
+            for brand in _brands(row):
+                key = normalise_words(brand)
+                if len(key) < _MIN_BRAND_CHARS or (key in phrases and key not in brand_routes):
+                    continue  # too short to be safe, or also an ingredient's name
+                phrases[key] |= set(row.ingredients)
+                brand_routes[key].add(self.routes.in_words(row.dose_form) if row.dose_form else None)
+        # a brand tells the route only when every product of it is given the same way
+        self._brand_routes = {k: next(iter(v)) if len(v) == 1 else None for k, v in brand_routes.items()}
+        self._phrases = {k: frozenset(v) for k, v in phrases.items()}
+        # longest first, so that a combination or salt name wins over its parts
+        alternatives = sorted(self._phrases, key=len, reverse=True)
+        self._name_re = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, alternatives)) + r")(?![a-z0-9])") \
+            if alternatives else None
 
     def system_name(self, uri: object) -> str | None:
         """Short name (rxnorm, loinc, icd10cm, snomed, ucum) of a code system URI; None for anything else (a chart
         may hold any JSON where a URI belongs)."""
         return self._system_names.get(uri) if isinstance(uri, str) else None
 
-    def medication(self, codings: Iterable[Mapping], text: str | None) -> tuple[frozenset[str], tuple[str, ...]]:
-        """(concept ids, ingredient names) for a medication's codings; falls back to names in display/text."""
+    def medication(self, codings: Iterable[Mapping], text: str | None, *, route: Any = None,
+                   form: Any = None) -> tuple[frozenset[str], tuple[str, ...]]:
+        """(concept ids, ingredient names) for a medication's codings; see identify."""
+        found = self.identify(codings, text, route=route, form=form)
+        return found.concepts, found.ingredients
+
+    def identify(self, codings: Iterable[Mapping], text: str | None, *, route: Any = None,
+                 form: Any = None) -> MedicationIdentity:
+        """A medication's identity from its RxNorm codings (product, salt, brand or ingredient codes), else from
+        ingredient and brand names in its text and displays. `route` (a dosageInstruction route) and `form`
+        (Medication.form), CodeableConcepts as sent, say where it acts: a concept does not count for a drug given
+        by a route the concept does not take (eye drops of a drug whose interactions are systemic)."""
+        codings = [c for c in codings if isinstance(c, dict)]
         ingredients: set[str] = set()
         concepts: set[str] = set()
-        coded = False
+        forms: list[str] = []
+        unrecognised: list[str] = []
         for coding in codings:
             if self.system_name(coding.get("system")) != "rxnorm":
                 continue
             code = str(coding.get("code") or "")
-            if code in self._products:
-                coded = True
-                ingredients.update(self._products[code])
+            row = self._products.get(code)
+            if row is not None:
+                ingredients.update(row.ingredients)
+                if row.dose_form:
+                    forms.append(row.dose_form)
             if code in self._rx_direct:
-                coded = True
                 concepts.update(self._rx_direct[code])
-        if not coded:
-            names = [text or ""] + [str(c.get("display") or "") for c in codings]
-            ingredients.update(self._names_in(" ".join(names).lower()))
+            if row is None and code not in self._rx_direct and code:
+                unrecognised.append(code)
+        by = "code" if ingredients or concepts else "none"
+        words = " ".join([text or ""] + [str(c.get("display") or "") for c in codings])
+        brand_route = None
+        if by == "none":
+            named, brand_route = self._names_in(words)
+            ingredients.update(named)
             if ingredients:
+                by = "name"
                 log.info("medication matched by name fallback, not by code (%d ingredient(s))", len(ingredients))
+        where = (self._route_of(route) or self._route_of(form) or next(
+            (r for r in map(self.routes.in_words, forms) if r), None) or self.routes.in_words(words) or brand_route)
         for name in ingredients:
             concepts.update(self._by_ingredient.get(name, ()))
-        return frozenset(concepts), tuple(sorted(ingredients))
+        kept = frozenset(cid for cid in concepts if self._counts(self._concepts[cid], where, ingredients))
+        return MedicationIdentity(kept, tuple(sorted(ingredients)), where, by, tuple(unrecognised))
 
-    def _names_in(self, text: str) -> set[str]:
+    def _counts(self, concept: Concept, route: str | None, ingredients: set[str]) -> bool:
+        if concept.except_with and ingredients & set(concept.except_with):
+            return False  # e.g. a potassium salt inside an IV fluid or a bowel preparation
+        if route is None:
+            return True
+        return route in (concept.routes or self.routes.systemic)
+
+    def _route_of(self, concept: Any) -> str | None:
+        """The route a route or form CodeableConcept names: a SNOMED CT route code, else words in its text."""
+        if not isinstance(concept, dict):
+            return None
+        codings = [c for c in concept.get("coding") or () if isinstance(c, dict)] \
+            if isinstance(concept.get("coding"), list) else []
+        for coding in codings:
+            if self.system_name(coding.get("system")) == "snomed":
+                found = self.routes.snomed.get(str(coding.get("code") or ""))
+                if found:
+                    return found
+        texts = [concept.get("text")] + [c.get("display") for c in codings]
+        return next((r for t in texts if isinstance(t, str) and (r := self.routes.in_words(t))), None)
+
+    def _names_in(self, text: str) -> tuple[set[str], str | None]:
+        """Ingredient names found in a text (directly or through a brand name), and the route a brand implies."""
+        if self._name_re is None:
+            return set(), None
         found: set[str] = set()
-        words = set(_WORD.findall(text))
-        for name in self._ingredient_names:
-            if (" " in name and name in text) or name in words:
-                found.add(name)
-        return found
+        route = None
+        for phrase in self._name_re.findall(normalise_words(text)):
+            found |= self._phrases[phrase]
+            route = route or self._brand_routes.get(phrase)
+        return found, route
 
     def lab_code(self, concept: Any) -> tuple[str, int] | None:
         """(lab concept id, position of the code in the concept's list) for an Observation's code (a
@@ -179,6 +286,20 @@ class Terminology:
     def concept(self, concept_id: str) -> Concept:
         """The concept with this id (KeyError if absent: the loader guarantees references exist)."""
         return self._concepts[concept_id]
+
+
+def normalise_words(text: str) -> str:
+    """Lower case, every run of characters other than letters and digits read as one space (so "oxyCODONE-
+    acetaminophen", "oxycodone/APAP" and "oxycodone, acetaminophen" all name oxycodone)."""
+    return " ".join(_NON_WORD.split(text.lower())).strip()
+
+
+def _brands(row: "ProductRow") -> list[str]:
+    """Brand names a table row gives: a BN row's name, or the [Brand] that ends a branded product's name."""
+    if row.tty == "BN":
+        return [row.display]
+    match = _BRACKETED_BRAND.search(row.display) if row.tty in ("SBD", "BPCK", "SBDC") else None
+    return [match.group(1)] if match else []
 
 
 def _norm_icd(code: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
@@ -32,6 +32,7 @@ class MedicationUse:
     ingredients: tuple[str, ...]
     display: str
     started: date | None = None  # authoredOn, or the statement's start
+    route: str | None = None  # where it acts (mappings/routes.yaml); None: not told
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class DraftOrder:
     ingredients: tuple[str, ...]
     display: str
     selected: bool
+    route: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,15 @@ class ConditionFact:
 
 
 @dataclass(frozen=True)
+class IdentityCounts:
+    """How a chart's medications were recognised, for /metrics and the evaluate report (codes, never PHI):
+    RxNorm codes the roll-up table does not know, and drugs recognised by name only."""
+
+    unrecognised_codes: tuple[str, ...] = ()
+    by_name: int = 0
+
+
+@dataclass(frozen=True)
 class PatientFacts:
     """What the rules may know about the patient; `unknown` names data kinds that could not be had."""
 
@@ -84,6 +95,7 @@ class PatientFacts:
     conditions: tuple[ConditionFact, ...]
     unknown: frozenset[str]
     drafts: tuple[DraftOrder, ...] = ()
+    identity: IdentityCounts = field(default_factory=IdentityCounts)
 
 
 def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology
@@ -101,8 +113,9 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
     patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
     medications_by_id = {r.get("id"): r for rs in resources.values() for r in rs
                          if r.get("resourceType") == "Medication"}
+    counts: dict[str, list] = {"unrecognised": [], "by_name": []}
     meds = tuple(m for kind in ("medication-requests", "medication-statements")
-                 for m in _medications(resources.get(kind, ()), medications_by_id, terminology))
+                 for m in _medications(resources.get(kind, ()), medications_by_id, terminology, counts))
     return PatientFacts(
         today=today,
         age=_age(patient.get("birthDate"), today) if patient else None,
@@ -111,7 +124,8 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         labs=_labs(resources.get("observations", ()), terminology),
         conditions=condition_facts(resources, terminology) if conditions is None else conditions,
         unknown=frozenset(unknown),
-        drafts=drafts)
+        drafts=drafts,
+        identity=IdentityCounts(tuple(counts["unrecognised"]), len(counts["by_name"])))
 
 
 def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology) -> tuple[DraftOrder, ...]:
@@ -131,12 +145,14 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
             log.info("a draft order has no medication code; not matched")
             continue
         codings = _codings(concept)
-        concepts, ingredients = terminology.medication(codings, _str(concept.get("text")))
-        if not concepts:
+        found = terminology.identify(codings, _str(concept.get("text")), route=_route(r),
+                                     form=_obj(_medication_resource(r, {})).get("form"))
+        if not found.concepts:
             log.info("a draft order's medication matched no concept")
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
         selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
-        drafts.append(DraftOrder(ident, concepts, ingredients, display or "medication", selected))
+        drafts.append(DraftOrder(ident, found.concepts, found.ingredients, display or "medication", selected,
+                                 found.route))
     return tuple(drafts)
 
 
@@ -144,14 +160,27 @@ def _medication_concept(r: Mapping[str, Any], medications_by_id: Mapping[str, An
     """The medication CodeableConcept of a request or statement: inline, contained (#id) or referenced."""
     concept = r.get("medicationCodeableConcept")
     if concept is None:
-        ref = _str(_obj(r.get("medicationReference")).get("reference")) or ""
-        if ref.startswith("#"):
-            concept = next((c.get("code") for c in _list(r.get("contained"))
-                            if isinstance(c, dict) and c.get("resourceType") == "Medication"
-                            and c.get("id") == ref[1:]), None)
-        elif ref.startswith("Medication/"):
-            concept = _obj(medications_by_id.get(ref.split("/", 1)[1])).get("code")
+        concept = _obj(_medication_resource(r, medications_by_id)).get("code")
     return concept
+
+
+def _medication_resource(r: Mapping[str, Any], medications_by_id: Mapping[str, Any]) -> Any:
+    """The Medication a request or statement references (contained #id, or Medication/id among the resources)."""
+    ref = _str(_obj(r.get("medicationReference")).get("reference")) or ""
+    if ref.startswith("#"):
+        return next((c for c in _list(r.get("contained")) if isinstance(c, dict)
+                     and c.get("resourceType") == "Medication" and c.get("id") == ref[1:]), None)
+    if ref.startswith("Medication/"):
+        return medications_by_id.get(ref.split("/", 1)[1])
+    return None
+
+
+def _route(r: Mapping[str, Any]) -> Any:
+    """The route of an order (dosageInstruction) or statement (dosage), as sent: the first one given."""
+    for dosage in _list(r.get("dosageInstruction")) + _list(r.get("dosage")):
+        if isinstance(dosage, dict) and isinstance(dosage.get("route"), dict):
+            return dosage["route"]
+    return None
 
 
 def _age(birth: Any, today: date) -> int | None:
@@ -193,7 +222,7 @@ def _codings(concept: Any) -> list[Mapping]:
     return [c for c in _list(concept.get("coding")) if isinstance(c, dict)]
 
 
-def _medications(items, medications_by_id, terminology: Terminology):
+def _medications(items, medications_by_id, terminology: Terminology, counts: dict[str, list]):
     for r in items:
         kind = r.get("resourceType")
         if kind not in ("MedicationRequest", "MedicationStatement"):
@@ -205,11 +234,15 @@ def _medications(items, medications_by_id, terminology: Terminology):
             log.info("a %s has no usable medication code; not matched", kind)
             continue
         codings = _codings(concept)
-        concepts, ingredients = terminology.medication(codings, _str(concept.get("text")))
+        found = terminology.identify(codings, _str(concept.get("text")), route=_route(r),
+                                     form=_obj(_medication_resource(r, medications_by_id)).get("form"))
+        counts["unrecognised"] += found.unrecognised if found.by != "code" else ()
+        if found.by == "name":
+            counts["by_name"].append(1)
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
         started = _date(r.get("authoredOn") or _obj(r.get("effectivePeriod")).get("start")
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
-        yield MedicationUse(concepts, ingredients, display or "medication", started)
+        yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route)
 
 
 # one coded result not yet converted: (sort key: newest first, then the concept's preferred code, then document

@@ -298,3 +298,38 @@ def copied_runs(texts: dict[str, str], seed_texts: list[str], run_words: int = 1
             problems.append(f"{where}: shares {len(common)} ten-word run(s) with a seed article, e.g. "
                             f"{common[0]!r}; write it in your own words")
     return problems
+
+
+def check_medication_codes(entries, products: dict[str, Any], routes) -> list[str]:
+    """Every medication concept resolves by code: it lists the RxNorm ingredient code (IN) of each of its
+    ingredients (and PIN codes for salts), each a row of the roll-up table that names one of its ingredients.
+    The routes it and mappings/routes.yaml name exist."""
+    problems: list[str] = []
+    known_routes = set(routes.labels)
+    for route in {*routes.snomed.values(), *(r for _p, r in routes.words)} - known_routes:
+        problems.append(f"mappings/routes.yaml: route {route!r} is used but not listed under routes")
+    for rel, _stem, domain, doc in entries:
+        if domain != "medication":
+            continue
+        names = set(doc.get("ingredients") or ())
+        codes = (doc.get("codes") or {}).get("rxnorm") or []
+        if not codes:
+            problems.append(f"{rel}: codes.rxnorm: a medication concept needs the RxNorm ingredient code (IN) of "
+                            f"each ingredient, and PIN codes for salts; it has none")
+        coded: set[str] = set()
+        for i, code in enumerate(codes):
+            row = products.get(code)
+            if row is None or row.tty not in ("IN", "PIN", "MIN"):
+                what = "is not in" if row is None else f"is a {row.tty} in"
+                problems.append(f"{rel}: codes.rxnorm[{i}]: {code} {what} mappings/rxnorm/product-ingredient.tsv; "
+                                f"list ingredient (IN) and salt (PIN) codes only")
+            elif not set(row.ingredients) & names:
+                problems.append(f"{rel}: codes.rxnorm[{i}]: {code} is {row.display!r}, not one of the ingredients")
+            elif row.tty == "IN":
+                coded.update(row.ingredients)
+        if codes and names - coded:
+            problems.append(f"{rel}: codes.rxnorm: no ingredient (IN) code for {', '.join(sorted(names - coded))}")
+        for i, route in enumerate(doc.get("routes") or ()):
+            if route not in known_routes:
+                problems.append(f"{rel}: routes[{i}]: {route!r} is not a route in mappings/routes.yaml")
+    return problems

@@ -16,7 +16,9 @@ from ..errors import KnowledgeError
 from . import lint
 from .model import (Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
                     OverrideEffect, RepeatWindows, Rule, Service, Source)
-from .rxnorm_table import read_table
+from .identity import build_cases as build_identity_cases
+from .identity import concept_problems as identity_concept_problems
+from .rxnorm_table import read_rows
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 CONCEPT_DOMAINS = {"medications": "medication", "labs": "lab", "conditions": "condition"}
@@ -82,7 +84,7 @@ def _read_yaml(path: Path, root: Path, problems: list[str]) -> Any:
 
 def load_knowledge(root: Path, units=None) -> Knowledge:
     """Load and check the knowledge under root (which holds cards/ and mappings/). Raises KnowledgeError."""
-    from ..terminology import Terminology, UnitConverter
+    from ..terminology import RouteTable, Terminology, UnitConverter
 
     root = Path(root)
     problems: list[str] = []
@@ -98,10 +100,14 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
     services = _build_services(raw["services"], rules, concepts, raw["systems"], _build_options(raw["services"]))
     problems += lint.check(raw, concepts, rules, cases, sources, services, units)
     try:
-        products = read_table(root / "mappings" / "rxnorm" / "product-ingredient.tsv")
+        products = {row.rxcui: row for row in read_rows(root / "mappings" / "rxnorm" / "product-ingredient.tsv")}
     except (OSError, ValueError) as exc:
         problems.append(f"mappings/rxnorm/product-ingredient.tsv: {exc}")
         products = {}
+    routes = RouteTable.from_doc(raw["routes"])
+    problems += lint.check_medication_codes(raw["concepts"], products, routes)
+    identity_cases = build_identity_cases(raw["identity_cases"])
+    problems += identity_concept_problems(identity_cases, concepts)
     if problems:
         raise KnowledgeError(problems)
     systems = {k: tuple(v) for k, v in raw["systems"].items()}
@@ -113,20 +119,23 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         override_reasons=tuple((r["code"], r["display"]) for r in raw["services"]["override_reasons"]),
         forbidden=tuple((f["pattern"], f["why"]) for f in policy["forbidden"]),
         max_summary_chars=policy.get("max_summary_chars", 140),
-        product_ingredients=MappingProxyType(products),
+        product_ingredients=MappingProxyType({code: row.ingredients for code, row in products.items()}),
         missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
         card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
                                       (raw["services"].get("card_groups") or {}).items()}),
-        terminology=Terminology(concepts, systems, products, units),
+        terminology=Terminology(concepts, systems, MappingProxyType(products), units, routes),
         override_effects=MappingProxyType({r["code"]: OverrideEffect(r["effect"], r.get("days"))
                                            for r in raw["services"]["override_reasons"] if "effect" in r}),
         repeat_windows=_build_repeat_windows(raw["services"].get("repeat_windows")),
-        configuration_options=MappingProxyType(_build_options(raw["services"])))
+        configuration_options=MappingProxyType(_build_options(raw["services"])),
+        identity_cases=identity_cases)
 
 
 def _read_all(root: Path, problems: list[str]) -> dict[str, Any]:
     raw: dict[str, Any] = {"concepts": [], "rules": [], "cases": []}
     singles = {"systems": ("mappings/systems.yaml", "systems"), "units": ("mappings/units.yaml", "units"),
+               "routes": ("mappings/routes.yaml", "routes"),
+               "identity_cases": ("mappings/identity-cases.yaml", "identity-cases"),
                "sources": ("cards/sources.yaml", "sources"), "policy": ("cards/policy.yaml", "policy"),
                "services": ("cards/services.yaml", "services")}
     for name, (rel, schema) in singles.items():
@@ -175,7 +184,8 @@ def _build_concepts(entries) -> dict[str, Concept]:
         concepts.setdefault(doc["id"], Concept(
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
-            ingredients=tuple(doc.get("ingredients", ())), lab=lab, sources=tuple(doc["sources"])))
+            ingredients=tuple(doc.get("ingredients", ())), lab=lab, sources=tuple(doc["sources"]),
+            routes=tuple(doc.get("routes", ())), except_with=tuple(doc.get("except_with", ()))))
     return concepts
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from ..terminology import Terminology
+    from .identity import IdentityCase
 
 CONFIGURATION_OPTIONS_KEY = "org.spasm-cds.configuration-options"  # discovery: what an EHR may choose
 
@@ -47,6 +48,8 @@ class Concept:
     ingredients: tuple[str, ...] = ()
     lab: LabSpec | None = None
     sources: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()  # medications: routes that count (empty: the systemic ones)
+    except_with: tuple[str, ...] = ()  # medications: a product also holding one of these is not this concept
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ class Knowledge:
     repeat_windows: RepeatWindows = field(default_factory=lambda: RepeatWindows(
         MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
     configuration_options: Mapping[str, ConfigOption] = field(default_factory=lambda: MappingProxyType({}))
+    identity_cases: tuple["IdentityCase", ...] = ()
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""

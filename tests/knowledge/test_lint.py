@@ -135,6 +135,22 @@ def option_default_out_of_range(root):
     edit(root, SERVICES, lambda d: d.update(configuration_options=[MAX_CARDS]))
 
 
+def medication_concept_without_codes(root):
+    edit(root, DRUG, lambda d: d.pop("codes"))
+
+
+def medication_concept_lists_a_product_code(root):
+    edit(root, DRUG, lambda d: d.update(codes={"rxnorm": ["999998", "999999"]}))
+
+
+def identity_case_names_an_unknown_concept(root):
+    edit(root, "mappings/identity-cases.yaml", lambda d: d["cases"][0].update(concepts=["no-such-drugs"]))
+
+
+def concept_names_an_unknown_route(root):
+    edit(root, DRUG, lambda d: d.update(routes=["intergalactic"]))
+
+
 def patient_view_skips_cards_of_order_select(root):
     edit(root, SERVICES, lambda d: d["services"][0].update(
         skip_cards_shown_at={"service": "example-service", "within_minutes": 60}))
@@ -163,6 +179,16 @@ BROKEN = [
      f"{RULE}: include[1].below.unit: 'furlong' cannot be converted to 'mmol/L' for examplium"),
     (unquoted_numeric_code,
      f"{DRUG}: codes.rxnorm[0]: 999999 is not of type 'string'"),
+    (medication_concept_without_codes,
+     f"{DRUG}: codes.rxnorm: a medication concept needs the RxNorm ingredient code (IN) of each ingredient, "
+     "and PIN codes for salts; it has none"),
+    (medication_concept_lists_a_product_code,
+     f"{DRUG}: codes.rxnorm[1]: 999999 is a SCD in mappings/rxnorm/product-ingredient.tsv; list ingredient (IN) "
+     "and salt (PIN) codes only"),
+    (identity_case_names_an_unknown_concept,
+     "mappings/identity-cases.yaml: examplinol-by-product-code: 'no-such-drugs' is not a medication concept"),
+    (concept_names_an_unknown_route,
+     f"{DRUG}: routes[0]: 'intergalactic' is not a route in mappings/routes.yaml"),
     (criterion_with_two_kinds,
      f"{RULE}: include[0]: not a valid criterion: use exactly one of medication, condition, lab (with within_days), "
      "missing-lab (with within_days), age, sex, and only their own fields"),

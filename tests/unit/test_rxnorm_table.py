@@ -1,138 +1,111 @@
-"""The RxNorm product → ingredient table: the committed TSV, its loader and its generator."""
+"""The RxNorm roll-up table: the RRF reader on a made-up release, the curated code lists, the committed table (built
+reproducibly from its inputs) and the command that builds it."""
 from __future__ import annotations
 
-import re
+import shlex
 from pathlib import Path
 
 import pytest
 
-from cds_service.knowledge.rxnorm_table import (
-    CODE_RE,
-    HEADER,
-    Row,
-    main,
-    merge,
-    parse_display,
-    read_rows,
-    read_table,
-)
+from cds_service.cli import main as cli
+from cds_service.knowledge.rxnorm_table import CODES_HEADER, HEADER, Row, build, merge, read_release, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "mappings" / "rxnorm" / "product-ingredient.tsv"
-EXTRA = REPO / "mappings" / "rxnorm" / "extra-products.tsv"
-SHARED = REPO.parent / "shared"
-FACTS = SHARED / "clinical-facts.md"
-SYNTHEA_README = SHARED / "synthea" / "README.md"
-needs_shared = pytest.mark.skipif(not FACTS.is_file(), reason=f"{SHARED} is not present")
+RELEASE = Path(__file__).parent / "rxnorm-release"
+WANTED = {"tizanidine", "ciprofloxacin", "oxycodone"}
 
 
-def data_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+@pytest.fixture(scope="module")
+def release_rows() -> dict[str, Row]:
+    return {row.rxcui: row for row in build([(RELEASE, "RxNorm fixture")], [], WANTED)}
 
 
-def test_committed_table_parses_with_read_table():
-    table = read_table(TABLE)
-    assert len(table) > 100
-    assert all(CODE_RE.match(code) and names for code, names in table.items())
+@pytest.mark.parametrize("rxcui, tty, ingredients, dose_form", [
+    ("9000001", "IN", ("tizanidine",), ""),
+    ("9000002", "PIN", ("tizanidine",), ""),
+    ("9000003", "BN", ("tizanidine",), "Oral Tablet"),
+    ("9000004", "SCDC", ("tizanidine",), ""),
+    ("9000005", "SCD", ("tizanidine",), "Oral Tablet"),
+    ("9000006", "SBDC", ("tizanidine",), ""),
+    ("9000007", "SBD", ("tizanidine",), "Oral Tablet"),
+    ("9000009", "GPCK", ("tizanidine",), "Oral Tablet"),
+    ("9000012", "SCD", ("ciprofloxacin",), "Ophthalmic Solution"),
+    ("9000022", "PIN", ("oxycodone",), ""),
+    ("9000023", "SCDC", ("oxycodone",), ""),
+    ("9000025", "SCD", ("acetaminophen", "oxycodone"), "Oral Tablet"),
+    ("9000026", "MIN", ("acetaminophen", "oxycodone"), ""),
+], ids=lambda v: v if isinstance(v, str) and v.startswith("9") else None)
+def test_release_rolls_every_term_type_up_to_ingredients(release_rows, rxcui, tty, ingredients, dose_form):
+    row = release_rows[rxcui]
+    assert (row.tty, row.ingredients, row.dose_form) == (tty, ingredients, dose_form)
+    assert row.source == "RxNorm fixture"
 
 
-def test_committed_table_has_provenance_header():
-    comments = [line for line in TABLE.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
-    text = "\n".join(comments)
-    assert "python -m cds_service.knowledge.rxnorm_table" in text
-    assert re.search(r"sha256=[0-9a-f]{64}", text)
-    assert re.search(r"generated: \d{4}-\d{2}-\d{2}", text)
+def test_release_keeps_only_wanted_ingredients_and_rxnorm_atoms(release_rows):
+    assert "9000032" not in release_rows  # lisinopril: no concept names it
+    assert "9000021" not in release_rows  # acetaminophen alone is not wanted; inside the combination it is kept
+    assert release_rows["9000005"].display == "tizanidine 4 MG Oral Tablet"  # the RXNORM atom, not MTHSPL's
+    every = {row.rxcui: row for row in read_release(RELEASE, "x")}
+    assert every["9000005"].ingredients == ("tizanidine",)  # MTHSPL's relationship to lisinopril is ignored
 
 
-def test_committed_table_is_sorted_by_ingredient_then_code():
-    rows = read_rows(TABLE)
-    keys = [("|".join(r.ingredients), int(r.rxcui)) for r in rows]
-    assert keys == sorted(keys)
+def test_release_row_with_too_few_fields_names_file_and_line(tmp_path):
+    (tmp_path / "RXNCONSO.RRF").write_text("1|ENG|\n", encoding="utf-8")
+    (tmp_path / "RXNREL.RRF").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"RXNCONSO.RRF:1: 3 fields"):
+        read_release(tmp_path, "x")
 
 
-def test_every_synthea_extra_code_resolves_to_one_ingredient():
-    table = read_table(TABLE)
-    synthea_rows = [row for row in read_rows(EXTRA) if "synthea" in row.source.lower()]
-    assert synthea_rows
-    for row in synthea_rows:
-        assert table[row.rxcui] == row.ingredients
-        assert len(table[row.rxcui]) == 1
-
-
-@needs_shared
-def test_every_rxnorm_code_in_the_synthea_readme_is_in_the_table():
-    table = read_table(TABLE)
-    codes = re.findall(r"^\| (\d{1,8}) \|", SYNTHEA_README.read_text(encoding="utf-8"), flags=re.MULTILINE)
-    assert codes
-    assert [code for code in codes if len(table.get(code, ())) != 1] == []
-
-
-@pytest.mark.parametrize(
-    "display",
-    [
-        "examplinol 5 MG / sampletide 10 MG Oral Tablet",
-        "examplinol 5 MG / sampletide 10 MG Oral Tablet [Brandname]",
-        "10 ML examplinol 1 MG/ML / sampletide 2 MG/ML Injection",
-    ],
-)
-def test_multi_ingredient_display_yields_two_ingredients(display):
-    assert parse_display(display) == (["examplinol", "sampletide"], True)
-
-
-def test_qualifiers_and_quantities_are_not_ingredients():
-    assert parse_display("Once-Daily examplinol 300 MG Oral Tablet")[0] == ["examplinol"]
-    assert parse_display("NDA000001 200 ACTUAT Examplinol 0.09 MG/ACTUAT Metered Dose Inhaler")[0] == ["examplinol"]
-    assert parse_display("examplinol") == (["examplinol"], False)
-
-
-@pytest.mark.parametrize(
-    "bad_line, message",
-    [
-        ("123\tSCD\texamplinol\texamplinol 5 MG Oral Tablet", "columns"),
-        ("12a\tSCD\texamplinol\texamplinol 5 MG Oral Tablet\tsomewhere", "rxcui"),
-        ("123456789\tSCD\texamplinol\texamplinol 5 MG Oral Tablet\tsomewhere", "rxcui"),
-    ],
-    ids=["wrong-column-count", "non-numeric-code", "code-too-long"],
-)
-def test_bad_line_raises_value_error_with_line_number(tmp_path, bad_line, message):
-    path = tmp_path / "table.tsv"
-    good = "1\tIN\texamplinol\texamplinol\tsomewhere"
-    path.write_text("# comment\n" + "\t".join(HEADER) + f"\n{good}\n{bad_line}\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=rf":4: .*{message}"):
-        read_table(path)
-
-
-def test_wrong_header_raises_value_error_with_line_number(tmp_path):
-    path = tmp_path / "table.tsv"
-    path.write_text("# comment\nrxcui\tingredients\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r":2: header"):
-        read_table(path)
-
-
-def test_same_code_with_different_ingredients_fails_loudly():
-    rows = [Row("1", "SCD", ("examplinol",), "a", "x"), Row("1", "SCD", ("sampletide",), "b", "y")]
+def test_merge_refuses_two_inputs_that_disagree_on_ingredients():
+    one = Row("1", "SCD", ("a",), "Oral Tablet", "a 1 MG Oral Tablet", "x")
+    other = Row("1", "SCD", ("b",), "Oral Tablet", "b 1 MG Oral Tablet", "y")
     with pytest.raises(ValueError, match="rxcui 1"):
-        merge(rows)
+        merge([one, other])
 
 
-def test_same_code_twice_is_merged_with_both_sources():
-    rows = [Row("1", "IN", ("examplinol",), "examplinol", "x"), Row("1", "IN", ("examplinol",), "examplinol", "y")]
-    assert merge(rows) == [Row("1", "IN", ("examplinol",), "examplinol", "x;y")]
+def test_merge_joins_sources_and_fills_in_a_dose_form():
+    one = Row("1", "SCD", ("a",), "", "a 1 MG Oral Tablet", "x")
+    other = Row("1", "SCD", ("a",), "Oral Tablet", "a 1 MG Oral Tablet", "y")
+    (row,) = merge([one, other])
+    assert (row.dose_form, row.source) == ("Oral Tablet", "x;y")
 
 
-@needs_shared
-def test_regenerating_from_shared_facts_gives_the_committed_rows(tmp_path):
-    out = tmp_path / "product-ingredient.tsv"
-    assert main(["--facts", str(FACTS), "--extra", str(EXTRA), "--out", str(out)]) == 0
-    assert data_lines(out) == data_lines(TABLE)
+def test_code_list_with_a_bad_row_names_file_and_line(tmp_path):
+    path = tmp_path / "codes.tsv"
+    path.write_text("\t".join(CODES_HEADER) + "\n" + "12\tSCD\tx\tB\t\tsrc\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"codes.tsv:2: ingredients 'B'"):
+        read_rows(path, CODES_HEADER)
 
 
-@needs_shared
-def test_codes_the_fact_sheet_marks_unverified_are_not_ingredient_rows():
-    text = FACTS.read_text(encoding="utf-8")
-    cells = [cell for line in text.splitlines() if line.startswith("|") for cell in line.split("|")]
-    unverified = set(re.findall(r"\b(\d{1,8})\?", text))
-    unverified |= {code for cell in cells if "UNVERIFIED (recall)" in cell for code in re.findall(r"\b\d{3,8}\b", cell)}
-    assert unverified
-    in_rows = {row.rxcui for row in read_rows(TABLE) if row.tty == "IN"}
-    assert in_rows & unverified == set()
+def test_command_builds_a_table_the_service_reads(tmp_path):
+    concepts = tmp_path / "mappings" / "medications"
+    concepts.mkdir(parents=True)
+    (concepts / "tizanidine.yaml").write_text("id: tizanidine\ningredients: [tizanidine]\n", encoding="utf-8")
+    out = tmp_path / "table.tsv"
+    code = cli(["terminology", "build", "--rxnorm", str(RELEASE), "--release", "RxNorm fixture",
+                "--knowledge-dir", str(tmp_path), "--out", str(out)])
+    assert code == 0
+    rows = {row.rxcui: row for row in read_rows(out)}
+    assert set(rows) == {"9000001", "9000002", "9000003", "9000004", "9000005", "9000006", "9000007", "9000009"}
+    assert "# generator: spasm-cds terminology build --rxnorm" in out.read_text(encoding="utf-8")
+
+
+def test_committed_table_is_rebuilt_byte_for_byte_from_its_inputs(tmp_path, monkeypatch):
+    text = TABLE.read_text(encoding="utf-8")
+    generator = next(line for line in text.splitlines() if line.startswith("# generator: "))
+    argv = shlex.split(generator.removeprefix("# generator: spasm-cds "))
+    out = argv.index("--out")
+    argv[out + 1] = str(tmp_path / "rebuilt.tsv")
+    monkeypatch.chdir(REPO)
+    assert cli(argv) == 0
+    rebuilt = (tmp_path / "rebuilt.tsv").read_text(encoding="utf-8").replace(str(tmp_path / "rebuilt.tsv"),
+                                                                              str(TABLE.relative_to(REPO)))
+    assert rebuilt == text
+
+
+def test_committed_table_header_and_rows_are_valid():
+    rows = read_rows(TABLE, HEADER)
+    assert len(rows) > 200
+    keys = [("|".join(r.ingredients), r.tty, int(r.rxcui)) for r in rows]
+    assert keys == sorted(keys)
