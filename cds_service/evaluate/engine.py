@@ -24,10 +24,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The findings, and the rules that could not decide because data was unknown."""
+    """The findings, the rules that could not decide because data was unknown, and the draft orders the call
+    speaks about whose drug could not be identified (so none of the order checks could be run for them)."""
 
     findings: tuple[Finding, ...]
     silenced: tuple[str, ...]
+    unchecked_drafts: tuple[str, ...] = ()
 
 
 def passes_gate(concepts: tuple[str, ...], conditions: Iterable[ConditionFact]) -> bool:
@@ -73,4 +75,5 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
             missing = next((m.missing for m in bound.values() if m.missing), ())
             drafts = tuple(d for m in bound.values() for d in m.drafts)
             findings.append(Finding(rule, fields, missing, drafts))
-    return Evaluation(tuple(findings), tuple(silenced))
+    unchecked = tuple(d.id for d in facts.drafts if d.selected and not d.identified)
+    return Evaluation(tuple(findings), tuple(silenced), unchecked)

@@ -43,6 +43,9 @@ class DraftOrder:
     ingredients: tuple[str, ...]
     display: str
     selected: bool
+    # False: the draft names its drug by a reference that could not be resolved, so nothing is known of what is
+    # ordered (never read as "no interaction": rules that ask about it are unknown)
+    identified: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,11 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         drafts=drafts)
 
 
-def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology) -> tuple[DraftOrder, ...]:
-    """The draft MedicationRequests of an order hook; order-select marks the selected ones, order-sign all."""
+def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology,
+                   medications: Mapping[str, Mapping[str, Any]] = MappingProxyType({})) -> tuple[DraftOrder, ...]:
+    """The draft MedicationRequests of an order hook; order-select marks the selected ones, order-sign all.
+    `medications` are the Medications gathered for drafts that name their drug by reference (by reference); a
+    draft whose reference is not among them (nor contained), or whose Medication has no code, is unidentified."""
     bundle = context.get("draftOrders")
     if not isinstance(bundle, dict):
         return ()
@@ -126,7 +132,14 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         if not isinstance(r, dict) or r.get("resourceType") != "MedicationRequest":
             continue
         ident = str(r.get("id") or "")
-        concept = _medication_concept(r, {})
+        selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
+        ref = _draft_reference(r)
+        concept = _medication_concept(r, {}) if ref is None or ref.startswith("#") \
+            else _obj(medications.get(ref)).get("code")
+        if ref is not None and not _names_a_drug(concept):
+            log.info("a draft order's medicationReference could not be resolved to a coded Medication; unidentified")
+            drafts.append(DraftOrder(ident, frozenset(), (), "medication", selected, identified=False))
+            continue
         if not isinstance(concept, dict):
             log.info("a draft order has no medication code; not matched")
             continue
@@ -135,9 +148,21 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         if not concepts:
             log.info("a draft order's medication matched no concept")
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
-        selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
         drafts.append(DraftOrder(ident, concepts, ingredients, display or "medication", selected))
     return tuple(drafts)
+
+
+def _draft_reference(r: Mapping[str, Any]) -> str | None:
+    """The reference a draft names its drug by, when it has no medicationCodeableConcept; else None."""
+    if r.get("medicationCodeableConcept") is not None or "medicationReference" not in r:
+        return None
+    return _str(_obj(r.get("medicationReference")).get("reference")) or ""
+
+
+def _names_a_drug(concept: Any) -> bool:
+    """Whether a medication CodeableConcept carries a code or a text to look the drug up by."""
+    return isinstance(concept, dict) and (bool(_str(concept.get("text")))
+                                          or any(_str(c.get("code")) for c in _codings(concept)))
 
 
 def _medication_concept(r: Mapping[str, Any], medications_by_id: Mapping[str, Any]) -> Any:
