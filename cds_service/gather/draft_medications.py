@@ -14,7 +14,7 @@ def draft_references(context: Mapping[str, Any]) -> list[str]:
     """The distinct medicationReference values of the draft MedicationRequests, contained (#id) ones left out."""
     refs: dict[str, None] = {}
     for _, resource in _entries(context.get("draftOrders")):
-        if resource.get("resourceType") != "MedicationRequest" or "medicationCodeableConcept" in resource:
+        if resource.get("resourceType") != "MedicationRequest" or resource.get("medicationCodeableConcept") is not None:
             continue
         reference = resource.get("medicationReference")
         ref = reference.get("reference") if isinstance(reference, dict) else None

@@ -126,3 +126,17 @@ def test_an_unidentified_draft_is_selected_only_when_order_select_selected_it(k)
 def test_a_draft_with_no_medication_at_all_is_no_draft_order(k):
     # as the CDS Hooks Sandbox sends it: nothing has been ordered yet, so there is nothing to check or report
     assert drafts_of(k, context({"resource": draft()})) == ()
+
+
+@pytest.mark.parametrize("junk", [
+    {"medicationReference": 5}, {"medicationReference": {"reference": 5}}, {"medicationReference": {"reference": []}},
+    {"medicationReference": {"reference": "#x"}, "contained": 5}, {"medicationReference": {"reference": "#x"},
+                                                                   "contained": [5, {"resourceType": "Medication"}]},
+    {"medicationReference": {"reference": "Medication/x"}, "medicationCodeableConcept": None},
+], ids=lambda j: str(j)[:40])
+def test_junk_in_a_drafts_reference_leaves_it_unidentified_or_unmatched_without_failing(k, junk):
+    ctx = context({"resource": draft(**junk)}, {"fullUrl": 5, "resource": {"resourceType": "Medication", "id": 7}},
+                  {"fullUrl": "Medication/x", "resource": {"resourceType": "Medication", "code": 5}})
+    refs = draft_references(ctx)
+    found = found_in_request(refs, ctx, [{"resourceType": "Medication", "id": ["x"]}])
+    assert all(not order.identified for order in drafts_of(k, ctx, found))
