@@ -24,8 +24,9 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The findings, the rules that could not decide because data was unknown, and the draft orders the call
-    speaks about whose drug could not be identified (so none of the order checks could be run for them)."""
+    """The findings, the rules that could not decide because data was unknown, and the draft orders whose drug
+    could not be identified: those the call speaks about (no order check could be run for them), and any other
+    when a rule could not decide."""
 
     findings: tuple[Finding, ...]
     silenced: tuple[str, ...]
@@ -75,5 +76,6 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
             missing = next((m.missing for m in bound.values() if m.missing), ())
             drafts = tuple(d for m in bound.values() for d in m.drafts)
             findings.append(Finding(rule, fields, missing, drafts))
-    unchecked = tuple(d.id for d in facts.drafts if d.selected and not d.identified)
+    # a draft not selected is reported too when rules could not decide: its unknown drug may be why
+    unchecked = tuple(d.id for d in facts.drafts if not d.identified and (d.selected or silenced))
     return Evaluation(tuple(findings), tuple(silenced), unchecked)
