@@ -1,6 +1,7 @@
 """STEP 4: get the chart data a service needs, from prefetch or from the EHR's FHIR server.
 
-gather_resources returns the resources per data kind and which kinds are unknown (could not be had)."""
+gather_resources returns the resources per data kind, which kinds are unknown (could not be had), and the Medications
+that draft orders name by reference (found in the request, or read from the server alongside the searches)."""
 from __future__ import annotations
 
 import logging
