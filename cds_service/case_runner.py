@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import ServiceError
 from .knowledge.model import Case, Knowledge, Service
@@ -18,6 +18,7 @@ from .settings import Settings
 _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_UNRESOLVABLE = "spasm-cds-case-nowhere"  # the id of a Medication no case creates, here or on a FHIR server
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
         else:
             resource["medicationCodeableConcept"] = concept
         out["medication-requests" if kind == "MedicationRequest" else "medication-statements"].append(resource)
+    for i, draft in enumerate(chart.get("draft_orders") or ()):
+        if draft.get("reference") == "server":
+            # the EHR's own record: fetch mode loads it into the FHIR server; prefetch mode sends it with the
+            # medication orders, as _include would (no case has a FHIR server in prefetch mode)
+            out["medication-requests"].append(_draft_medication(knowledge, draft, i))
     for i, cond in enumerate(chart.get("conditions") or ()):
         system = "icd10cm" if "icd10cm" in cond else "snomed"
         resource = {"resourceType": "Condition", "id": f"cond-{i}", "subject": subject,
@@ -117,38 +123,65 @@ def _route(route: dict[str, Any], systems: dict[str, str]) -> dict[str, Any]:
     return concept
 
 
-def draft_context(knowledge: Knowledge, case: Case, patient_id: str) -> dict[str, Any]:
-    """draftOrders (and, for order-select, selections) for the case's draft_orders."""
-    rxnorm = knowledge.systems["rxnorm"][0]
-    entries, selections = [], []
+def draft_context(knowledge: Knowledge, case: Case, patient_id: str,
+                  placed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """draftOrders (and, for order-select, selections) for the case's draft_orders. A draft with `reference`
+    names its drug by medicationReference to a Medication: an entry of the draftOrders Bundle (by its urn:uuid
+    fullUrl), contained in the draft (#id), the EHR's record (Medication/<id>; `placed` maps the case's ids to
+    where a FHIR server put them), or a Medication that exists nowhere (unresolvable)."""
+    entries, medications, selections = [], [], []
+    placed = placed or {}
+    systems = {k: v[0] for k, v in knowledge.systems.items()}
     for i, draft in enumerate(case.chart.get("draft_orders") or ()):
         resource: dict[str, Any] = {"resourceType": "MedicationRequest", "id": f"draft-{i}", "status": "draft",
                                     "intent": "order", "subject": {"reference": f"Patient/{patient_id}"}}
-        if draft.get("coded", True):
-            concept: dict[str, Any] = {}
-            if "rxnorm" in draft:
-                concept["coding"] = [{"system": rxnorm, "code": str(draft["rxnorm"])}]
-            if "text" in draft:
-                concept["text"] = draft["text"]
-            resource["medicationCodeableConcept"] = concept
+        how = draft.get("reference")
+        medication = _draft_medication(knowledge, draft, i)
+        if how == "bundle":
+            full_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'spasm-cds:{case.rule}:{case.name}:{i}')}"
+            medications.append({"fullUrl": full_url, "resource": medication})
+            resource["medicationReference"] = {"reference": full_url}
+        elif how == "contained":
+            resource["contained"] = [{**medication, "id": "medication"}]
+            resource["medicationReference"] = {"reference": "#medication"}
+        elif how == "server":
+            ref = f"Medication/{medication['id']}"
+            resource["medicationReference"] = {"reference": placed.get(ref, ref)}
+        elif how == "unresolvable":
+            resource["medicationReference"] = {"reference": f"Medication/{_UNRESOLVABLE}-{i}"}
+        elif draft.get("coded", True):
+            resource["medicationCodeableConcept"] = medication["code"]
         if "route" in draft:
-            resource["dosageInstruction"] = [{"route": _route(draft["route"], {k: v[0] for k, v in knowledge.systems.items()})}]
+            resource["dosageInstruction"] = [{"route": _route(draft["route"], systems)}]
         entries.append({"resource": resource})
         if draft.get("selected", True):
             selections.append(f"MedicationRequest/draft-{i}")
-    context: dict[str, Any] = {"draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": entries}}
+    context: dict[str, Any] = {"draftOrders": {"resourceType": "Bundle", "type": "collection",
+                                               "entry": entries + medications}}
     if case.hook == "order-select":
         context["selections"] = selections
     return context
 
 
+def _draft_medication(knowledge: Knowledge, draft: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """The Medication of a case's draft order: its RxNorm code and/or text."""
+    concept: dict[str, Any] = {}
+    if "rxnorm" in draft:
+        concept["coding"] = [{"system": knowledge.systems["rxnorm"][0], "code": str(draft["rxnorm"])}]
+    if "text" in draft:
+        concept["text"] = draft["text"]
+    return {"resourceType": "Medication", "id": f"draft-medication-{i}", "code": concept}
+
+
 def build_request(knowledge: Knowledge, case: Case, service: Service, today: date, patient_id: str = "case-patient",
-                  mode: str = "prefetch", fhir_server: str | None = None) -> dict[str, Any]:
-    """A CDS Hooks request body for the case: data in prefetch, or (fetch mode) left to the FHIR server."""
+                  mode: str = "prefetch", fhir_server: str | None = None,
+                  placed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A CDS Hooks request body for the case: data in prefetch, or (fetch mode) left to the FHIR server, which
+    holds the case's resources under the ids `placed` maps them to (case Type/id -> server Type/id)."""
     body: dict[str, Any] = {"hook": case.hook, "hookInstance": str(uuid.uuid4()),
                             "context": {"userId": "Practitioner/case-user", "patientId": patient_id}}
     if case.hook in ("order-select", "order-sign"):
-        body["context"].update(draft_context(knowledge, case, patient_id))
+        body["context"].update(draft_context(knowledge, case, patient_id, placed))
     if fhir_server:
         body["fhirServer"] = fhir_server
     unavailable = set(case.chart.get("unavailable") or ())
@@ -174,7 +207,11 @@ def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseRes
     mine = [c for c in cards if case.rule in (c.get("extension") or {}).get(EXTENSION_KEY, {}).get("rules", ())]
     card = mine[0] if mine else None
     problem = None
-    if case.expect == "no-card" and mine:
+    notice = any("missingData" in (c.get("extension") or {}).get(EXTENSION_KEY, {}) for c in cards)
+    if case.notice is not None and notice != case.notice:
+        problem = "expected the notice that data was missing or an order was not checked, got none" if case.notice \
+            else "expected no notice that data was missing, got one"
+    elif case.expect == "no-card" and mine:
         problem = f"expected no card, got: {mine[0]['summary']!r}"
     elif case.expect == "card":
         problem = _card_problem(knowledge, case, card)

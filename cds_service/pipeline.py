@@ -37,7 +37,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}
-    drafts = extract_drafts(call.context, call.hook, knowledge.terminology)
+    drafts = extract_drafts(call.context, call.hook, knowledge.terminology, gathered.draft_medications)
     facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts, conditions)
     record_identity(facts.identity)
     if observe is not None:

@@ -39,6 +39,8 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bou
     candidates = list(facts.medications)
     if c.with_drafts:
         candidates += [MedicationUse(d.concepts, d.ingredients, d.display, facts.today) for d in facts.drafts]
+    # a draft whose drug is unidentified may be any drug: a rule that asks about drafts cannot say "none"
+    unidentified = c.with_drafts and any(not d.identified for d in facts.drafts)
     for med in candidates:
         hit = wanted & med.concepts
         if not hit or (avoid and avoid & set(med.ingredients)):
@@ -55,14 +57,14 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bou
         name = ", ".join(matched) or med.display
         return Match(True, {"name": name, "label": concept.label, "evidence": f"{name} ({concept.label})"},
                      ingredients=med.ingredients)
-    return UNKNOWN if undated or facts.unknown & set(MEDICATION_DATA) else NO
+    return UNKNOWN if undated or unidentified or facts.unknown & set(MEDICATION_DATA) else NO
 
 
 def draft_order(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     wanted = set(c.concepts)
     hits = [d for d in facts.drafts if d.selected and wanted & d.concepts]
     if not hits:
-        return NO
+        return UNKNOWN if any(d.selected and not d.identified for d in facts.drafts) else NO
     first = hits[0]
     concept = terms.concept(sorted(wanted & first.concepts)[0])
     label = concept.label

@@ -24,10 +24,13 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The findings, and the rules that could not decide because data was unknown."""
+    """The findings, the rules that could not decide because data was unknown, and the draft orders whose drug
+    could not be identified: those the call speaks about (no order check could be run for them), and any other
+    when a rule could not decide."""
 
     findings: tuple[Finding, ...]
     silenced: tuple[str, ...]
+    unchecked_drafts: tuple[str, ...] = ()
 
 
 def passes_gate(concepts: tuple[str, ...], conditions: Iterable[ConditionFact]) -> bool:
@@ -73,4 +76,6 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
             missing = next((m.missing for m in bound.values() if m.missing), ())
             drafts = tuple(d for m in bound.values() for d in m.drafts)
             findings.append(Finding(rule, fields, missing, drafts))
-    return Evaluation(tuple(findings), tuple(silenced))
+    # a draft not selected is reported too when rules could not decide: its unknown drug may be why
+    unchecked = tuple(d.id for d in facts.drafts if not d.identified and (d.selected or silenced))
+    return Evaluation(tuple(findings), tuple(silenced), unchecked)

@@ -1,12 +1,14 @@
 """STEP 4: get the chart data a service needs, from prefetch or from the EHR's FHIR server.
 
-gather_resources returns the resources per data kind and which kinds are unknown (could not be had)."""
+gather_resources returns the resources per data kind, which kinds are unknown (could not be had), and the Medications
+that draft orders name by reference (found in the request, or read from the server alongside the searches)."""
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ from ..hook_request import HookCall
 from ..knowledge.model import DataQuery, Service
 from ..settings import Settings
 from ..telemetry import FHIR_ERRORS
+from .draft_medications import draft_references, found_in_request, readable
 from .fhir_client import FhirClient
 from .prefetch import PrefetchState, classify, render_template
 
@@ -29,6 +32,9 @@ class Gathered:
     resources: Mapping[str, list[dict[str, Any]]]
     unknown: frozenset[str]
     fetched: int  # FHIR queries made by the service itself
+    # the Medications that draft orders name by reference, by reference as written; a reference missing here
+    # could not be resolved (not in the request, no server, not found, not allowed, or past the time budget)
+    draft_medications: Mapping[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def gather_resources(call: HookCall, service: Service, settings: Settings,
@@ -57,13 +63,18 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
             _unavailable(query, service, state, unknown)
             continue
         to_fetch.append((query, url))
+    references = draft_references(call.context)
+    draft_medications = found_in_request(references, call.context, (r for rs in resources.values() for r in rs))
+    to_read = [ref for ref in references if ref not in draft_medications and readable(ref)] if client else []
     fetched = 0
-    if to_fetch:
+    if to_fetch or to_read:
         own_pool = pool is None
         pool = pool or ThreadPoolExecutor(max_workers=settings.fhir_max_parallel)
         try:
             futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
-            wait([f for _, f in futures], timeout=max(0.0, deadline - time.monotonic()))
+            # the drafts' Medications are read alongside the searches: the references are known from the start
+            reads = [(ref, pool.submit(client.read, ref)) for ref in to_read[:_MAX_REFERENCE_READS]]
+            wait([f for _, f in futures + reads], timeout=max(0.0, deadline - time.monotonic()))
             for query, future in futures:
                 if not future.done():
                     future.cancel()
@@ -81,11 +92,16 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                     _unavailable(query, service, PrefetchState.FAILED, unknown)
                     continue
                 resources.setdefault(query.kind, []).extend(result)
-            fetched += _resolve_medication_references(resources, client, pool, deadline)
+            drafts_read = _medications_read(reads, "a draft order's Medication")
+            draft_medications.update(drafts_read)
+            fetched += len(drafts_read)
+            if to_fetch:
+                fetched += _resolve_medication_references(resources, client, pool, deadline)
         finally:
             if own_pool:
                 pool.shutdown(wait=False, cancel_futures=True)
-    return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched)
+    return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched,
+                    draft_medications=MappingProxyType(draft_medications))
 
 
 def _client_for(call: HookCall, settings: Settings, deadline: float) -> FhirClient | None:
@@ -135,19 +151,28 @@ def _resolve_medication_references(resources: dict[str, list[dict]], client: Fhi
     if not wanted:
         return 0
     refs = sorted(wanted)[:_MAX_REFERENCE_READS]
-    futures = [pool.submit(client.read, ref) for ref in refs]
-    wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-    read = 0
-    for future in futures:
+    futures = [(ref, pool.submit(client.read, ref)) for ref in refs]
+    wait([f for _, f in futures], timeout=max(0.0, deadline - time.monotonic()))
+    read = _medications_read(futures, "a referenced Medication")
+    resources.setdefault("medication-requests", []).extend(read.values())
+    return len(read)
+
+
+def _medications_read(futures: list[tuple[str, Future]], what: str) -> dict[str, dict[str, Any]]:
+    """Reference -> Medication of each read that finished in time with a Medication; the others are logged."""
+    read: dict[str, dict[str, Any]] = {}
+    for ref, future in futures:
         if not future.done():
             future.cancel()
-            log.warning("a referenced Medication was not read within the time budget")
+            log.warning("%s was not read within the time budget", what)
             continue
         try:
-            medication = future.result()
+            resource = future.result()
         except FhirError as exc:
-            log.warning("could not read a referenced Medication: %s", exc)
+            log.warning("could not read %s: %s", what, exc)
             continue
-        read += 1
-        resources.setdefault("medication-requests", []).append(medication)
+        if resource.get("resourceType") != "Medication":
+            log.warning("reading %s returned a %s", what, str(resource.get("resourceType"))[:40])
+            continue
+        read[ref] = resource
     return read

@@ -44,6 +44,9 @@ class DraftOrder:
     ingredients: tuple[str, ...]
     display: str
     selected: bool
+    # False: the draft names its drug by a reference that could not be resolved, so nothing is known of what is
+    # ordered (never read as "no interaction": rules that ask about it are unknown)
+    identified: bool = True
     route: str | None = None
 
 
@@ -128,8 +131,11 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         identity=IdentityCounts(tuple(counts["unrecognised"]), len(counts["by_name"])))
 
 
-def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology) -> tuple[DraftOrder, ...]:
-    """The draft MedicationRequests of an order hook; order-select marks the selected ones, order-sign all."""
+def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology,
+                   medications: Mapping[str, Mapping[str, Any]] = MappingProxyType({})) -> tuple[DraftOrder, ...]:
+    """The draft MedicationRequests of an order hook; order-select marks the selected ones, order-sign all.
+    `medications` are the Medications gathered for drafts that name their drug by reference (by reference); a
+    draft whose reference is not among them (nor contained), or whose Medication has no code, is unidentified."""
     bundle = context.get("draftOrders")
     if not isinstance(bundle, dict):
         return ()
@@ -140,20 +146,39 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         if not isinstance(r, dict) or r.get("resourceType") != "MedicationRequest":
             continue
         ident = str(r.get("id") or "")
-        concept = _medication_concept(r, {})
+        selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
+        ref = _draft_reference(r)
+        medication = _medication_resource(r, {}) if ref is None or ref.startswith("#") else medications.get(ref)
+        concept = _medication_concept(r, {}) if ref is None or ref.startswith("#") else _obj(medication).get("code")
+        if ref is not None and not _names_a_drug(concept):
+            log.info("a draft order's medicationReference could not be resolved to a coded Medication; unidentified")
+            drafts.append(DraftOrder(ident, frozenset(), (), "medication", selected, identified=False))
+            continue
         if not isinstance(concept, dict):
             log.info("a draft order has no medication code; not matched")
             continue
         codings = _codings(concept)
         found = terminology.identify(codings, _str(concept.get("text")), route=_route(r),
-                                     form=_obj(_medication_resource(r, {})).get("form"))
+                                     form=_obj(medication).get("form"))
         if not found.concepts:
             log.info("a draft order's medication matched no concept")
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
-        selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
         drafts.append(DraftOrder(ident, found.concepts, found.ingredients, display or "medication", selected,
-                                 found.route))
+                                 route=found.route))
     return tuple(drafts)
+
+
+def _draft_reference(r: Mapping[str, Any]) -> str | None:
+    """The reference a draft names its drug by, when it has no medicationCodeableConcept; else None."""
+    if r.get("medicationCodeableConcept") is not None or "medicationReference" not in r:
+        return None
+    return _str(_obj(r.get("medicationReference")).get("reference")) or ""
+
+
+def _names_a_drug(concept: Any) -> bool:
+    """Whether a medication CodeableConcept carries a code or a text to look the drug up by."""
+    return isinstance(concept, dict) and (bool(_str(concept.get("text")))
+                                          or any(_str(c.get("code")) for c in _codings(concept)))
 
 
 def _medication_concept(r: Mapping[str, Any], medications_by_id: Mapping[str, Any]) -> Any:

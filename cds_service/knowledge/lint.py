@@ -35,6 +35,7 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
     problems += _check_cases(raw["cases"], rules, cases)
     problems += _check_services(raw["services"], rules, concepts)
     problems += _check_site_options(raw["services"], rules)
+    problems += _check_notice(raw["services"].get("missing_data_card"), raw["policy"])
     return problems
 
 
@@ -266,6 +267,35 @@ def _check_site_options(doc, rules: dict[str, Rule]) -> list[str]:
         if skip and (s["hook"] != "order-sign" or hooks.get(skip["service"]) != "order-select"):
             problems.append(f"{where}: services[{i}].skip_cards_shown_at: only an order-sign service can skip the "
                             "cards of an order-select service named in services")
+    return problems
+
+
+_NOTICE_FIELDS = {"missing.data", "missing.count", "missing.orders"}
+
+
+def _check_notice(template: dict | None, policy: dict) -> list[str]:
+    """The missing-data notice is card text too: known placeholders only, nothing policy forbids, and the summary
+    of an unchecked order fits (it is filled with a count only, so its length is known here)."""
+    if not template:
+        return []
+    problems: list[str] = []
+    forbidden = [(re.compile(f["pattern"], re.IGNORECASE), f["why"]) for f in policy["forbidden"]]
+    orders = template.get("unidentified_orders") or {}
+    texts = {"summary": template.get("summary", ""), "detail": template.get("detail", ""),
+             **{f"unidentified_orders.{k}": v for k, v in orders.items()}}
+    for field, text in texts.items():
+        where = f"cards/services.yaml: missing_data_card.{field}"
+        for m in PLACEHOLDER.finditer(text):
+            if f"{m.group(1)}.{m.group(2)}" not in _NOTICE_FIELDS:
+                problems.append(f"{where}: unknown placeholder {m.group(0)}; the notice offers "
+                                f"{', '.join(sorted(_NOTICE_FIELDS))}")
+        for pattern, why in forbidden:
+            if pattern.search(text):
+                problems.append(f"{where}: says {pattern.pattern!r}, which policy forbids: {why}")
+    summary = PLACEHOLDER.sub("99", orders.get("summary", ""))
+    if len(summary) > policy.get("max_summary_chars", 140):
+        problems.append(f"cards/services.yaml: missing_data_card.unidentified_orders.summary: {len(summary)} "
+                        f"characters once filled in; at most {policy.get('max_summary_chars', 140)}")
     return problems
 
 

@@ -252,7 +252,8 @@ def _build_cases(entries, rules) -> list[Case]:
             cases.append(Case(rule=doc["rule"], name=c["name"], expect=c["expect"], hook=hook,
                               chart=MappingProxyType(chart),
                               summary_contains=tuple(c.get("summary_contains", ())),
-                              suggestions=tuple(c["suggestions"]) if "suggestions" in c else None))
+                              suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
+                              notice=c.get("notice")))
     return cases
 
 

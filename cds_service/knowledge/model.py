@@ -126,6 +126,7 @@ class Case:
     chart: Mapping[str, Any]
     summary_contains: tuple[str, ...] = ()
     suggestions: tuple[str, ...] | None = None
+    notice: bool | None = None  # whether the notice of missing data (or of an order not checked) must be given
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
                  missing_data: tuple[str, ...] = (), base_url: str = "",
                  override_reasons: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
-    when unknown data silenced rules."""
+    when unknown data silenced rules or the drug of a draft order the call speaks about could not be identified."""
     reasons = knowledge.override_reasons if override_reasons is None else override_reasons
     groups: dict[str, list[Finding]] = {}
     cards = []
@@ -44,8 +44,9 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
     cards.sort(key=lambda c: _ORDER[c["indicator"]])
-    if evaluation.silenced and missing_data and knowledge.missing_data_card:
-        cards.append(_missing_data_card(knowledge, hook_instance, missing_data, len(evaluation.silenced)))
+    if knowledge.missing_data_card and (evaluation.unchecked_drafts or (evaluation.silenced and missing_data)):
+        cards.append(_missing_data_card(knowledge, hook_instance, missing_data if evaluation.silenced else (),
+                                        len(evaluation.silenced), evaluation.unchecked_drafts))
     return cards
 
 
@@ -144,18 +145,27 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
         card["selectionBehavior"] = "at-most-one" if removals and not wanted else "any"
 
 
-def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...],
-                       skipped: int) -> dict[str, Any]:
+def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...], skipped: int,
+                       unchecked_drafts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The notice: which data could not be retrieved, or (first, being about the order itself) which draft orders
+    could not be checked because their drug could not be identified."""
     template = knowledge.missing_data_card
     labels = ", ".join(template["labels"].get(k, k) for k in kinds)
-    fields = {"missing.data": labels, "missing.count": str(skipped)}
+    fields = {"missing.data": labels, "missing.count": str(skipped), "missing.orders": str(len(unchecked_drafts))}
+    summary, detail = template["summary"], template["detail"]
+    extension: dict[str, Any] = {"missingData": list(kinds)}
+    if unchecked_drafts:
+        orders = template["unidentified_orders"]
+        summary = orders["summary"]
+        detail = f"{orders['detail']}\n\n{detail}" if kinds else orders["detail"]
+        extension = {"missingData": [*kinds, "draft-orders"], "uncheckedOrders": list(unchecked_drafts)}
     return {
         "uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|missing-data")),
-        "summary": _clip(fill(template["summary"], fields), knowledge.max_summary_chars),
+        "summary": _clip(fill(summary, fields), knowledge.max_summary_chars),
         "indicator": "info",
-        "detail": fill(template["detail"], fields),
+        "detail": fill(detail, fields),
         "source": {"label": "spasm-cds"},
-        "extension": {EXTENSION_KEY: {"missingData": list(kinds)}},
+        "extension": {EXTENSION_KEY: extension},
     }
 
 

@@ -46,6 +46,14 @@ def transaction_for(resources: dict[str, list[dict]]) -> dict:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
+def load_case(fhir_server, resources: dict[str, list[dict]]) -> dict[str, str]:
+    """Load the case's resources into the FHIR server; map each case `Type/id` to the `Type/id` it was given."""
+    bundle = transaction_for(resources)
+    ids = fhir_server.load_transaction(bundle)
+    ours = [f"{r['resourceType']}/{r['id']}" for kind_resources in resources.values() for r in kind_resources]
+    return {ref: ids[entry["fullUrl"]] for ref, entry in zip(ours, bundle["entry"])}
+
+
 @pytest.mark.parametrize("case", _KNOWLEDGE.cases, ids=lambda c: f"{c.rule}::{c.name}")
 def test_case_prefetch_mode_over_http(case, service_server, today):
     service = service_for(_KNOWLEDGE, case)
@@ -71,10 +79,10 @@ def test_case_fetch_mode_over_http(case, service_server, fhir_server, today):
         assert status == 200, response
         assert judge(_KNOWLEDGE, case, response).problem is None
         return
-    ids = fhir_server.load_transaction(transaction_for(resources))
-    patient_id = next(v for v in ids.values() if v.startswith("Patient/")).split("/", 1)[1]
+    placed = load_case(fhir_server, resources)
+    patient_id = placed["Patient/case-patient"].split("/", 1)[1]
     body = build_request(_KNOWLEDGE, case, service, today, patient_id=patient_id, mode="fetch",
-                         fhir_server=fhir_server.base_url)
+                         fhir_server=fhir_server.base_url, placed=placed)
     status, response = post(f"{service_server.url}/cds-services/{service.id}", body)
     assert status == 200, response
     result = judge(_KNOWLEDGE, case, response)

@@ -156,6 +156,21 @@ def patient_view_skips_cards_of_order_select(root):
         skip_cards_shown_at={"service": "example-service", "within_minutes": 60}))
 
 
+def notice_says_a_forbidden_phrase(root):
+    edit(root, SERVICES, lambda d: d["missing_data_card"]["unidentified_orders"].update(
+        detail="The order was not checked; try snake oil."))
+
+
+def notice_has_an_unknown_placeholder(root):
+    edit(root, SERVICES, lambda d: d["missing_data_card"]["unidentified_orders"].update(
+        summary="Not checked: {draft.name}"))
+
+
+def notice_summary_too_long(root):
+    edit(root, SERVICES, lambda d: d["missing_data_card"]["unidentified_orders"].update(
+        summary="Not checked: {missing.orders} " + "very " * 30 + "long"))
+
+
 BROKEN = [
     (rule_id_differs_from_file_name,
      f"{RULE}: id: 'examplinol-renamed' must equal the file name 'examplinol-low-examplium'"),
@@ -207,6 +222,14 @@ BROKEN = [
     (patient_view_skips_cards_of_order_select,
      f"{SERVICES}: services[0].skip_cards_shown_at: only an order-sign service can skip the cards of an "
      "order-select service named in services"),
+    (notice_says_a_forbidden_phrase,
+     f"{SERVICES}: missing_data_card.unidentified_orders.detail: says 'snake oil', which policy forbids: "
+     "test fixture policy"),
+    (notice_has_an_unknown_placeholder,
+     f"{SERVICES}: missing_data_card.unidentified_orders.summary: unknown placeholder {{draft.name}}; the notice "
+     "offers missing.count, missing.data, missing.orders"),
+    (notice_summary_too_long,
+     f"{SERVICES}: missing_data_card.unidentified_orders.summary: 170 characters once filled in; at most 140"),
 ]
 
 
