@@ -243,7 +243,7 @@ def identity_failures(knowledge) -> list[str]:
 
 def _lint(args: argparse.Namespace) -> int:
     from .case_runner import run_case
-    from .knowledge.lint import card_texts, copied_runs, unused_sources
+    from .knowledge.lint import card_texts, copied_runs, uncoded_ingredients, unused_sources
     from .knowledge.loader import load_knowledge
 
     root = args.knowledge_dir or Settings.from_env().knowledge_dir
@@ -263,6 +263,8 @@ def _lint(args: argparse.Namespace) -> int:
         failures += copied_runs(card_texts(knowledge), seed_texts)
     for sid in unused_sources(knowledge.rules, knowledge.concepts, knowledge.sources):
         print(f"warning: cards/sources.yaml: {sid!r} is cited by no rule or concept")
+    for warning in uncoded_ingredients(knowledge.concepts, knowledge.product_ingredients):
+        print(f"warning: {warning}")
     if failures:
         print("\n".join(failures), file=sys.stderr)
         return 1

@@ -162,8 +162,11 @@ class Terminology:
                 if len(key) < _MIN_BRAND_CHARS or (key in phrases and key not in brand_routes):
                     continue  # too short to be safe, or also an ingredient's name
                 phrases[key] |= set(row.ingredients)
-                brand_routes[key].add(self.routes.in_words(row.dose_form) if row.dose_form else None)
-        # a brand tells the route only when every product of it is given the same way
+                if row.dose_form:  # a brand-name row has no dose form of its own; its products do
+                    brand_routes[key].add(self.routes.in_words(row.dose_form))
+                else:
+                    brand_routes.setdefault(key, set())
+        # a brand tells the route only when every product of it is given the same known way
         self._brand_routes = {k: next(iter(v)) if len(v) == 1 else None for k, v in brand_routes.items()}
         self._phrases = {k: frozenset(v) for k, v in phrases.items()}
         # longest first, so that a combination or salt name wins over its parts
