@@ -227,7 +227,7 @@ class Terminology:
 
     def _counts(self, concept: Concept, route: str | None, ingredients: set[str]) -> bool:
         if concept.except_with and ingredients & set(concept.except_with):
-            return False  # e.g. a potassium salt inside an IV fluid or a bowel preparation
+            return False  # the concept says a product also holding one of these is something else
         if route is None:
             return True
         return route in (concept.routes or self.routes.systemic)
@@ -292,8 +292,8 @@ class Terminology:
 
 
 def normalise_words(text: str) -> str:
-    """Lower case, every run of characters other than letters and digits read as one space (so "oxyCODONE-
-    acetaminophen", "oxycodone/APAP" and "oxycodone, acetaminophen" all name oxycodone)."""
+    """Lower case, every run of characters other than letters and digits read as one space, so that Tall Man
+    lettering and the "-", "/" and "," that join a combination's parts all read as plain words."""
     return " ".join(_NON_WORD.split(text.lower())).strip()
 
 

