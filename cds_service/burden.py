@@ -2,7 +2,8 @@
 
 Patients, patients with any card, cards per patient (median, 90th percentile, max), cards by indicator, and
 findings by rule: a grouped card counts once for each rule on it, so the rule counts can exceed the card count.
-Missing-data cards ("checks incomplete") are counted apart, as they belong to no rule."""
+Missing-data cards ("checks incomplete") are counted apart, as they belong to no rule. Lab results whose unit
+could not be read are counted by lab and unit string (a local report: unit strings are not PHI)."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .gather.facts import PatientFacts
 from .render.cards import EXTENSION_KEY
 
 MISSING_DATA = "missingData"
@@ -26,6 +28,7 @@ class BurdenReport:
     by_indicator: Counter[str] = field(default_factory=Counter)
     missing_data_cards: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # file -> why it could not be evaluated
+    unread_units: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lab, unit as sent) -> patients
 
     def add(self, response: Mapping[str, Any]) -> None:
         """Count one patient's response."""
@@ -37,6 +40,10 @@ class BurdenReport:
             if MISSING_DATA in ours:
                 self.missing_data_cards += 1
             self.by_rule.update(ours.get("rules") or ())
+
+    def observe(self, facts: PatientFacts) -> None:
+        """Count one patient's labs whose newest result is in a unit that could not be read."""
+        self.unread_units.update((u.concept, u.unit or "(no unit)") for u in facts.unread_labs.values())
 
     def fail(self, name: str, why: str) -> None:
         """Note a file that gave no response."""
@@ -54,6 +61,8 @@ class BurdenReport:
             "cards_by_indicator": dict(sorted(self.by_indicator.items())),
             "findings_by_rule": dict(sorted(self.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))),
             "missing_data_cards": self.missing_data_cards,
+            "unread_lab_units": [{"lab": lab, "unit": unit, "patients": n} for (lab, unit), n in
+                                 sorted(self.unread_units.items(), key=lambda kv: (-kv[1], kv[0]))],
             "failed_files": dict(sorted(self.failures.items())),
         }
 

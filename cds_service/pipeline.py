@@ -6,17 +6,17 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .evaluate.engine import evaluate, passes_gate
 from .gather import gather_resources
-from .gather.facts import condition_facts, extract_drafts, extract_facts
+from .gather.facts import PatientFacts, condition_facts, extract_drafts, extract_facts
 from .hook_request import parse_hook_request
 from .knowledge.model import Knowledge, Service
 from .render.cards import EXTENSION_KEY, render_cards
 from .screen import screen
 from .settings import Settings
-from .telemetry import record_cards
+from .telemetry import record_cards, record_unread_labs
 
 if TYPE_CHECKING:  # SQL libraries load with create_app, not with the tools that only evaluate
     from .state.suppression import CardMemory
@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 def respond(body: Any, service: Service, knowledge: Knowledge, settings: Settings, today: date,
             pool: ThreadPoolExecutor | None = None, base_url: str = "",
-            memory: CardMemory | None = None) -> dict[str, Any]:
+            memory: CardMemory | None = None,
+            observe: Callable[[PatientFacts], None] | None = None) -> dict[str, Any]:
     """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412).
-    With a card memory, snoozed and repeated cards are held back and the cards returned are recorded."""
+    With a card memory, snoozed and repeated cards are held back and the cards returned are recorded; `observe`
+    sees the patient's facts (the evaluate report counts unread lab units with it)."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
     conditions = condition_facts(gathered.resources, knowledge.terminology)
@@ -37,6 +39,9 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
         return {"cards": []}
     drafts = extract_drafts(call.context, call.hook, knowledge.terminology)
     facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts, conditions)
+    record_unread_labs(facts.unread_labs)
+    if observe is not None:
+        observe(facts)
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
     screening = screen(evaluation, call, service, knowledge, settings, memory)
     cards = render_cards(screening.evaluation, knowledge, call.hook_instance, call.patient_id,

@@ -60,6 +60,9 @@ SILENCED = Counter("spasm_cds_rules_silenced_total", "Rules that could not decid
 FHIR_LATENCY = Histogram("spasm_cds_fhir_request_seconds", "Time of one call to the EHR's FHIR server",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 FHIR_ERRORS = Counter("spasm_cds_fhir_errors_total", "Failed calls to the EHR's FHIR server, by reason", ["reason"])
+UNREAD_LAB_UNITS = Counter("spasm_cds_lab_units_unread_total",
+                           "Newest lab results holding a number in a unit that is missing or cannot be converted, "
+                           "by lab concept (never by unit or value)", ["lab"])
 JWT_FAILURES = Counter("spasm_cds_jwt_failures_total", "Refused JWTs, by reason", ["reason"])
 
 
@@ -85,3 +88,9 @@ def record_cards(cards: Iterable[dict[str, Any]], extension_key: str, silenced: 
             CARDS.labels(rule=rule, indicator=card["indicator"]).inc()
     for rule in silenced:
         SILENCED.labels(rule=rule).inc()
+
+
+def record_unread_labs(concept_ids: Iterable[str]) -> None:
+    """Count the labs whose newest result could not be read, by lab concept id only (no unit, no value: PHI-free)."""
+    for concept_id in concept_ids:
+        UNREAD_LAB_UNITS.labels(lab=concept_id).inc()

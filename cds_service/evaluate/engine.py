@@ -24,10 +24,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The findings, and the rules that could not decide because data was unknown."""
+    """The findings, the rules that could not decide because data was unknown, and the labs the rules found
+    present but could not read (their unit is missing or cannot be converted)."""
 
     findings: tuple[Finding, ...]
     silenced: tuple[str, ...]
+    unread_labs: tuple[str, ...] = ()
 
 
 def passes_gate(concepts: tuple[str, ...], conditions: Iterable[ConditionFact]) -> bool:
@@ -42,6 +44,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
     """Run each rule; pure function of its inputs."""
     findings: list[Finding] = []
     silenced: list[str] = []
+    unread: dict[str, None] = {}  # ordered set
     for rule in rules:
         fields: dict[str, str] = {}
         bound: dict[str, Match] = {}
@@ -49,6 +52,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
         fired = True
         for criterion in rule.include:
             match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+            unread.update(dict.fromkeys(match.unread))
             if match.holds is False:
                 fired = False
                 decided = True
@@ -62,6 +66,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
         if fired and decided:
             for criterion in rule.exclude:
                 match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+                unread.update(dict.fromkeys(match.unread))
                 if match.holds is True:
                     fired = False
                     break
@@ -73,4 +78,4 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
             missing = next((m.missing for m in bound.values() if m.missing), ())
             drafts = tuple(d for m in bound.values() for d in m.drafts)
             findings.append(Finding(rule, fields, missing, drafts))
-    return Evaluation(tuple(findings), tuple(silenced))
+    return Evaluation(tuple(findings), tuple(silenced), tuple(unread))

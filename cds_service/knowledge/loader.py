@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from ..errors import KnowledgeError
 from . import lint
-from .model import (Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
+from .model import (AlternateUnit, Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
                     OverrideEffect, RepeatWindows, Rule, Service, Source)
 from .rxnorm_table import read_table
 
@@ -171,7 +171,9 @@ def _build_concepts(entries) -> dict[str, Concept]:
             lab = LabSpec(spec["canonical_unit"], spec.get("molar_mass_g_per_mol"), spec.get("valence"),
                           rng.get("low"), rng.get("high"), order.get("loinc"), order.get("display"),
                           Correction(fix["by"], fix["factor"], fix["reference"]) if fix else None,
-                          tuple(spec.get("accepted_units", ())))
+                          tuple(spec.get("accepted_units", ())),
+                          tuple(AlternateUnit(a["unit"], a["scale"], a.get("offset", 0.0))
+                                for a in spec.get("alternate_units", ())))
         concepts.setdefault(doc["id"], Concept(
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),

@@ -27,7 +27,7 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
                  missing_data: tuple[str, ...] = (), base_url: str = "",
                  override_reasons: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
-    when unknown data silenced rules."""
+    when unknown data silenced rules, or when the rules met a lab result whose unit could not be read."""
     reasons = knowledge.override_reasons if override_reasons is None else override_reasons
     groups: dict[str, list[Finding]] = {}
     cards = []
@@ -44,8 +44,11 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
     cards.sort(key=lambda c: _ORDER[c["indicator"]])
-    if evaluation.silenced and missing_data and knowledge.missing_data_card:
-        cards.append(_missing_data_card(knowledge, hook_instance, missing_data, len(evaluation.silenced)))
+    unread = evaluation.unread_labs if knowledge.missing_data_card and \
+        knowledge.missing_data_card.get("unread_lab") else ()
+    if ((evaluation.silenced and missing_data) or unread) and knowledge.missing_data_card:
+        cards.append(_missing_data_card(knowledge, hook_instance, missing_data if evaluation.silenced else (),
+                                        len(evaluation.silenced), unread))
     return cards
 
 
@@ -145,17 +148,21 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
 
 
 def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...],
-                       skipped: int) -> dict[str, Any]:
+                       skipped: int, unread_labs: tuple[str, ...] = ()) -> dict[str, Any]:
     template = knowledge.missing_data_card
-    labels = ", ".join(template["labels"].get(k, k) for k in kinds)
-    fields = {"missing.data": labels, "missing.count": str(skipped)}
+    named = [template["labels"].get(k, k) for k in kinds]
+    named += [template["unread_lab"].replace("{lab}", knowledge.concepts[cid].label) for cid in unread_labs]
+    fields = {"missing.data": ", ".join(named), "missing.count": str(skipped)}
+    extension: dict[str, Any] = {"missingData": list(kinds)}
+    if unread_labs:
+        extension["unreadLabs"] = list(unread_labs)
     return {
         "uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|missing-data")),
         "summary": _clip(fill(template["summary"], fields), knowledge.max_summary_chars),
         "indicator": "info",
         "detail": fill(template["detail"], fields),
         "source": {"label": "spasm-cds"},
-        "extension": {EXTENSION_KEY: {"missingData": list(kinds)}},
+        "extension": {EXTENSION_KEY: extension},
     }
 
 
