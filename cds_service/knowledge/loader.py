@@ -237,14 +237,15 @@ def _build_cases(entries, rules) -> list[Case]:
         for c in doc["cases"]:
             chart = {k: v for k, v in defaults.items()}
             for key, value in c.items():
-                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note"):
+                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note", "notice_contains"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
             hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
             cases.append(Case(rule=doc["rule"], name=c["name"], expect=c["expect"], hook=hook,
                               chart=MappingProxyType(chart),
                               summary_contains=tuple(c.get("summary_contains", ())),
-                              suggestions=tuple(c["suggestions"]) if "suggestions" in c else None))
+                              suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
+                              notice_contains=tuple(c.get("notice_contains", ()))))
     return cases
 
 

@@ -134,6 +134,7 @@ class Case:
     chart: Mapping[str, Any]
     summary_contains: tuple[str, ...] = ()
     suggestions: tuple[str, ...] | None = None
+    notice_contains: tuple[str, ...] = ()  # the missing-data notice must be shown and contain these
 
 
 @dataclass(frozen=True)
