@@ -2,7 +2,8 @@
 
 Patients, patients with any card, cards per patient (median, 90th percentile, max), cards by indicator, and
 findings by rule: a grouped card counts once for each rule on it, so the rule counts can exceed the card count.
-Missing-data cards ("checks incomplete") are counted apart, as they belong to no rule."""
+Missing-data cards ("checks incomplete") are counted apart, as they belong to no rule. Lab results whose unit
+could not be read are counted by lab and unit string (a local report: unit strings are not PHI)."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .gather.facts import PatientFacts
 from .render.cards import EXTENSION_KEY
 
 MISSING_DATA = "missingData"
@@ -33,6 +35,7 @@ class BurdenReport:
         """Count what a patient's facts did not recognise by code (pipeline.respond's observe)."""
         self.unrecognised_codes.update(facts.identity.unrecognised_codes)
         self.by_name += facts.identity.by_name
+    unread_units: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lab, unit as sent) -> patients
 
     def add(self, response: Mapping[str, Any]) -> None:
         """Count one patient's response."""
@@ -44,6 +47,12 @@ class BurdenReport:
             if MISSING_DATA in ours:
                 self.missing_data_cards += 1
             self.by_rule.update(ours.get("rules") or ())
+
+    def observe(self, facts: PatientFacts) -> None:
+        """Count one patient's labs whose newest result is in a unit that could not be read, and the drugs not
+        recognised by code."""
+        self.unread_units.update((u.concept, u.unit or "(no unit)") for u in facts.unread_labs.values())
+        self.add_facts(facts)
 
     def fail(self, name: str, why: str) -> None:
         """Note a file that gave no response."""
@@ -61,6 +70,8 @@ class BurdenReport:
             "cards_by_indicator": dict(sorted(self.by_indicator.items())),
             "findings_by_rule": dict(sorted(self.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))),
             "missing_data_cards": self.missing_data_cards,
+            "unread_lab_units": [{"lab": lab, "unit": unit, "patients": n} for (lab, unit), n in
+                                 sorted(self.unread_units.items(), key=lambda kv: (-kv[1], kv[0]))],
             "failed_files": dict(sorted(self.failures.items())),
             "medications_by_name_only": self.by_name,
             "unrecognised_rxnorm_codes": dict(sorted(self.unrecognised_codes.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -215,7 +215,20 @@ def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseRes
         problem = f"expected no card, got: {mine[0]['summary']!r}"
     elif case.expect == "card":
         problem = _card_problem(knowledge, case, card)
+    if problem is None and case.notice_contains:
+        problem = _notice_problem(case, cards)
     return CaseResult(cards, card, problem)
+
+
+def _notice_problem(case: Case, cards: list[dict[str, Any]]) -> str | None:
+    notices = [c for c in cards if "missingData" in (c.get("extension") or {}).get(EXTENSION_KEY, {})]
+    if not notices:
+        return "expected the missing-data notice, got none"
+    text = f"{notices[0]['summary']}\n{notices[0].get('detail', '')}"
+    for wanted in case.notice_contains:
+        if wanted not in text:
+            return f"the missing-data notice {notices[0]['summary']!r} does not contain {wanted!r}"
+    return None
 
 
 def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None) -> str | None:

@@ -63,7 +63,7 @@ def evaluate_folder(folder: Path, knowledge: Knowledge, settings: Settings, hook
     for path in files:
         try:
             service, body = request_for_file(path, knowledge, hook, what_if, today)
-            report.add(respond(body, service, knowledge, settings, today, observe=report.add_facts))
+            report.add(respond(body, service, knowledge, settings, today, observe=report.observe))
         except (InputError, ServiceError) as exc:
             report.fail(str(path.relative_to(folder)), str(getattr(exc, "diagnostics", exc)))
         if progress is not None:
@@ -125,4 +125,12 @@ def _print_report(figures: dict[str, Any], title: str, caption: str) -> None:
         table.add_column("count", justify="right")
         for key, count in counts.items():
             table.add_row(key, str(count))
+        console.print(table)
+    if figures["unread_lab_units"]:
+        table = Table(title="lab results in a unit that could not be read (present, value unknown)")
+        for column in ("lab", "unit as sent", "patients"):
+            table.add_column(column, justify="right" if column == "patients" else "left")
+        for row in figures["unread_lab_units"]:
+            table.add_row(row["lab"], repr(row["unit"]) if row["unit"] != "(no unit)" else row["unit"],
+                          str(row["patients"]))
         console.print(table)

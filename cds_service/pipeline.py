@@ -16,7 +16,7 @@ from .knowledge.model import Knowledge, Service
 from .render.cards import EXTENSION_KEY, render_cards
 from .screen import screen
 from .settings import Settings
-from .telemetry import record_cards, record_identity
+from .telemetry import record_cards, record_identity, record_unread_labs
 
 if TYPE_CHECKING:  # SQL libraries load with create_app, not with the tools that only evaluate
     from .state.suppression import CardMemory
@@ -30,7 +30,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
             observe: Callable[[PatientFacts], None] | None = None) -> dict[str, Any]:
     """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412).
     With a card memory, snoozed and repeated cards are held back and the cards returned are recorded; `observe`
-    sees the facts the rules were given (the evaluate report counts what was not recognised)."""
+    sees the patient's facts (the evaluate report counts unrecognised drugs and unread lab units with it)."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
     conditions = condition_facts(gathered.resources, knowledge.terminology)
@@ -40,6 +40,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     drafts = extract_drafts(call.context, call.hook, knowledge.terminology, gathered.draft_medications)
     facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts, conditions)
     record_identity(facts.identity)
+    record_unread_labs(facts.unread_labs)
     if observe is not None:
         observe(facts)
     evaluation = evaluate(service.rules, facts, knowledge.terminology)

@@ -64,6 +64,9 @@ UNRECOGNISED_DRUGS = Counter("spasm_cds_medication_codes_unrecognised_total",
                              "Medications whose RxNorm codes the roll-up table does not know (by name or not at all)")
 NAME_FALLBACKS = Counter("spasm_cds_medication_name_fallback_total",
                          "Medications recognised by ingredient or brand name only, not by code")
+UNREAD_LAB_UNITS = Counter("spasm_cds_lab_units_unread_total",
+                           "Newest lab results holding a number in a unit that is missing or cannot be converted, "
+                           "by lab concept (never by unit or value)", ["lab"])
 JWT_FAILURES = Counter("spasm_cds_jwt_failures_total", "Refused JWTs, by reason", ["reason"])
 
 
@@ -97,3 +100,9 @@ def record_identity(identity) -> None:
         UNRECOGNISED_DRUGS.inc(len(identity.unrecognised_codes))
     if identity.by_name:
         NAME_FALLBACKS.inc(identity.by_name)
+
+
+def record_unread_labs(concept_ids: Iterable[str]) -> None:
+    """Count the labs whose newest result could not be read, by lab concept id only (no unit, no value: PHI-free)."""
+    for concept_id in concept_ids:
+        UNREAD_LAB_UNITS.labels(lab=concept_id).inc()

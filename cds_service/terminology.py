@@ -22,28 +22,60 @@ _BRACKETED_BRAND = re.compile(r"\[([^\]]+)\]\s*$")
 _MIN_BRAND_CHARS = 4  # shorter brand names collide with ordinary words and abbreviations
 
 
+# A unit string longer than this, or with an exponent of three digits or more, is not parsed: a long power of ten
+# can hang the UCUM parser or overflow a float, and no laboratory unit needs either.
+MAX_UNIT_CHARS = 40
+_HUGE_EXPONENT = re.compile(r"(?:[*^][+-]?|[A-Za-z\]}][+-]?)\d{3,}")
+_MICRO = str.maketrans({"\u00b5": "u", "\u03bc": "u"})  # micro sign and Greek mu, both written u in UCUM
+_SPACES = re.compile(r"\s+")
+
+
 class UnitConverter:
-    """UCUM conversion through ucumvert/pint, with per-analyte molar mass and valence for mass<->mole<->eq."""
+    """UCUM conversion through ucumvert/pint, with per-analyte molar mass and valence for mass<->mole<->eq.
+
+    A unit as sent is read in this order (spelling()): trimmed, inner spaces collapsed, micro sign and Greek mu
+    written u; then an alias from mappings/units.yaml as spelled; then the string itself when it is valid UCUM
+    (UCUM is case-sensitive: Mg is megagram, never folded to mg); then an alias matched case-insensitively.
+    Anything else is not a unit the service can read, and is never guessed."""
 
     def __init__(self, aliases: Mapping[str, str]):
         from ucumvert import PintUcumRegistry  # slow import (~0.7 s): done once per process
 
         self._ureg = PintUcumRegistry()
-        self._aliases = dict(aliases)
+        self._aliases = {self._tidy(k): v for k, v in aliases.items()}
+        folded: dict[str, set[str]] = defaultdict(set)
+        for key, value in self._aliases.items():
+            folded[key.casefold()].add(value)
+        # two aliases that differ only in case but mean different units are never matched case-insensitively
+        self._folded = {k: next(iter(v)) for k, v in folded.items() if len(v) == 1}
+        self.ambiguous_folds = tuple(sorted(k for k, v in folded.items() if len(v) > 1))
         self._lock = threading.Lock()
+        self.spelling = lru_cache(maxsize=4096)(self._spelling)  # failures (None) are cached too
+        self._parsed = lru_cache(maxsize=4096)(self._parse_ucum)
         self.factor = lru_cache(maxsize=4096)(self._factor)
 
+    @staticmethod
+    def _tidy(unit: str) -> str:
+        return _SPACES.sub(" ", unit.strip()).translate(_MICRO)
+
     def normalize(self, unit: str) -> str:
-        """The UCUM spelling of a unit as sent (aliases from mappings/units.yaml applied)."""
-        return self._aliases.get(unit, unit)
+        """The UCUM spelling of a unit as sent, or the tidied string when it cannot be read."""
+        return self.spelling(unit) or (self._tidy(unit) if isinstance(unit, str) else "")
+
+    def _spelling(self, unit: Any) -> str | None:
+        if not isinstance(unit, str) or len(unit) > MAX_UNIT_CHARS:
+            return None
+        tidy = self._tidy(unit)
+        if not tidy:
+            return None
+        for candidate in (self._aliases.get(tidy), tidy, self._folded.get(tidy.casefold())):
+            if candidate is not None and self._parsed(candidate) is not None:
+                return candidate
+        return None
 
     def check(self, unit: str) -> bool:
-        """True when the unit string parses as UCUM (after aliases)."""
-        try:
-            self._parse(unit)
-            return True
-        except Exception:  # ucumvert raises several parser error types
-            return False
+        """True when the unit string can be read as UCUM (after the normalisation above)."""
+        return self.spelling(unit) is not None
 
     def convert(self, value: float, unit: str, to_unit: str, molar_mass: float | None = None,
                 valence: int | None = None) -> float | None:
@@ -53,38 +85,50 @@ class UnitConverter:
         f = self.factor(unit, to_unit, molar_mass, valence)
         return None if f is None else value * f
 
-    def _parse(self, unit: str):
-        with self._lock:  # pint registries are not documented as thread-safe
-            return self._ureg.from_ucum(self._aliases.get(unit, unit))
+    def _parse_ucum(self, ucum: str):
+        """The pint quantity of a UCUM string, or None (bounded: see MAX_UNIT_CHARS)."""
+        if len(ucum) > MAX_UNIT_CHARS or _HUGE_EXPONENT.search(ucum):
+            return None
+        try:
+            with self._lock:  # pint registries are not documented as thread-safe
+                return self._ureg.from_ucum(ucum)
+        except Exception:  # ucumvert raises several parser error types
+            return None
 
     def _factor(self, unit: str, to_unit: str, molar_mass: float | None, valence: int | None) -> float | None:
+        src_spelling, dst_spelling = self.spelling(unit), self.spelling(to_unit)
+        if src_spelling is None or dst_spelling is None:
+            return None
+        src, dst = self._parsed(src_spelling), self._parsed(dst_spelling)
         try:
-            src, dst = self._parse(unit), self._parse(to_unit)
-        except Exception:
+            with self._lock:
+                return self._relate(src, dst, molar_mass, valence)
+        except (ArithmeticError, ValueError, TypeError, LookupError):  # pint's errors derive from these
             return None
-        with self._lock:
-            scale = 1.0
-            # UCUM defines eq as mol; for a multivalent ion one mole carries `valence` equivalents.
-            src_eq, dst_eq = "equivalent" in str(src.units), "equivalent" in str(dst.units)
-            if src_eq != dst_eq and valence is None:
-                return None  # equivalents and moles differ by the charge, which this analyte does not give
-            if src_eq and not dst_eq:
-                scale /= valence
-            elif dst_eq and not src_eq:
-                scale *= valence
-            if src.dimensionality == dst.dimensionality:
-                return scale * float(src.to(dst.units).magnitude)
-            if molar_mass is None:
-                return None
-            mass_per_vol = self._ureg.Quantity(1, "g/L").dimensionality
-            mol_per_vol = self._ureg.Quantity(1, "mol/L").dimensionality
-            if src.dimensionality == mass_per_vol and dst.dimensionality == mol_per_vol:
-                mol = src.to("g/L").magnitude / molar_mass
-                return scale * float(self._ureg.Quantity(mol, "mol/L").to(dst.units).magnitude)
-            if src.dimensionality == mol_per_vol and dst.dimensionality == mass_per_vol:
-                grams = src.to("mol/L").magnitude * molar_mass
-                return scale * float(self._ureg.Quantity(grams, "g/L").to(dst.units).magnitude)
+
+    def _relate(self, src, dst, molar_mass: float | None, valence: int | None) -> float | None:
+        scale = 1.0
+        # UCUM defines eq as mol; for a multivalent ion one mole carries `valence` equivalents.
+        src_eq, dst_eq = "equivalent" in str(src.units), "equivalent" in str(dst.units)
+        if src_eq != dst_eq and valence is None:
+            return None  # equivalents and moles differ by the charge, which this analyte does not give
+        if src_eq and not dst_eq:
+            scale /= valence
+        elif dst_eq and not src_eq:
+            scale *= valence
+        if src.dimensionality == dst.dimensionality:
+            return scale * float(src.to(dst.units).magnitude)
+        if molar_mass is None:
             return None
+        mass_per_vol = self._ureg.Quantity(1, "g/L").dimensionality
+        mol_per_vol = self._ureg.Quantity(1, "mol/L").dimensionality
+        if src.dimensionality == mass_per_vol and dst.dimensionality == mol_per_vol:
+            mol = src.to("g/L").magnitude / molar_mass
+            return scale * float(self._ureg.Quantity(mol, "mol/L").to(dst.units).magnitude)
+        if src.dimensionality == mol_per_vol and dst.dimensionality == mass_per_vol:
+            grams = src.to("mol/L").magnitude * molar_mass
+            return scale * float(self._ureg.Quantity(grams, "g/L").to(dst.units).magnitude)
+        return None
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,20 @@ def test_a_folder_reports_files_it_cannot_read_and_counts_the_rest(capsys, tmp_p
     assert figures["patients"] == 1
     assert sorted(figures["failed_files"]) == ["broken.json", "observation.json"]
     assert "broken.json" in err
+
+
+def test_a_folder_reports_unread_lab_units_by_lab_and_unit(capsys, tmp_path, knowledge, today):
+    case = next(c for c in knowledge.cases if c.name == "potassium-in-a-nonsense-unit-magnesium-calcium-recent")
+    (unit,) = {lab["unit"] for lab in case.chart["labs"] if lab["loinc"] in knowledge.concepts["potassium"].codes["loinc"]}
+    service = service_for(knowledge, case)
+    for i in range(2):
+        (tmp_path / f"patient-{i}.json").write_text(json.dumps(build_request(knowledge, case, service, today)))
+    readable = case_with(knowledge, "patient-view")
+    (tmp_path / "readable.json").write_text(json.dumps(build_request(knowledge, readable, service, today)))
+
+    code, out, _ = evaluate(capsys, str(tmp_path), "--json", "--today", today.isoformat())
+
+    assert code == 0
+    assert json.loads(out)["unread_lab_units"] == [{"lab": "potassium", "unit": unit, "patients": 2}]
+    code, out, _ = evaluate(capsys, str(tmp_path), "--today", today.isoformat())
+    assert "unit as sent" in out and "potassium" in out and repr(unit) in out

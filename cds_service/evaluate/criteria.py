@@ -23,6 +23,7 @@ class Match:
     missing: tuple[str, ...] = ()
     ingredients: tuple[str, ...] = ()  # medication and draft-order: the drug that matched
     drafts: tuple[str, ...] = ()  # draft-order: ids of the drafts that matched
+    unread: tuple[str, ...] = ()  # lab and missing-lab: labs present in the window whose value is unknown
 
 
 Bound = dict[str, Match]  # alias -> what an earlier criterion of the same rule matched
@@ -90,8 +91,11 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> 
     concept = terms.concept(c.concepts[0])
     latest = _latest_within(facts, concept.id, c.within_days)
     if latest is None:
-        return NO
+        # a result whose unit cannot be read is present with an unknown value: never judged normal
+        return Match(None, unread=(concept.id,)) if _unread_within(facts, concept.id, c.within_days) else NO
     spec = concept.lab
+    if c.corrected and latest.correction_unknown and spec.correction:
+        return Match(None, unread=(spec.correction.by,))
     value = latest.corrected if c.corrected and latest.corrected is not None else latest.value
     # a corrected value is judged by the ranges only: the interpretation code described the measured value
     judged = replace(latest, value=value, interpretation=None) if value != latest.value else latest
@@ -126,18 +130,23 @@ def missing_lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bo
         return UNKNOWN
     missing: list[str] = []
     described: list[str] = []
+    unread: list[str] = []
     for cid in c.concepts:
         if _latest_within(facts, cid, c.within_days) is not None:
             continue
+        if _unread_within(facts, cid, c.within_days):
+            unread.append(cid)  # done in the window, value unknown: not missing, never re-ordered
+            continue
         missing.append(cid)
         label = terms.concept(cid).label
-        last = facts.labs.get(cid)
+        last = facts.labs.get(cid) or facts.unread_labs.get(cid)
         described.append(f"{label} (last {last.when.isoformat()})" if last else f"{label} (none on file)")
     if not missing:
-        return NO
+        return Match(False, unread=tuple(unread))
     labels = [terms.concept(cid).label for cid in missing]
     detail = "; ".join(described)
-    return Match(True, {"labels": ", ".join(labels), "detail": detail, "evidence": detail}, tuple(missing))
+    return Match(True, {"labels": ", ".join(labels), "detail": detail, "evidence": detail}, tuple(missing),
+                 unread=tuple(unread))
 
 
 def age(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
@@ -155,12 +164,14 @@ def sex(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> 
 
 def any_of(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     unknown = False
+    unread: tuple[str, ...] = ()
     for sub in c.any_of:
         match = KINDS[sub.kind](sub, facts, terms, bound)
         if match.holds:
-            return Match(True, {"evidence": match.fields.get("evidence", "")}, match.missing)
+            return Match(True, {"evidence": match.fields.get("evidence", "")}, match.missing, unread=match.unread)
         unknown = unknown or match.holds is None
-    return UNKNOWN if unknown else NO
+        unread += match.unread
+    return Match(None if unknown else False, unread=unread)
 
 
 def _latest_within(facts: PatientFacts, concept_id: str, within_days: int | None) -> LabResult | None:
@@ -170,6 +181,12 @@ def _latest_within(facts: PatientFacts, concept_id: str, within_days: int | None
     if within_days is not None and newest.when < facts.today - timedelta(days=within_days):
         return None
     return newest
+
+
+def _unread_within(facts: PatientFacts, concept_id: str, within_days: int | None) -> bool:
+    """True when the analyte's newest result is within the window but its value could not be read."""
+    unread = facts.unread_labs.get(concept_id)
+    return unread is not None and (within_days is None or unread.when >= facts.today - timedelta(days=within_days))
 
 
 def _fallback_range(spec) -> str:

@@ -24,13 +24,14 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The findings, the rules that could not decide because data was unknown, and the draft orders whose drug
-    could not be identified: those the call speaks about (no order check could be run for them), and any other
-    when a rule could not decide."""
+    """The findings, the rules that could not decide because data was unknown, the draft orders whose drug could
+    not be identified (those the call speaks about, and any other when a rule could not decide), and the labs the
+    rules found present but could not read (their unit is missing or cannot be converted)."""
 
     findings: tuple[Finding, ...]
     silenced: tuple[str, ...]
     unchecked_drafts: tuple[str, ...] = ()
+    unread_labs: tuple[str, ...] = ()
 
 
 def passes_gate(concepts: tuple[str, ...], conditions: Iterable[ConditionFact]) -> bool:
@@ -45,6 +46,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
     """Run each rule; pure function of its inputs."""
     findings: list[Finding] = []
     silenced: list[str] = []
+    unread: dict[str, None] = {}  # ordered set
     for rule in rules:
         fields: dict[str, str] = {}
         bound: dict[str, Match] = {}
@@ -52,6 +54,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
         fired = True
         for criterion in rule.include:
             match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+            unread.update(dict.fromkeys(match.unread))
             if match.holds is False:
                 fired = False
                 decided = True
@@ -65,6 +68,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
         if fired and decided:
             for criterion in rule.exclude:
                 match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+                unread.update(dict.fromkeys(match.unread))
                 if match.holds is True:
                     fired = False
                     break
@@ -78,4 +82,4 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
             findings.append(Finding(rule, fields, missing, drafts))
     # a draft not selected is reported too when rules could not decide: its unknown drug may be why
     unchecked = tuple(d.id for d in facts.drafts if not d.identified and (d.selected or silenced))
-    return Evaluation(tuple(findings), tuple(silenced), unchecked)
+    return Evaluation(tuple(findings), tuple(silenced), unchecked, tuple(unread))

@@ -67,6 +67,17 @@ class LabResult:
     corrected_by: str = ""  # e.g. "albumin 3.0 g/dL"
     at: float = 0.0  # the full time stamp, for ordering results of one day
     code_rank: int = 0  # position of the result's code in the concept's list (preferred codes first)
+    correction_unknown: bool = False  # the correcting analyte, measured the same day, has an unread unit
+
+
+@dataclass(frozen=True)
+class UnreadLab:
+    """An analyte's newest result holds a number, but its unit is missing or cannot be converted: the test was
+    done (never re-ordered as missing) and its value is unknown (never judged normal)."""
+
+    concept: str
+    when: date
+    unit: str  # as sent, "" when missing: for the local evaluate report, never for logs or metrics
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class PatientFacts:
     unknown: frozenset[str]
     drafts: tuple[DraftOrder, ...] = ()
     identity: IdentityCounts = field(default_factory=IdentityCounts)
+    unread_labs: Mapping[str, UnreadLab] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology
@@ -119,16 +131,18 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
     counts: dict[str, list] = {"unrecognised": [], "by_name": []}
     meds = tuple(m for kind in ("medication-requests", "medication-statements")
                  for m in _medications(resources.get(kind, ()), medications_by_id, terminology, counts))
+    labs, unread = _labs(resources.get("observations", ()), terminology)
     return PatientFacts(
         today=today,
         age=_age(patient.get("birthDate"), today) if patient else None,
         sex=patient.get("gender") if patient else None,
         medications=meds,
-        labs=_labs(resources.get("observations", ()), terminology),
+        labs=labs,
         conditions=condition_facts(resources, terminology) if conditions is None else conditions,
         unknown=frozenset(unknown),
         drafts=drafts,
-        identity=IdentityCounts(tuple(counts["unrecognised"]), len(counts["by_name"])))
+        identity=IdentityCounts(tuple(counts["unrecognised"]), len(counts["by_name"])),
+        unread_labs=unread)
 
 
 def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminology,
@@ -302,8 +316,9 @@ def _lab_candidates(items, terminology: Terminology) -> dict[str, list[_Candidat
     return found
 
 
-def _usable(candidates: Iterable[_Candidate], terminology: Terminology) -> Iterable[LabResult]:
-    """The candidates that hold a comparable value, converted, in the candidates' order."""
+def _numeric(candidates: Iterable[_Candidate], terminology: Terminology) -> Iterable[LabResult | UnreadLab]:
+    """The candidates that hold a number, in the candidates' order: converted, or unread when their unit cannot
+    be converted. Results without a number (text, absent value) are passed over."""
     for _, when, at, part, code in candidates:
         result = _lab_result(part, code, when, at, terminology)
         if result is not None:
@@ -311,27 +326,37 @@ def _usable(candidates: Iterable[_Candidate], terminology: Terminology) -> Itera
 
 
 def lab_results(items, terminology: Terminology) -> Mapping[str, tuple[LabResult, ...]]:
-    """Every usable result of each analyte, newest first (rules read only the newest: see _labs)."""
-    every = {cid: tuple(_usable(candidates, terminology))
+    """Every converted result of each analyte, newest first (rules read only the newest: see _labs)."""
+    every = {cid: tuple(r for r in _numeric(candidates, terminology) if isinstance(r, LabResult))
              for cid, candidates in _lab_candidates(items, terminology).items()}
     return MappingProxyType({cid: results for cid, results in every.items() if results})
 
 
-def _labs(items, terminology: Terminology) -> Mapping[str, LabResult]:
-    """The newest usable result of each analyte (by the full time stamp; on a tie, the concept's preferred code
-    first), with its same-day correction where one applies. Older results are never converted: rules judge the
-    newest result, and a chart holds years of them."""
+def _labs(items, terminology: Terminology) -> tuple[Mapping[str, LabResult], Mapping[str, UnreadLab]]:
+    """The newest result with a number of each analyte (by the full time stamp; on a tie, the concept's preferred
+    code first), with its same-day correction where one applies; or, when that newest result's unit cannot be
+    converted, the analyte as present-but-unread. The newest result decides: an older result that converts is
+    not used in its place, as it would be taken for the current value. Older results are never converted: rules
+    judge the newest result, and a chart holds years of them."""
     candidates = _lab_candidates(items, terminology)
-    latest = {cid: result for cid, found in candidates.items()
-              if (result := next(iter(_usable(found, terminology)), None)) is not None}
+    latest: dict[str, LabResult] = {}
+    unread: dict[str, UnreadLab] = {}
+    for cid, found in candidates.items():
+        newest = next(iter(_numeric(found, terminology)), None)
+        if isinstance(newest, LabResult):
+            latest[cid] = newest
+        elif newest is not None:
+            unread[cid] = newest
     for concept_id, result in latest.items():
         correction = terminology.concept(concept_id).lab.correction
         if correction and correction.by in candidates:
             same_day = (c for c in candidates[correction.by] if c[1] == result.when)
-            other = next(iter(_usable(same_day, terminology)), None)
-            if other is not None:
+            other = next(iter(_numeric(same_day, terminology)), None)
+            if isinstance(other, LabResult):
                 latest[concept_id] = _corrected(result, correction, other, terminology)
-    return MappingProxyType(latest)
+            elif other is not None:
+                latest[concept_id] = replace(result, correction_unknown=True)
+    return MappingProxyType(latest), MappingProxyType(unread)
 
 
 def _instant(stamp: Any, day: date) -> float:
@@ -355,31 +380,25 @@ def _corrected(result: LabResult, correction, other: LabResult, terminology: Ter
 
 
 def _lab_result(part: Mapping, code: tuple[str, int], when: date, at: float,
-                terminology: Terminology) -> LabResult | None:
+                terminology: Terminology) -> LabResult | UnreadLab | None:
+    """The result converted to its analyte's canonical unit; UnreadLab when it holds a number in a unit that is
+    missing or cannot be converted; None when it holds no number."""
     quantity = part.get("valueQuantity")
-    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)):
+    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)) \
+            or isinstance(quantity.get("value"), bool):
         return None
     concept_id, code_rank = code
     spec = terminology.concept(concept_id).lab
     unit = quantity.get("code") if terminology.system_name(quantity.get("system")) == "ucum" else None
-    unit = unit or quantity.get("unit")
-    if not unit:
-        log.info("a %s result has no unit; not compared", concept_id)
-        return None
-    if spec.accepted_units and terminology.units.normalize(unit) not in spec.accepted_units:
-        log.info("a %s result is in a unit this analyte does not accept; not compared", concept_id)
-        return None
-
-    def canonical(v: Any) -> float | None:
-        if not isinstance(v, (int, float)):
-            return None
-        return terminology.units.convert(float(v), unit, spec.canonical_unit, spec.molar_mass_g_per_mol,
-                                         spec.valence)
-
+    unit = unit if isinstance(unit, str) and unit.strip() else quantity.get("unit")
+    if not isinstance(unit, str) or not unit.strip():
+        log.info("a %s result has no unit; present, value unknown", concept_id)
+        return UnreadLab(concept_id, when, "")
+    canonical = _to_canonical(unit, spec, terminology)
     value = canonical(quantity["value"])
     if value is None:
-        log.info("a %s result has a unit that cannot be converted; not compared", concept_id)
-        return None
+        log.info("a %s result has a unit that cannot be converted; present, value unknown", concept_id)
+        return UnreadLab(concept_id, when, unit[:40])
     ref = next((rr for rr in _list(part.get("referenceRange")) if isinstance(rr, dict)), None) or {}
     low = canonical(_obj(ref.get("low")).get("value"))
     high = canonical(_obj(ref.get("high")).get("value"))
@@ -388,6 +407,25 @@ def _lab_result(part: Mapping, code: tuple[str, int], when: date, at: float,
     return LabResult(concept=concept_id, value=value, low=low, high=high, interpretation=interpretation,
                      when=when, shown_value=_number(quantity["value"]), shown_unit=shown,
                      shown_range=_range_text(ref, shown), code_rank=code_rank, at=at)
+
+
+def _to_canonical(unit: str, spec, terminology: Terminology):
+    """The function taking a number in `unit` to the analyte's canonical unit (None when it cannot): the lab's
+    alternate units (a line) first, then, if the lab accepts the unit, UCUM conversion."""
+    spelling = terminology.units.spelling(unit)
+    line = next((a for a in spec.alternate_units if spelling is not None
+                 and terminology.units.spelling(a.unit) == spelling), None)
+
+    def canonical(v: Any) -> float | None:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return None
+        if line is not None:
+            return line.scale * float(v) + line.offset
+        if spelling is None or (spec.accepted_units and spelling not in spec.accepted_units):
+            return None
+        return terminology.units.convert(float(v), spelling, spec.canonical_unit, spec.molar_mass_g_per_mol,
+                                         spec.valence)
+    return canonical
 
 
 def shown_unit(unit: str) -> str:

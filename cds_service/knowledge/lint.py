@@ -64,6 +64,10 @@ def _check_concepts(entries, sources, units) -> list[str]:
                                                else "only labs have a lab block"))
         if domain == "lab" and "lab" in doc and not units.check(doc["lab"]["canonical_unit"]):
             problems.append(f"{rel}: lab.canonical_unit: {doc['lab']['canonical_unit']!r} is not UCUM")
+        for i, alt in enumerate((doc.get("lab") or {}).get("alternate_units", ())):
+            if not units.check(alt["unit"]):
+                problems.append(f"{rel}: lab.alternate_units[{i}].unit: {alt['unit']!r} cannot be read as a unit "
+                                "(see mappings/units.yaml)")
         fix = (doc.get("lab") or {}).get("correction")
         if fix and fix["by"] not in {d["id"] for _r, _s, dom, d in entries if dom == "lab"}:
             problems.append(f"{rel}: lab.correction.by: {fix['by']!r} is not a lab concept in mappings/labs/")

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from ..errors import KnowledgeError
 from . import lint
-from .model import (Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
+from .model import (AlternateUnit, Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
                     OverrideEffect, RepeatWindows, Rule, Service, Source)
 from .identity import build_cases as build_identity_cases
 from .identity import concept_problems as identity_concept_problems
@@ -180,7 +180,9 @@ def _build_concepts(entries) -> dict[str, Concept]:
             lab = LabSpec(spec["canonical_unit"], spec.get("molar_mass_g_per_mol"), spec.get("valence"),
                           rng.get("low"), rng.get("high"), order.get("loinc"), order.get("display"),
                           Correction(fix["by"], fix["factor"], fix["reference"]) if fix else None,
-                          tuple(spec.get("accepted_units", ())))
+                          tuple(spec.get("accepted_units", ())),
+                          tuple(AlternateUnit(a["unit"], a["scale"], a.get("offset", 0.0))
+                                for a in spec.get("alternate_units", ())))
         concepts.setdefault(doc["id"], Concept(
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
@@ -245,7 +247,7 @@ def _build_cases(entries, rules) -> list[Case]:
         for c in doc["cases"]:
             chart = {k: v for k, v in defaults.items()}
             for key, value in c.items():
-                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note"):
+                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note", "notice_contains"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
             hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
@@ -253,7 +255,8 @@ def _build_cases(entries, rules) -> list[Case]:
                               chart=MappingProxyType(chart),
                               summary_contains=tuple(c.get("summary_contains", ())),
                               suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
-                              notice=c.get("notice")))
+                              notice=c.get("notice"),
+                              notice_contains=tuple(c.get("notice_contains", ()))))
     return cases
 
 

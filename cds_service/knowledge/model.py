@@ -25,6 +25,17 @@ class LabSpec:
     order_display: str | None
     correction: "Correction | None" = None
     accepted_units: tuple[str, ...] = ()  # when set, results in other units are not compared
+    alternate_units: tuple["AlternateUnit", ...] = ()
+
+
+@dataclass(frozen=True)
+class AlternateUnit:
+    """A unit that relates to the canonical unit by a line rather than a UCUM factor:
+    canonical = scale x value + offset."""
+
+    unit: str
+    scale: float
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ class Case:
     summary_contains: tuple[str, ...] = ()
     suggestions: tuple[str, ...] | None = None
     notice: bool | None = None  # whether the notice of missing data (or of an order not checked) must be given
+    notice_contains: tuple[str, ...] = ()  # the missing-data notice must be shown and contain these
 
 
 @dataclass(frozen=True)

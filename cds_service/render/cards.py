@@ -27,7 +27,8 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
                  missing_data: tuple[str, ...] = (), base_url: str = "",
                  override_reasons: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
-    when unknown data silenced rules or the drug of a draft order the call speaks about could not be identified."""
+    when unknown data silenced rules, when the drug of a draft order the call speaks about could not be identified,
+    or when the rules met a lab result whose unit could not be read."""
     reasons = knowledge.override_reasons if override_reasons is None else override_reasons
     groups: dict[str, list[Finding]] = {}
     cards = []
@@ -44,9 +45,12 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
     cards.sort(key=lambda c: _ORDER[c["indicator"]])
-    if knowledge.missing_data_card and (evaluation.unchecked_drafts or (evaluation.silenced and missing_data)):
+    unread = evaluation.unread_labs if knowledge.missing_data_card and \
+        knowledge.missing_data_card.get("unread_lab") else ()
+    if knowledge.missing_data_card and (evaluation.unchecked_drafts or unread
+                                        or (evaluation.silenced and missing_data)):
         cards.append(_missing_data_card(knowledge, hook_instance, missing_data if evaluation.silenced else (),
-                                        len(evaluation.silenced), evaluation.unchecked_drafts))
+                                        len(evaluation.silenced), evaluation.unchecked_drafts, unread))
     return cards
 
 
@@ -146,19 +150,23 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
 
 
 def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...], skipped: int,
-                       unchecked_drafts: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The notice: which data could not be retrieved, or (first, being about the order itself) which draft orders
-    could not be checked because their drug could not be identified."""
+                       unchecked_drafts: tuple[str, ...] = (), unread_labs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The notice: which data could not be retrieved or read, or (first, being about the order itself) which draft
+    orders could not be checked because their drug could not be identified."""
     template = knowledge.missing_data_card
-    labels = ", ".join(template["labels"].get(k, k) for k in kinds)
-    fields = {"missing.data": labels, "missing.count": str(skipped), "missing.orders": str(len(unchecked_drafts))}
+    named = [template["labels"].get(k, k) for k in kinds]
+    named += [template["unread_lab"].replace("{lab}", knowledge.concepts[cid].label) for cid in unread_labs]
+    fields = {"missing.data": ", ".join(named), "missing.count": str(skipped),
+              "missing.orders": str(len(unchecked_drafts))}
     summary, detail = template["summary"], template["detail"]
     extension: dict[str, Any] = {"missingData": list(kinds)}
+    if unread_labs:
+        extension["unreadLabs"] = list(unread_labs)
     if unchecked_drafts:
         orders = template["unidentified_orders"]
         summary = orders["summary"]
-        detail = f"{orders['detail']}\n\n{detail}" if kinds else orders["detail"]
-        extension = {"missingData": [*kinds, "draft-orders"], "uncheckedOrders": list(unchecked_drafts)}
+        detail = f"{orders['detail']}\n\n{detail}" if named else orders["detail"]
+        extension.update({"missingData": [*kinds, "draft-orders"], "uncheckedOrders": list(unchecked_drafts)})
     return {
         "uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|missing-data")),
         "summary": _clip(fill(summary, fields), knowledge.max_summary_chars),

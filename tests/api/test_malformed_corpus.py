@@ -73,3 +73,29 @@ def test_fast_and_reference_schema_validators_agree(name, body):
     from cds_service.knowledge.loader import validator
 
     assert _fast_validator().is_valid(body) == validator("hook-request").is_valid(body), name
+
+
+@pytest.mark.parametrize("unit", ["10*99999999.mol/L", "10*999.mol/L", "10^-999.mmol/L", "m" * 5000,
+                                  "mmol/L" + " " * 10000, "{" * 300 + "mmol/L"],
+                         ids=["huge-power-of-ten", "power-of-ten-overflow", "huge-negative-power", "long-unit",
+                              "long-padding", "deep-braces"])
+def test_a_pathological_unit_is_never_a_5xx_and_never_hangs(client, cramp, knowledge, unit):
+    """A unit that once hung the UCUM parser (10*99999999) or raised a 500 (10*999): the result is present with an
+    unknown value. The thread's join bound only guards against a hang; latency is measured in bench/."""
+    import threading
+
+    potassium = knowledge.concepts["potassium"]
+    result = {"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": knowledge.systems["loinc"][0], "code": potassium.codes["loinc"][0]}]},
+              "effectiveDateTime": "2026-01-01",
+              "valueQuantity": {"value": 3.1, "unit": unit, "system": knowledge.systems["ucum"][0], "code": unit}}
+    body = valid_body()
+    body["prefetch"]["conditions"]["entry"] = [{"resource": cramp}]
+    body["prefetch"]["labResults"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": result}]}
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(client.post(SERVICE, json=body)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+
+    assert answers, "the request did not come back: the unit hung the service"
+    assert answers[0].status_code == 200, answers[0].data[:300]

@@ -49,3 +49,19 @@ def test_metrics_count_requests_by_service_and_status_and_findings_by_rule(clien
             - metric(before, "spasm_cds_cards_total", rule=rule.id, indicator=ind) == 3]
     assert grew, "the case's rule was not counted three times"
     assert "spasm_cds_request_seconds_bucket" in after
+
+
+def test_metrics_count_unread_lab_units_by_lab_only_never_by_unit(client, knowledge, today):
+    case = next(c for c in knowledge.cases if c.name == "potassium-in-a-nonsense-unit-magnesium-calcium-recent")
+    (unit,) = {lab["unit"] for lab in case.chart["labs"] if lab["loinc"] in knowledge.concepts["potassium"].codes["loinc"]}
+    service = service_for(knowledge, case)
+    before = client.get("/metrics").data.decode()
+    for _ in range(2):
+        assert client.post(f"/cds-services/{service.id}", json=build_request(knowledge, case, service, today)).status_code == 200
+    after = client.get("/metrics").data.decode()
+    assert metric(after, "spasm_cds_lab_units_unread_total", lab="potassium") - \
+        metric(before, "spasm_cds_lab_units_unread_total", lab="potassium") == 2
+    unread_lines = [line for line in after.splitlines() if line.startswith("spasm_cds_lab_units_unread_total{")]
+    assert unread_lines and all(re.fullmatch(r'spasm_cds_lab_units_unread_total\{lab="[a-z0-9-]+"\} \S+', line)
+                                for line in unread_lines)
+    assert f'"{unit}"' not in after

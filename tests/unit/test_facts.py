@@ -133,10 +133,22 @@ def test_the_newest_result_is_the_fact_and_every_result_is_listed_newest_first(k
         assert [r.when for r in every] == [date(2026, 5, 20), date(2026, 1, 10)]
 
 
-def test_a_newest_result_that_cannot_be_compared_gives_way_to_the_one_before(k):
+def test_a_newest_result_in_an_unreadable_unit_decides_and_is_present_with_an_unknown_value(k):
     older = observation(k, "potassium", 3.1, "mmol/L", when="2026-01-10")
     newer = observation(k, "potassium", 4.2, "furlong", when="2026-05-20")
-    assert facts(k, observations=[newer, older]).labs["potassium"].shown_value == "3.1"
+    for order in ([newer, older], [older, newer]):
+        found = facts(k, observations=order)
+        assert "potassium" not in found.labs  # the older value is not passed off as the current one
+        assert found.unread_labs["potassium"].when == date(2026, 5, 20)
+        assert found.unread_labs["potassium"].unit == "furlong"
+
+
+def test_a_newest_result_without_a_number_gives_way_to_the_one_before(k):
+    older = observation(k, "potassium", 3.1, "mmol/L", when="2026-01-10")
+    newer = dict(observation(k, "potassium", 4.2, "mmol/L", when="2026-05-20"),
+                 valueQuantity={"value": "see note", "unit": "mmol/L"})
+    found = facts(k, observations=[newer, older])
+    assert found.labs["potassium"].shown_value == "3.1" and not found.unread_labs
 
 
 def test_results_of_one_day_are_ordered_by_their_time(k):
@@ -160,10 +172,63 @@ def test_same_time_results_prefer_the_concepts_first_code(k):
 def test_a_unit_the_analyte_does_not_accept_is_not_compared(k):
     spec = k["knowledge"].concepts["hba1c"].lab
     assert spec.accepted_units, "HbA1c must list the units it accepts"
-    ratio = observation(k, "hba1c", 48, "mmol/mol")  # IFCC: not a percent, though UCUM would convert it as one
-    assert "hba1c" not in facts(k, observations=[ratio]).labs
+    ratio = observation(k, "hba1c", 0.065, "1")  # a plain fraction would convert to % by UCUM; not accepted
+    found = facts(k, observations=[ratio])
+    assert "hba1c" not in found.labs and "hba1c" in found.unread_labs
     percent = observation(k, "hba1c", 6.8, spec.accepted_units[0])
     assert facts(k, observations=[percent]).labs["hba1c"].value == 6.8
+
+
+def test_an_alternate_unit_converts_by_its_line_not_by_a_ucum_ratio(k):
+    (line,) = [a for a in k["knowledge"].concepts["hba1c"].lab.alternate_units if a.unit == "mmol/mol"]
+    rng = {"high": {"value": 38, "unit": "mmol/mol"}}
+    ifcc = observation(k, "hba1c", 48, "mmol/mol", referenceRange=[rng])
+    result = facts(k, observations=[ifcc]).labs["hba1c"]
+    assert result.value == pytest.approx(line.scale * 48 + line.offset)
+    assert result.value == pytest.approx(6.54, abs=0.01)  # 48 mmol/mol is the 6.5 % diagnostic threshold
+    assert result.high == pytest.approx(line.scale * 38 + line.offset)
+    assert (result.shown_value, result.shown_unit) == ("48", "mmol/mol")
+
+
+@pytest.mark.parametrize("unit", ["mU/L", "uIU/mL", "µIU/mL", "μIU/mL", "mIU/L", "uU/mL", " mU/L ", "ulU/mL"])
+def test_tsh_units_that_mean_milli_international_units_per_litre_read_as_they_are(k, unit):
+    tsh = observation(k, "tsh", 12, unit, ucum=False)
+    assert facts(k, observations=[tsh]).labs["tsh"].value == pytest.approx(12)
+
+
+@pytest.mark.parametrize("unit", ["MU/L", "IU/L", "U/L"])
+def test_tsh_in_a_unit_ucum_reads_otherwise_is_present_but_unread(k, unit):
+    found = facts(k, observations=[observation(k, "tsh", 12, unit)])
+    assert "tsh" not in found.labs and "tsh" in found.unread_labs
+
+
+@pytest.mark.parametrize(("concept_id", "code", "value", "unit", "canonical"), [
+    ("free-t4", "14920-3", 10.3, "pmol/L", 10.3e-12 * 776.87 * 1e9 / 10),  # pmol/L x g/mol -> ng/dL
+    ("albumin", "61151-7", 3.1, "g/dL", 3.1),
+    ("albumin", "61152-5", 31, "g/L", 3.1),
+    ("vitamin-d-25oh", "49054-0", 14, "ng/mL", 14),
+    ("creatinine", None, 221, "μmol/L", 221 * 113.12 / 10000),
+    ("creatinine", None, 221, "µmol/L", 221 * 113.12 / 10000),
+    ("egfr", None, 42, "mL/min/1.73 m^2", 42),
+    ("egfr", None, 42, "ml/min/1.73m2", 42),
+    ("egfr", None, 42, "mL/min/1.73 sq m", 42),
+    ("egfr", None, 42, "mL/min/{1.73_m2}", 42),
+    ("potassium", None, 3.1, "MMOL/L", 3.1),
+    ("potassium", None, 3.1, "mEq/L", 3.1),
+], ids=lambda v: str(v))
+def test_codes_and_unit_spellings_from_real_charts_are_read(k, concept_id, code, value, unit, canonical):
+    obs = observation(k, concept_id, value, unit, ucum=False)
+    if code is not None:
+        assert code in k["knowledge"].concepts[concept_id].codes["loinc"]
+        obs["code"] = {"coding": [{"system": k["loinc"], "code": code}]}
+    assert facts(k, observations=[obs]).labs[concept_id].value == pytest.approx(canonical, rel=1e-3)
+
+
+def test_a_calcium_whose_same_day_albumin_is_unread_has_an_unknown_correction(k):
+    calcium = observation(k, "calcium-total", 8.0, "mg/dL")
+    albumin = observation(k, "albumin", 2.5, "furlong")
+    result = facts(k, observations=[calcium, albumin]).labs["calcium-total"]
+    assert result.correction_unknown and result.corrected is None
 
 
 def test_annotations_in_units_are_shown_without_braces(k):
@@ -187,16 +252,21 @@ def test_unit_without_a_ucum_code_is_read_from_unit(k, unit, mmol_l):
     assert result.value == pytest.approx(magnesium_mg_dl(k, mmol_l))
 
 
-@pytest.mark.parametrize("change", ["unconvertible-unit", "no-unit", "no-number", "no-date"])
+@pytest.mark.parametrize("change", ["unconvertible-unit", "no-unit", "blank-unit", "no-number", "no-date"])
 def test_result_that_cannot_be_compared_is_skipped(k, change):
     obs = observation(k, "potassium", 3.1, "furlong" if change == "unconvertible-unit" else "mmol/L")
     if change == "no-unit":
         obs["valueQuantity"] = {"value": 3.1}
+    elif change == "blank-unit":
+        obs["valueQuantity"] = {"value": 3.1, "unit": "  "}
     elif change == "no-number":
         obs["valueQuantity"] = {"value": "low", "unit": "mmol/L"}
     elif change == "no-date":
         del obs["effectiveDateTime"]
-    assert facts(k, observations=[obs]).labs == {}
+    found = facts(k, observations=[obs])
+    assert found.labs == {}
+    # a number in a unit that cannot be read is present with an unknown value; no number or no date is nothing
+    assert ("potassium" in found.unread_labs) == (change in ("unconvertible-unit", "no-unit", "blank-unit"))
 
 
 @pytest.mark.parametrize("status", ["entered-in-error", "cancelled", "registered"])
