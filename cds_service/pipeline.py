@@ -31,7 +31,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     With a card memory, snoozed and repeated cards are held back and the cards returned are recorded."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
-    conditions = condition_facts(gathered.resources, knowledge.terminology)
+    conditions = condition_facts(gathered.resources, knowledge.terminology, today)
     if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}

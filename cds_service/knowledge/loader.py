@@ -175,7 +175,8 @@ def _build_concepts(entries) -> dict[str, Concept]:
         concepts.setdefault(doc["id"], Concept(
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
-            ingredients=tuple(doc.get("ingredients", ())), lab=lab, sources=tuple(doc["sources"])))
+            ingredients=tuple(doc.get("ingredients", ())), lab=lab, sources=tuple(doc["sources"]),
+            max_age_days=doc.get("max_age_days")))
     return concepts
 
 

@@ -47,6 +47,7 @@ class Concept:
     ingredients: tuple[str, ...] = ()
     lab: LabSpec | None = None
     sources: tuple[str, ...] = ()
+    max_age_days: int | None = None  # conditions only: how long after onset an acute condition still counts
 
 
 @dataclass(frozen=True)
