@@ -69,10 +69,11 @@ class LabResult:
 
 @dataclass(frozen=True)
 class ConditionFact:
-    """One active, not refuted condition."""
+    """One active, not refuted condition; `confirmed` unless provisional, differential or unconfirmed."""
 
     concepts: frozenset[str]
     display: str
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,7 @@ def _conditions(items, terminology: Terminology, today: date, born: date | None)
         if concepts:
             display = _str(_obj(r.get("code")).get("text")) or next(
                 (c.get("display") for c in codings if c.get("display")), "")
-            yield ConditionFact(concepts, display)
+            yield ConditionFact(concepts, display, verification in (None, "confirmed"))
 
 
 _AGE_UNIT_DAYS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0, "h": 1 / 24, "min": 1 / 1440}

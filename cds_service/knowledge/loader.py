@@ -206,7 +206,8 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                      age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"),
                      times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
                      since_days=raw.get("since_days"), any_of=any_of, with_drafts=bool(raw.get("with_drafts")),
-                     different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore")
+                     different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore",
+                     confirmed=raw.get("confirmed") is True)
 
 
 def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:

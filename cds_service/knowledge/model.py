@@ -71,6 +71,7 @@ class Criterion:
     different_from: str = ""  # medication: ignore drugs sharing an ingredient with this alias's drug
     any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
     ignore_unknown: bool = False  # exclude: unknown data does not silence the rule
+    confirmed: bool = False  # condition: a provisional, differential or unconfirmed condition does not count
 
 
 @dataclass(frozen=True)
