@@ -408,3 +408,10 @@ def test_condition_with_an_abatement_in_the_past_is_not_active(k, fields, abated
 def test_abatement_age_without_birth_date_is_taken_as_past(k):
     cond = condition(k, "icd10cm", spasm_icd(k), None, None, abatementAge={"value": 5, "code": "a"})
     assert limited_concepts(k, cond) == set()
+
+
+@pytest.mark.parametrize(("verification", "confirmed"), [
+    ("confirmed", True), (None, True), ("provisional", False), ("differential", False), ("unconfirmed", False)])
+def test_condition_is_confirmed_unless_provisional_differential_or_unconfirmed(k, verification, confirmed):
+    (fact,) = facts(k, conditions=[condition(k, "icd10cm", spasm_icd(k), "active", verification)]).conditions
+    assert fact.confirmed is confirmed
