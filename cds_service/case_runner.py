@@ -93,6 +93,10 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
                     "verificationStatus": {"coding": [{"system": _VERIFICATION,
                                                        "code": cond.get("verification_status", "confirmed")}]},
                     "code": {"coding": [{"system": systems[system], "code": str(cond[system])}]}}
+        if "onset_days_ago" in cond:
+            resource["onsetDateTime"] = (today - timedelta(days=cond["onset_days_ago"])).isoformat()
+        if "abatement_days_ago" in cond:
+            resource["abatementDateTime"] = (today - timedelta(days=cond["abatement_days_ago"])).isoformat()
         out["conditions"].append(resource)
     for i, lab in enumerate(chart.get("labs") or ()):
         unit = lab.get("unit")

@@ -33,7 +33,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     sees the patient's facts (the evaluate report counts unrecognised drugs and unread lab units with it)."""
     call = parse_hook_request(body, service)
     gathered = gather_resources(call, service, settings, pool)
-    conditions = condition_facts(gathered.resources, knowledge.terminology)
+    conditions = condition_facts(gathered.resources, knowledge.terminology, today)
     if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)
         return {"cards": []}

@@ -197,6 +197,7 @@ class Terminology:
             for code in c.codes.get("icd10cm", ()):
                 norm = _norm_icd(code)
                 self._icd_prefixes[norm[:3]].append((norm, c.id))
+        self.condition_max_age_days = {c.id: c.max_age_days for c in concepts.values() if c.max_age_days}
         self._by_ingredient = {k: frozenset(v) for k, v in by_ingredient.items()}
         self._products = products
         brand_routes: dict[str, set[str | None]] = defaultdict(set)

@@ -78,7 +78,7 @@ def condition(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Boun
     wanted = set(c.concepts)
     for cond in facts.conditions:
         hit = wanted & cond.concepts
-        if hit:
+        if hit and (cond.confirmed or not c.confirmed):
             label = terms.concept(sorted(hit)[0]).label
             name = cond.display or label
             return Match(True, {"name": name, "label": label, "evidence": name})

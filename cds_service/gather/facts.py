@@ -6,7 +6,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -82,10 +82,11 @@ class UnreadLab:
 
 @dataclass(frozen=True)
 class ConditionFact:
-    """One active, not refuted condition."""
+    """One active, not refuted condition; `confirmed` unless provisional, differential or unconfirmed."""
 
     concepts: frozenset[str]
     display: str
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,14 @@ class PatientFacts:
     unread_labs: Mapping[str, UnreadLab] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology
+def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology, today: date
                     ) -> tuple[ConditionFact, ...]:
     """The active, not refuted conditions alone: enough for a service's relevance gate, so that a chart without a
-    documented cramp costs no medication or lab extraction."""
-    return tuple(_conditions(resources.get("conditions", ()), terminology))
+    documented cramp costs no medication or lab extraction. A concept with a maximum age no longer counts that
+    many days after the condition's onset."""
+    patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
+    born = _date(patient.get("birthDate")) if patient else None
+    return tuple(_conditions(resources.get("conditions", ()), terminology, today, born))
 
 
 def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterable[str],
@@ -138,7 +142,7 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         sex=patient.get("gender") if patient else None,
         medications=meds,
         labs=labs,
-        conditions=condition_facts(resources, terminology) if conditions is None else conditions,
+        conditions=condition_facts(resources, terminology, today) if conditions is None else conditions,
         unknown=frozenset(unknown),
         drafts=drafts,
         identity=IdentityCounts(tuple(counts["unrecognised"]), len(counts["by_name"])),
@@ -448,7 +452,8 @@ def _range_text(ref: Mapping, unit: str) -> str:
     return ref.get("text") or ""
 
 
-def _conditions(items, terminology: Terminology):
+def _conditions(items, terminology: Terminology, today: date, born: date | None):
+    limits = terminology.condition_max_age_days
     for r in items:
         if r.get("resourceType") != "Condition":
             continue
@@ -458,14 +463,54 @@ def _conditions(items, terminology: Terminology):
             continue
         if clinical is not None and clinical not in _ACTIVE_CONDITION:
             continue
-        if clinical is None and r.get("abatementDateTime"):
+        if _abated(r, today, born):
             continue
         codings = _codings(r.get("code"))
         concepts = terminology.conditions(codings)
+        if concepts and any(c in limits for c in concepts):
+            onset = _onset(r, born)
+            if onset is not None:
+                concepts = frozenset(c for c in concepts if c not in limits or (today - onset).days <= limits[c])
         if concepts:
             display = _str(_obj(r.get("code")).get("text")) or next(
                 (c.get("display") for c in codings if c.get("display")), "")
-            yield ConditionFact(concepts, display)
+            yield ConditionFact(concepts, display, verification in (None, "confirmed"))
+
+
+_AGE_UNIT_DAYS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0, "h": 1 / 24, "min": 1 / 1440}
+
+
+def _at_age(age: Any, born: date | None) -> date | None:
+    """The date a patient born on `born` reached an Age quantity, None when either is unknown."""
+    age = _obj(age)
+    value, unit = age.get("value"), _str(age.get("code")) or _str(age.get("unit"))
+    days = _AGE_UNIT_DAYS.get(unit or "")
+    if born is None or days is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return born + timedelta(days=value * days)
+    except OverflowError:
+        return None
+
+
+def _onset(r: Mapping[str, Any], born: date | None) -> date | None:
+    """The earliest of the dates a Condition gives for its start (onset or recorded), None when it gives none."""
+    found = [d for d in (_date(r.get("onsetDateTime")), _date(_obj(r.get("onsetPeriod")).get("start")),
+                         _at_age(r.get("onsetAge"), born), _date(r.get("recordedDate"))) if d is not None]
+    return min(found) if found else None
+
+
+def _abated(r: Mapping[str, Any], today: date, born: date | None) -> bool:
+    """Whether the Condition records an end that is not in the future: an abatement date, period, age or range
+    (an age with no birth date known, a range and a text end are taken as past), or abatementBoolean true."""
+    if r.get("abatementBoolean") is True or _str(r.get("abatementString")) or isinstance(
+            r.get("abatementRange"), dict):
+        return True
+    period = _obj(r.get("abatementPeriod"))
+    ends = [_date(r.get("abatementDateTime")), _date(period.get("end") or period.get("start"))]
+    if isinstance(r.get("abatementAge"), dict):
+        ends.append(_at_age(r["abatementAge"], born) or today)
+    return any(end is not None and end <= today for end in ends)
 
 
 def flag_of(result: LabResult, fallback_low: float | None, fallback_high: float | None) -> str | None:

@@ -187,7 +187,8 @@ def _build_concepts(entries) -> dict[str, Concept]:
             id=doc["id"], domain=domain, label=doc["label"],
             codes=MappingProxyType({k: tuple(v) for k, v in doc.get("codes", {}).items()}),
             ingredients=tuple(doc.get("ingredients", ())), lab=lab, sources=tuple(doc["sources"]),
-            routes=tuple(doc.get("routes", ())), except_with=tuple(doc.get("except_with", ()))))
+            routes=tuple(doc.get("routes", ())), except_with=tuple(doc.get("except_with", ())),
+            max_age_days=doc.get("max_age_days")))
     return concepts
 
 
@@ -217,7 +218,8 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                      age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"),
                      times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
                      since_days=raw.get("since_days"), any_of=any_of, with_drafts=bool(raw.get("with_drafts")),
-                     different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore")
+                     different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore",
+                     confirmed=raw.get("confirmed") is True)
 
 
 def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:

@@ -61,6 +61,7 @@ class Concept:
     sources: tuple[str, ...] = ()
     routes: tuple[str, ...] = ()  # medications: routes that count (empty: the systemic ones)
     except_with: tuple[str, ...] = ()  # medications: a product also holding one of these is not this concept
+    max_age_days: int | None = None  # conditions only: how long after onset an acute condition still counts
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Criterion:
     different_from: str = ""  # medication: ignore drugs sharing an ingredient with this alias's drug
     any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
     ignore_unknown: bool = False  # exclude: unknown data does not silence the rule
+    confirmed: bool = False  # condition: a provisional, differential or unconfirmed condition does not count
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ class Tally:
                 wanted = [knowledge.concepts[cid].lab.order_loinc for cid in missing]
                 if not set(wanted) <= set(suggested):
                     self.problems.append(f"{name}: work-up card offers {suggested}; the data leave {missing} missing")
-        if workup_cards != 1:
+        if workup_cards > 1:
             self.problems.append(f"{name}: {workup_cards} work-up cards")
 
     def as_json(self) -> dict[str, Any]:
@@ -256,7 +256,11 @@ def test_synthea_patients_with_a_cramp_get_valid_cards_the_data_allow(clock: str
     # No Synthea patient has a magnesium result: never low, and always missing from the work-up.
     assert tally.magnesium_results == 0
     assert tally.rules[MAGNESIUM_RULE] == 0
-    assert tally.rules[WORKUP_RULE] == n and tally.orders["magnesium"] == n
+    # The work-up needs a reason (a diuretic, a condition, a low result) or no potassium for a year; on the wall
+    # clock every Synthea potassium is years old, so everyone gets it, magnesium always among the tests.
+    assert tally.orders["magnesium"] == tally.rules[WORKUP_RULE] > 0
+    if clock == "wall-clock":
+        assert tally.rules[WORKUP_RULE] == n
     assert tally.missing_data_cards == 0  # every key was prefetched
     assert max(tally.cards_per_patient) <= MAX_CARDS_PER_PATIENT
 

@@ -3,6 +3,7 @@
 Each case copies the small valid tree in broken/base/ and breaks one thing, so the fixture shows only the fault."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -286,3 +287,27 @@ def test_lint_command_passes_a_sound_tree(root):
     done = lint(root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("ok: ")
+
+
+def with_bundled_policy(root: Path, detail: str) -> None:
+    shutil.copy(REPO / "cards" / "policy.yaml", root / "cards" / "policy.yaml")
+    edit(root, RULE, lambda d: d["card"].update(detail=detail))
+
+
+PHRASES = yaml.safe_load((Path(__file__).resolve().parent / "policy-phrases.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("detail", "caught"), [(p["detail"], p["caught"]) for p in PHRASES["forbidden"]],
+                         ids=[p["caught"] for p in PHRASES["forbidden"]])
+def test_bundled_policy_refuses_doses_quinine_and_regenerative_products(tree, units, detail, caught):
+    with_bundled_policy(tree, detail)
+    policy = yaml.safe_load((REPO / "cards" / "policy.yaml").read_text(encoding="utf-8"))["forbidden"]
+    firing = [f["pattern"] for f in policy if re.search(f["pattern"], caught, re.IGNORECASE)]
+    assert firing, f"no pattern of cards/policy.yaml catches {caught!r}"
+    assert f"{RULE}: card.detail: says {firing[0]!r}, which policy forbids: " in " ".join(problems_of(tree, units))
+
+
+@pytest.mark.parametrize("detail", PHRASES["allowed"])
+def test_bundled_policy_lets_lab_values_through(tree, units, detail):
+    with_bundled_policy(tree, detail)
+    load_knowledge(tree, units)

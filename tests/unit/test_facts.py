@@ -406,3 +406,82 @@ def result(value, low=None, high=None, interpretation=None):
         "abnormal-code-within-fallback-is-still-abnormal", "unknown-code-falls-back-to-the-range"])
 def test_flag_is_judged_by_range_then_interpretation_then_fallback(lab, flag):
     assert flag_of(lab, 3.5, 5.0) == flag
+
+
+def limited_concept(k):
+    """A condition concept with a maximum age, and its limit and first ICD-10-CM code (read from the mappings)."""
+    cid, days = next((cid, c.max_age_days) for cid, c in sorted(k["knowledge"].concepts.items())
+                     if c.max_age_days and c.codes.get("icd10cm"))
+    return cid, days, k["knowledge"].concepts[cid].codes["icd10cm"][0]
+
+
+def born(years):
+    return {"resourceType": "Patient", "birthDate": date(TODAY.year - years, TODAY.month, TODAY.day).isoformat()}
+
+
+def limited_concepts(k, cond, patient=None):
+    resources = {"conditions": [cond], "patient": [patient] if patient else []}
+    return {c for fact in extract_facts(resources, (), k["knowledge"].terminology, TODAY).conditions
+            for c in fact.concepts}
+
+
+@pytest.mark.parametrize(("field", "inside"), [
+    ("onsetDateTime", True), ("onsetDateTime", False), ("onsetPeriod", True), ("onsetPeriod", False),
+    ("recordedDate", True), ("recordedDate", False), ("onsetAge", True), ("onsetAge", False)])
+def test_acute_condition_counts_only_within_its_maximum_age(k, field, inside):
+    cid, days, code = limited_concept(k)
+    age = days - 1 if inside else days + 1
+    when = (TODAY - timedelta(days=age)).isoformat()
+    lived = (TODAY - date.fromisoformat(born(40)["birthDate"])).days
+    value = {"onsetPeriod": {"start": when}, "onsetAge": {"value": lived - age, "unit": "d", "code": "d"}}.get(
+        field, when)
+    assert (cid in limited_concepts(k, condition(k, "icd10cm", code, **{field: value}), born(40))) is inside
+
+
+def test_acute_condition_is_dated_by_its_earliest_date(k):
+    cid, days, code = limited_concept(k)
+    cond = condition(k, "icd10cm", code, onsetDateTime=(TODAY - timedelta(days=days + 5)).isoformat(),
+                     recordedDate=TODAY.isoformat())
+    assert cid not in limited_concepts(k, cond)
+
+
+def test_acute_condition_without_any_date_counts_as_current(k):
+    cid, _, code = limited_concept(k)
+    assert cid in limited_concepts(k, condition(k, "icd10cm", code))
+
+
+def test_onset_age_without_birth_date_counts_as_current(k):
+    cid, _, code = limited_concept(k)
+    assert cid in limited_concepts(k, condition(k, "icd10cm", code, onsetAge={"value": 1, "code": "a"}))
+
+
+def test_condition_without_maximum_age_counts_however_old(k):
+    assert condition_concepts(k, condition(k, "icd10cm", spasm_icd(k), onsetDateTime="1990-01-01")) == {
+        "muscle-spasm"}
+
+
+PAST, FUTURE = (TODAY - timedelta(days=3)).isoformat(), (TODAY + timedelta(days=3)).isoformat()
+
+
+@pytest.mark.parametrize(("fields", "abated"), [
+    ({"abatementDateTime": PAST}, True), ({"abatementDateTime": FUTURE}, False),
+    ({"abatementPeriod": {"start": PAST, "end": PAST}}, True), ({"abatementPeriod": {"end": FUTURE}}, False),
+    ({"abatementAge": {"value": 39, "code": "a"}}, True), ({"abatementAge": {"value": 41, "code": "a"}}, False),
+    ({"abatementRange": {"low": {"value": 30, "code": "a"}}}, True), ({"abatementString": "in childhood"}, True),
+    ({"abatementBoolean": True}, True), ({"abatementBoolean": False}, False)], ids=str)
+@pytest.mark.parametrize("clinical", ["active", None])
+def test_condition_with_an_abatement_in_the_past_is_not_active(k, fields, abated, clinical):
+    cond = condition(k, "icd10cm", spasm_icd(k), clinical, "confirmed", **fields)
+    assert (limited_concepts(k, cond, born(40)) == set()) is abated
+
+
+def test_abatement_age_without_birth_date_is_taken_as_past(k):
+    cond = condition(k, "icd10cm", spasm_icd(k), None, None, abatementAge={"value": 5, "code": "a"})
+    assert limited_concepts(k, cond) == set()
+
+
+@pytest.mark.parametrize(("verification", "confirmed"), [
+    ("confirmed", True), (None, True), ("provisional", False), ("differential", False), ("unconfirmed", False)])
+def test_condition_is_confirmed_unless_provisional_differential_or_unconfirmed(k, verification, confirmed):
+    (fact,) = facts(k, conditions=[condition(k, "icd10cm", spasm_icd(k), "active", verification)]).conditions
+    assert fact.confirmed is confirmed
