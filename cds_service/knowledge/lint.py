@@ -42,7 +42,7 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
 def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source]) -> list[str]:
     """Bibliography entries no rule or concept cites (a warning, not an error)."""
     cited = {s for r in rules.values() for s in r.sources} | {s for c in concepts.values() for s in c.sources}
-    return sorted(set(sources) - cited)
+    return sorted(sid for sid in set(sources) - cited if not sources[sid].background)
 
 
 def _check_concepts(entries, sources, units) -> list[str]:
@@ -76,6 +76,9 @@ def _check_concepts(entries, sources, units) -> list[str]:
         for i, sid in enumerate(doc["sources"]):
             if sid not in sources:
                 problems.append(f"{rel}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+            elif sources[sid].background:
+                problems.append(f"{rel}: sources[{i}]: {sid!r} is background reading, not an authority; "
+                                f"cite the label, guideline or paper for this fact")
     return problems
 
 
@@ -92,6 +95,9 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
         for i, sid in enumerate(doc["sources"]):
             if sid not in sources:
                 problems.append(f"{rel}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+            elif sources[sid].background:
+                problems.append(f"{rel}: sources[{i}]: {sid!r} is background reading, not an authority; "
+                                f"cite the label, guideline or paper for this fact")
         aliases: Counter[str] = Counter()
         for part in ("include", "exclude"):
             for i, crit in enumerate(doc.get(part) or ()):

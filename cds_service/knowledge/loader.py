@@ -93,7 +93,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
     concepts = _build_concepts(raw["concepts"])
     rules = _build_rules(raw["rules"], concepts, units, problems)
     cases = _build_cases(raw["cases"], rules)
-    sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""))
+    sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""), s.get("background", False))
                for sid, s in raw["sources"]["sources"].items()}
     services = _build_services(raw["services"], rules, concepts, raw["systems"], _build_options(raw["services"]))
     problems += lint.check(raw, concepts, rules, cases, sources, services, units)

@@ -80,6 +80,7 @@ class Source:
     label: str
     citation: str
     url: str
+    background: bool = False
 
 
 @dataclass(frozen=True)

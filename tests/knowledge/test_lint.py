@@ -79,6 +79,12 @@ def rule_cites_an_unknown_source(root):
     edit(root, RULE, lambda d: d.update(sources=["no-such-source"]))
 
 
+def rule_cites_a_background_source(root):
+    edit(root, "cards/sources.yaml", lambda d: d["sources"].update(
+        {"example-blog": {"label": "Example blog", "citation": "A patient article.", "background": True}}))
+    edit(root, RULE, lambda d: d.update(sources=["example-source", "example-blog"]))
+
+
 def card_text_says_a_forbidden_phrase(root):
     edit(root, RULE, lambda d: d["card"].update(detail="Try some snake oil for {lab.name}."))
 
@@ -170,6 +176,9 @@ BROKEN = [
      f"{RULE}: cases: add {CASES} with at least one card and one no-card case"),
     (rule_cites_an_unknown_source,
      f"{RULE}: sources[0]: 'no-such-source' is not in cards/sources.yaml"),
+    (rule_cites_a_background_source,
+     f"{RULE}: sources[1]: 'example-blog' is background reading, not an authority; "
+     "cite the label, guideline or paper for this fact"),
     (card_text_says_a_forbidden_phrase,
      f"{RULE}: card.detail: says 'snake oil', which policy forbids: test fixture policy"),
     (summary_has_an_unknown_placeholder,
