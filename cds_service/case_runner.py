@@ -87,7 +87,8 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
                                                    "code": cond.get("clinical_status", "active")}]},
                     "verificationStatus": {"coding": [{"system": _VERIFICATION,
                                                        "code": cond.get("verification_status", "confirmed")}]},
-                    "code": {"coding": [{"system": systems[system], "code": str(cond[system])}]}}
+                    "code": {"coding": [{"system": systems[system], "code": str(cond[system]),
+                                         **({"display": cond["display"]} if "display" in cond else {})}]}}
         out["conditions"].append(resource)
     for i, lab in enumerate(chart.get("labs") or ()):
         unit = lab.get("unit")
@@ -200,6 +201,21 @@ def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseRes
     return CaseResult(cards, card, problem)
 
 
+def text_problem(text: str) -> str | None:
+    """What reads badly in rendered card text: brackets inside brackets, or a "(s)" plural."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "(" and not (i and text[i - 1] == "]"):
+            depth += 1
+            if depth > 1:
+                return f"brackets inside brackets near {text[max(0, i - 40):i + 20]!r}"
+        elif ch == ")" and depth:
+            depth -= 1
+    if "(s)" in text:
+        return f"'(s)' near {text[max(0, text.index('(s)') - 30):text.index('(s)') + 3]!r}; say it in words"
+    return None
+
+
 def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None) -> str | None:
     if card is None:
         return "expected a card, got none"
@@ -209,6 +225,13 @@ def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None)
     for text in case.summary_contains:
         if text not in summary:
             return f"summary {summary!r} does not contain {text!r}"
+    for text in case.detail_contains:
+        if text not in card.get("detail", ""):
+            return f"detail does not contain {text!r}"
+    for field in ("summary", "detail"):
+        problem = text_problem(card.get(field, ""))
+        if problem:
+            return f"card {field}: {problem}"
     for pattern, why in knowledge.forbidden:
         for field in ("summary", "detail"):
             if re.search(pattern, card.get(field, ""), re.IGNORECASE):

@@ -113,6 +113,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         override_reasons=tuple((r["code"], r["display"]) for r in raw["services"]["override_reasons"]),
         forbidden=tuple((f["pattern"], f["why"]) for f in policy["forbidden"]),
         max_summary_chars=policy.get("max_summary_chars", 140),
+        proper_names=frozenset(policy.get("proper_names", ())),
         product_ingredients=MappingProxyType(products),
         missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
         card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
@@ -235,13 +236,14 @@ def _build_cases(entries, rules) -> list[Case]:
         for c in doc["cases"]:
             chart = {k: v for k, v in defaults.items()}
             for key, value in c.items():
-                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note"):
+                if key in ("name", "expect", "hook", "summary_contains", "detail_contains", "suggestions", "note"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
             hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
             cases.append(Case(rule=doc["rule"], name=c["name"], expect=c["expect"], hook=hook,
                               chart=MappingProxyType(chart),
                               summary_contains=tuple(c.get("summary_contains", ())),
+                              detail_contains=tuple(c.get("detail_contains", ())),
                               suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
                               notice=c.get("notice")))
     return cases

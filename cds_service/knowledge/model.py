@@ -123,6 +123,7 @@ class Case:
     hook: str
     chart: Mapping[str, Any]
     summary_contains: tuple[str, ...] = ()
+    detail_contains: tuple[str, ...] = ()
     suggestions: tuple[str, ...] | None = None
     notice: bool | None = None  # whether the notice of missing data (or of an order not checked) must be given
 
@@ -237,6 +238,7 @@ class Knowledge:
     repeat_windows: RepeatWindows = field(default_factory=lambda: RepeatWindows(
         MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
     configuration_options: Mapping[str, ConfigOption] = field(default_factory=lambda: MappingProxyType({}))
+    proper_names: frozenset[str] = frozenset()  # words that keep their capital mid-sentence (policy.yaml)
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""

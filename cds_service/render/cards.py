@@ -2,6 +2,7 @@
 overrideReasons, links. Text comes from cards/ only; placeholders are {alias.field}."""
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -18,9 +19,57 @@ EXTENSION_KEY = "org.spasm-cds"
 _ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-def fill(template: str, fields: dict[str, str]) -> str:
-    """Replace {alias.field} placeholders with the finding's values."""
-    return PLACEHOLDER.sub(lambda m: fields.get(f"{m.group(1)}.{m.group(2)}", m.group(0)), template)
+# fields holding a name from the EHR or a concept label, which reads in lower case inside a sentence
+_NAME_FIELDS = {"name", "label", "labels", "evidence"}
+_TITLE_WORD = re.compile(r"(?<![\w'’-])[A-Z][a-z]+(?![\w'’-])")
+# "{x.name} ({x.label})" says the label only when it adds something
+_NAME_THEN_LABEL = re.compile(r"(\**\{([a-z_]+)\.name\}\**) \(\{\2\.label\}\)")
+_SENTENCE_END = re.compile(r"(^|[.!?:]|\n)[\s*_]*$")
+
+
+def fill(template: str, fields: dict[str, str], proper_names: frozenset[str] = frozenset(),
+         opens_sentence: bool = True) -> str:
+    """Replace {alias.field} placeholders with the finding's values. A name filled in mid-sentence is written in
+    lower case ("on hypothyroidism"), except acronyms, eponyms ("Parkinson's", `proper_names`) and hyphenated
+    names; brackets inside brackets become commas ("(reference 3.5–5 mmol/L, typical adult range)")."""
+    def value(m: re.Match) -> str:
+        text = fields.get(f"{m.group(1)}.{m.group(2)}", m.group(0))
+        if m.group(2) in _NAME_FIELDS and (m.start() > 0 or not opens_sentence) \
+                and not (m.start() > 0 and _SENTENCE_END.search(template[:m.start()])):
+            text = mid_sentence(text, proper_names)
+        return text
+    def same_as_name(m: re.Match) -> str:
+        name, label = fields.get(f"{m.group(2)}.name"), fields.get(f"{m.group(2)}.label")
+        return m.group(1) if name is not None and name.casefold() == (label or "").casefold() else m.group(0)
+    template = _NAME_THEN_LABEL.sub(same_as_name, template)
+    return flatten_brackets(PLACEHOLDER.sub(value, template))
+
+
+def mid_sentence(name: str, proper_names: frozenset[str] = frozenset()) -> str:
+    """A name as it reads inside a sentence: capitalised plain words in lower case, others as they are."""
+    return _TITLE_WORD.sub(lambda m: m.group(0) if m.group(0) in proper_names else m.group(0).lower(), name)
+
+
+def flatten_brackets(text: str) -> str:
+    """Round brackets inside round brackets become a comma-separated aside; a Markdown link's url is kept."""
+    out: list[str] = []
+    stack: list[str] = []  # per open bracket: "link" (a Markdown url), "flat" (dropped) or "kept"
+    for i, ch in enumerate(text):
+        if ch == "(":
+            if (i and text[i - 1] == "]") or "link" in stack:
+                kind = "link"
+            else:
+                kind = "flat" if stack else "kept"
+            stack.append(kind)
+            if kind == "flat":
+                while out and out[-1] == " ":
+                    out.pop()
+                out.append(", ")
+                continue
+        elif ch == ")" and stack and stack.pop() == "flat":
+            continue
+        out.append(ch)
+    return "".join(out)
 
 
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
@@ -53,8 +102,9 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
 def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id: str) -> dict[str, Any]:
     rule = finding.rule
     card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{rule.id}"))
-    summary = _clip(fill(rule.card.summary, finding.fields), knowledge.max_summary_chars)
-    detail = f"{fill(rule.card.detail, finding.fields)}\n\n{_cite(rule.sources, knowledge)}"
+    names = knowledge.proper_names
+    summary = _clip(fill(rule.card.summary, finding.fields, names), knowledge.max_summary_chars)
+    detail = f"{fill(rule.card.detail, finding.fields, names)}\n\n{_cite(rule.sources, knowledge)}"
     card = _frame(card_uuid, summary, rule.severity, detail, knowledge, rule.sources[0],
                   (RULE_TOPIC_SYSTEM, rule.id, rule.title), {"rule": rule.id, "rules": [rule.id],
                                                              "evidence": rule.evidence})
@@ -68,11 +118,13 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
                 patient_id: str) -> dict[str, Any]:
     template = knowledge.card_groups[group]
     findings = sorted(findings, key=lambda f: _ORDER[f.rule.severity])
-    shorts = [fill(f.rule.card.short or f.rule.title, f.fields) for f in findings]
+    names = knowledge.proper_names
+    shorts = [fill(f.rule.card.short or f.rule.title, f.fields, names, opens_sentence=False) for f in findings]
     orders = list(dict.fromkeys(knowledge.concepts[cid].label for f in findings if f.rule.card.suggest_missing_labs
                                 for cid in f.missing_labs))
     summary = _group_summary(template["summary"], shorts, knowledge.max_summary_chars, ", ".join(orders))
-    sections = [f"**{fill(f.rule.card.summary, f.fields)}**\n\n{fill(f.rule.card.detail, f.fields)}"
+    sections = [f"**{_clip(fill(f.rule.card.summary, f.fields, names), 10_000)}**\n\n"
+                f"{fill(f.rule.card.detail, f.fields, names)}"
                 for f in findings]
     sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
     intro = fill(template["detail"], {"group.count": str(len(findings))})
