@@ -215,6 +215,14 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
     groups = {r.group for r in rules.values()}
     seen: Counter[str] = Counter(s["id"] for s in doc["services"])
     covered: set[str] = set()
+    catalogue = {r["code"] for r in doc["override_reasons"]}
+    for group, codes in (doc.get("override_reasons_by_rule_group") or {}).items():
+        where = f"cards/services.yaml: override_reasons_by_rule_group.{group}"
+        if group not in groups:
+            problems.append(f"{where}: {group!r} is not a folder of rules under cards/")
+        for code in codes:
+            if code not in catalogue:
+                problems.append(f"{where}: {code!r} is not in the override_reasons catalogue")
     for i, s in enumerate(doc["services"]):
         where = f"cards/services.yaml: services[{i}]"
         if seen[s["id"]] > 1:

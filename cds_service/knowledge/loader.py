@@ -297,6 +297,10 @@ def _build_services(doc, rules, concepts, systems, options: dict[str, ConfigOpti
             required_data=frozenset(s.get("required_data", ())), prefetch=MappingProxyType(dict(prefetch)),
             override_reasons=tuple((code, catalogue[code]) for code in s.get("override_reasons", catalogue)
                                    if code in catalogue),
+            group_override_reasons=MappingProxyType({
+                group: tuple((code, catalogue[code]) for code in codes if code in catalogue)
+                for group, codes in (doc.get("override_reasons_by_rule_group") or {}).items()
+                if group in s["rule_groups"]}),
             deduplicate=bool(s.get("deduplicate")),
             skip_shown_at=((s["skip_cards_shown_at"]["service"], s["skip_cards_shown_at"]["within_minutes"])
                            if "skip_cards_shown_at" in s else None),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from ..evaluate.engine import Evaluation, Finding
 from ..knowledge.lint import PLACEHOLDER
@@ -74,7 +74,8 @@ def flatten_brackets(text: str) -> str:
 
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
                  missing_data: tuple[str, ...] = (), base_url: str = "",
-                 override_reasons: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
+                 override_reasons: tuple[tuple[str, str], ...] | None = None,
+                 group_reasons: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
     when unknown data silenced rules or the drug of a draft order the call speaks about could not be identified."""
     reasons = knowledge.override_reasons if override_reasons is None else override_reasons
@@ -87,8 +88,10 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
             cards.append(_card(finding, knowledge, hook_instance, patient_id))
     cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
     for card in cards:
+        # a card offers the reasons of its rules' folder: a work-up card is not an interaction
+        folder = knowledge.rules[card["extension"][EXTENSION_KEY]["rules"][0]].group
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
-                                   for code, display in reasons]
+                                   for code, display in (group_reasons or {}).get(folder, reasons)]
     if base_url:
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)

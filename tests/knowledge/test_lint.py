@@ -128,6 +128,11 @@ def snooze_without_days(root):
     edit(root, SERVICES, lambda d: d["override_reasons"][0].update(effect="snooze"))
 
 
+def override_reasons_for_an_unknown_rule_folder(root):
+    edit(root, SERVICES, lambda d: d.update(override_reasons_by_rule_group={"no-such-folder": ["not-relevant"],
+                                                                            "contributors": ["no-such-reason"]}))
+
+
 def repeat_window_for_an_unknown_group(root):
     edit(root, SERVICES, lambda d: d.update(repeat_windows={"days": {"info": 1, "warning": 7, "critical": 1},
                                                             "groups": {"no-such-group": 2}}))
@@ -196,6 +201,12 @@ BROKEN = [
      "cards/sources.yaml: missing"),
     (snooze_without_days,
      f"{SERVICES}: override_reasons[0]: add the required field 'days'"),
+    (override_reasons_for_an_unknown_rule_folder,
+     f"{SERVICES}: override_reasons_by_rule_group.no-such-folder: 'no-such-folder' is not a folder of rules under "
+     "cards/"),
+    (override_reasons_for_an_unknown_rule_folder,
+     f"{SERVICES}: override_reasons_by_rule_group.contributors: 'no-such-reason' is not in the override_reasons "
+     "catalogue"),
     (repeat_window_for_an_unknown_group,
      f"{SERVICES}: repeat_windows.groups: 'no-such-group' is not one of card_groups"),
     (service_offers_an_unknown_option,
