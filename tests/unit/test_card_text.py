@@ -32,6 +32,13 @@ def test_a_condition_name_is_lower_case_inside_a_sentence_and_kept_where_a_sente
     assert fill("{condition.name}", fields, opens_sentence=False) == "hypothyroidism"
 
 
+def test_a_drug_display_keeps_its_case_and_so_does_a_condition_under_another_alias_when_not_declared():
+    assert fill("Ordered {draft.name} today", {"draft.name": "Dantrium capsule"}) == "Ordered Dantrium capsule today"
+    fields = {"heart.name": "Heart Failure"}
+    assert fill("With {heart.name}", fields) == "With Heart Failure"
+    assert fill("With {heart.name}", fields, diagnoses=frozenset({"heart"})) == "With heart failure"
+
+
 def test_values_that_are_not_names_keep_their_case():
     assert fill("TSH {lab.value} {lab.unit}", {"lab.value": "8.2", "lab.unit": "mIU/L"}) == "TSH 8.2 mIU/L"
 
