@@ -198,6 +198,11 @@ def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseRes
         problem = f"expected no card, got: {mine[0]['summary']!r}"
     elif case.expect == "card":
         problem = _card_problem(knowledge, case, card)
+    for other in cards:  # every card the case gave, the notice included, must read well
+        trouble = problem is None and next((f"{other.get('summary', '')!r}: {t}" for t in
+                                            (text_problem(other.get(f, "")) for f in ("summary", "detail")) if t), None)
+        if trouble:
+            problem = f"card {trouble}"
     return CaseResult(cards, card, problem)
 
 
