@@ -92,7 +92,8 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
                                                    "code": cond.get("clinical_status", "active")}]},
                     "verificationStatus": {"coding": [{"system": _VERIFICATION,
                                                        "code": cond.get("verification_status", "confirmed")}]},
-                    "code": {"coding": [{"system": systems[system], "code": str(cond[system])}]}}
+                    "code": {"coding": [{"system": systems[system], "code": str(cond[system]),
+                                         **({"display": cond["display"]} if "display" in cond else {})}]}}
         if "onset_days_ago" in cond:
             resource["onsetDateTime"] = (today - timedelta(days=cond["onset_days_ago"])).isoformat()
         if "abatement_days_ago" in cond:
@@ -221,7 +222,27 @@ def judge(knowledge: Knowledge, case: Case, response: dict[str, Any]) -> CaseRes
         problem = _card_problem(knowledge, case, card)
     if problem is None and case.notice_contains:
         problem = _notice_problem(case, cards)
+    for other in cards:  # every card the case gave, the notice included, must read well
+        trouble = problem is None and next((f"{other.get('summary', '')!r}: {t}" for t in
+                                            (text_problem(other.get(f, "")) for f in ("summary", "detail")) if t), None)
+        if trouble:
+            problem = f"card {trouble}"
     return CaseResult(cards, card, problem)
+
+
+def text_problem(text: str) -> str | None:
+    """What reads badly in rendered card text: brackets inside brackets, or a "(s)" plural."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "(" and not (i and text[i - 1] == "]"):
+            depth += 1
+            if depth > 1:
+                return f"brackets inside brackets near {text[max(0, i - 40):i + 20]!r}"
+        elif ch == ")" and depth:
+            depth -= 1
+    if "(s)" in text:
+        return f"'(s)' near {text[max(0, text.index('(s)') - 30):text.index('(s)') + 3]!r}; say it in words"
+    return None
 
 
 def _notice_problem(case: Case, cards: list[dict[str, Any]]) -> str | None:
@@ -244,6 +265,13 @@ def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None)
     for text in case.summary_contains:
         if text not in summary:
             return f"summary {summary!r} does not contain {text!r}"
+    for text in case.detail_contains:
+        if text not in card.get("detail", ""):
+            return f"detail does not contain {text!r}"
+    for field in ("summary", "detail"):
+        problem = text_problem(card.get(field, ""))
+        if problem:
+            return f"card {field}: {problem}"
     for pattern, why in knowledge.forbidden:
         for field in ("summary", "detail"):
             if re.search(pattern, card.get(field, ""), re.IGNORECASE):

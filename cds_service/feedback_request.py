@@ -19,7 +19,7 @@ def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> tuple[F
     errors = sorted(validator("feedback").iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise InvalidRequest("; ".join(_describe(e) for e in errors[:5]))
-    offered = {code for code, _display in service.override_reasons}
+    offered = {code for code, _display in service.offered_reasons}
     items = []
     for i, entry in enumerate(body["feedback"]):
         reason = (entry.get("overrideReason") or {}).get("reason") or {}

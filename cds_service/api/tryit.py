@@ -195,7 +195,7 @@ def _feedback_body(form) -> tuple[str, dict[str, Any], str]:
         reason: dict[str, Any] = {}
         code = form.get("reason", "")
         if code:
-            offered = dict(state().knowledge.service(service_id).override_reasons)
+            offered = dict(state().knowledge.service(service_id).offered_reasons)
             if code not in offered:
                 raise PageError("that override reason is not one this service offers")
             reason["reason"] = {"system": OVERRIDE_SYSTEM, "code": code, "display": offered[code]}

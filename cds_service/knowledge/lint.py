@@ -42,7 +42,7 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
 def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source]) -> list[str]:
     """Bibliography entries no rule or concept cites (a warning, not an error)."""
     cited = {s for r in rules.values() for s in r.sources} | {s for c in concepts.values() for s in c.sources}
-    return sorted(set(sources) - cited)
+    return sorted(sid for sid in set(sources) - cited if not sources[sid].background)
 
 
 def _check_concepts(entries, sources, units) -> list[str]:
@@ -80,6 +80,9 @@ def _check_concepts(entries, sources, units) -> list[str]:
         for i, sid in enumerate(doc["sources"]):
             if sid not in sources:
                 problems.append(f"{rel}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+            elif sources[sid].background:
+                problems.append(f"{rel}: sources[{i}]: {sid!r} is background reading, not an authority; "
+                                f"cite the label, guideline or paper for this fact")
     return problems
 
 
@@ -96,6 +99,9 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
         for i, sid in enumerate(doc["sources"]):
             if sid not in sources:
                 problems.append(f"{rel}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+            elif sources[sid].background:
+                problems.append(f"{rel}: sources[{i}]: {sid!r} is background reading, not an authority; "
+                                f"cite the label, guideline or paper for this fact")
         aliases: Counter[str] = Counter()
         for part in ("include", "exclude"):
             for i, crit in enumerate(doc.get(part) or ()):
@@ -213,6 +219,14 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
     groups = {r.group for r in rules.values()}
     seen: Counter[str] = Counter(s["id"] for s in doc["services"])
     covered: set[str] = set()
+    catalogue = {r["code"] for r in doc["override_reasons"]}
+    for group, codes in (doc.get("override_reasons_by_rule_group") or {}).items():
+        where = f"cards/services.yaml: override_reasons_by_rule_group.{group}"
+        if group not in groups:
+            problems.append(f"{where}: {group!r} is not a folder of rules under cards/")
+        for code in codes:
+            if code not in catalogue:
+                problems.append(f"{where}: {code!r} is not in the override_reasons catalogue")
     for i, s in enumerate(doc["services"]):
         where = f"cards/services.yaml: services[{i}]"
         if seen[s["id"]] > 1:

@@ -95,7 +95,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
     concepts = _build_concepts(raw["concepts"])
     rules = _build_rules(raw["rules"], concepts, units, problems)
     cases = _build_cases(raw["cases"], rules)
-    sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""))
+    sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""), s.get("background", False))
                for sid, s in raw["sources"]["sources"].items()}
     services = _build_services(raw["services"], rules, concepts, raw["systems"], _build_options(raw["services"]))
     problems += lint.check(raw, concepts, rules, cases, sources, services, units)
@@ -119,6 +119,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         override_reasons=tuple((r["code"], r["display"]) for r in raw["services"]["override_reasons"]),
         forbidden=tuple((f["pattern"], f["why"]) for f in policy["forbidden"]),
         max_summary_chars=policy.get("max_summary_chars", 140),
+        proper_names=frozenset(policy.get("proper_names", ())),
         product_ingredients=MappingProxyType({code: row.ingredients for code, row in products.items()}),
         missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
         card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
@@ -249,13 +250,15 @@ def _build_cases(entries, rules) -> list[Case]:
         for c in doc["cases"]:
             chart = {k: v for k, v in defaults.items()}
             for key, value in c.items():
-                if key in ("name", "expect", "hook", "summary_contains", "suggestions", "note", "notice_contains"):
+                if key in ("name", "expect", "hook", "summary_contains", "detail_contains", "suggestions", "note",
+                           "notice_contains"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
             hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
             cases.append(Case(rule=doc["rule"], name=c["name"], expect=c["expect"], hook=hook,
                               chart=MappingProxyType(chart),
                               summary_contains=tuple(c.get("summary_contains", ())),
+                              detail_contains=tuple(c.get("detail_contains", ())),
                               suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
                               notice=c.get("notice"),
                               notice_contains=tuple(c.get("notice_contains", ()))))
@@ -310,6 +313,10 @@ def _build_services(doc, rules, concepts, systems, options: dict[str, ConfigOpti
             required_data=frozenset(s.get("required_data", ())), prefetch=MappingProxyType(dict(prefetch)),
             override_reasons=tuple((code, catalogue[code]) for code in s.get("override_reasons", catalogue)
                                    if code in catalogue),
+            group_override_reasons=MappingProxyType({
+                group: tuple((code, catalogue[code]) for code in codes if code in catalogue)
+                for group, codes in (doc.get("override_reasons_by_rule_group") or {}).items()
+                if group in s["rule_groups"]}),
             deduplicate=bool(s.get("deduplicate")),
             skip_shown_at=((s["skip_cards_shown_at"]["service"], s["skip_cards_shown_at"]["within_minutes"])
                            if "skip_cards_shown_at" in s else None),

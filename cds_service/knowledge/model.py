@@ -96,6 +96,7 @@ class Source:
     label: str
     citation: str
     url: str
+    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Case:
     hook: str
     chart: Mapping[str, Any]
     summary_contains: tuple[str, ...] = ()
+    detail_contains: tuple[str, ...] = ()
     suggestions: tuple[str, ...] | None = None
     notice: bool | None = None  # whether the notice of missing data (or of an order not checked) must be given
     notice_contains: tuple[str, ...] = ()  # the missing-data notice must be shown and contain these
@@ -215,9 +217,24 @@ class Service:
     required_data: frozenset[str]
     prefetch: Mapping[str, str]  # key -> template, as advertised
     override_reasons: tuple[tuple[str, str], ...] = ()  # (code, display) its cards offer
+    # the reasons offered instead on the cards of these rule folders (a work-up card is not an interaction)
+    group_override_reasons: Mapping[str, tuple[tuple[str, str], ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
     deduplicate: bool = False  # repeat_windows apply to its cards
     skip_shown_at: tuple[str, int] | None = None  # (order-select service id, minutes)
     configuration: tuple[ConfigOption, ...] = ()
+
+    def reasons_for(self, rule_group: str) -> tuple[tuple[str, str], ...]:
+        """The override reasons a card of this rule folder offers."""
+        return self.group_override_reasons.get(rule_group, self.override_reasons)
+
+    @property
+    def offered_reasons(self) -> tuple[tuple[str, str], ...]:
+        """Every override reason some card of this service offers (what feedback may name)."""
+        groups = {rule.group for rule in self.rules}
+        lists = [self.override_reasons] if groups - set(self.group_override_reasons) else []
+        lists += [self.group_override_reasons[g] for g in sorted(groups) if g in self.group_override_reasons]
+        return tuple(dict.fromkeys(reason for reasons in lists for reason in reasons))
 
     def discovery_entry(self, defaults: Mapping[str, bool | int] | None = None) -> dict[str, Any]:
         """The JSON object this service shows in GET /cds-services; defaults are the site's option values."""
@@ -254,6 +271,7 @@ class Knowledge:
         MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
     configuration_options: Mapping[str, ConfigOption] = field(default_factory=lambda: MappingProxyType({}))
     identity_cases: tuple["IdentityCase", ...] = ()
+    proper_names: frozenset[str] = frozenset()  # words that keep their capital mid-sentence (policy.yaml)
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""

@@ -2,8 +2,9 @@
 overrideReasons, links. Text comes from cards/ only; placeholders are {alias.field}."""
 from __future__ import annotations
 
+import re
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from ..evaluate.engine import Evaluation, Finding
 from ..knowledge.lint import PLACEHOLDER
@@ -18,14 +19,67 @@ EXTENSION_KEY = "org.spasm-cds"
 _ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-def fill(template: str, fields: dict[str, str]) -> str:
-    """Replace {alias.field} placeholders with the finding's values."""
-    return PLACEHOLDER.sub(lambda m: fields.get(f"{m.group(1)}.{m.group(2)}", m.group(0)), template)
+# fields of a condition holding the EHR's display or the concept label, which read in lower case inside a sentence
+# (a drug's display may be a brand name, so only diagnoses are lowered)
+_NAME_FIELDS = {"name", "label", "evidence"}
+DIAGNOSIS_ALIASES = frozenset({"condition"})
+_TITLE_WORD = re.compile(r"(?<![\w'’-])[A-Z][a-z]+(?![\w'’-])")
+# "{x.name} ({x.label})" says the label only when it adds something
+_NAME_THEN_LABEL = re.compile(r"(\**\{([a-z_]+)\.name\}\**) \(\{\2\.label\}\)")
+_SENTENCE_END = re.compile(r"(^|[.!?:]|\n)[\s*_]*$")
+
+
+def fill(template: str, fields: dict[str, str], proper_names: frozenset[str] = frozenset(),
+         opens_sentence: bool = True, diagnoses: frozenset[str] = DIAGNOSIS_ALIASES) -> str:
+    """Replace {alias.field} placeholders with the finding's values. A diagnosis (a placeholder of an alias in
+    `diagnoses`) filled in mid-sentence is written in lower case ("on hypothyroidism"), except acronyms, eponyms
+    ("Parkinson's", `proper_names`) and hyphenated names; brackets inside brackets become commas ("(reference
+    3.5–5 mmol/L, typical adult range)"); "{x.name} ({x.label})" drops a label that says the same as the name."""
+    def value(m: re.Match) -> str:
+        text = fields.get(f"{m.group(1)}.{m.group(2)}", m.group(0))
+        if m.group(1) in diagnoses and m.group(2) in _NAME_FIELDS and (m.start() > 0 or not opens_sentence) \
+                and not (m.start() > 0 and _SENTENCE_END.search(template[:m.start()])):
+            text = mid_sentence(text, proper_names)
+        return text
+
+    def same_as_name(m: re.Match) -> str:
+        name, label = fields.get(f"{m.group(2)}.name"), fields.get(f"{m.group(2)}.label")
+        return m.group(1) if name is not None and name.casefold() == (label or "").casefold() else m.group(0)
+    template = _NAME_THEN_LABEL.sub(same_as_name, template)
+    return flatten_brackets(PLACEHOLDER.sub(value, template))
+
+
+def mid_sentence(name: str, proper_names: frozenset[str] = frozenset()) -> str:
+    """A name as it reads inside a sentence: capitalised plain words in lower case, others as they are."""
+    return _TITLE_WORD.sub(lambda m: m.group(0) if m.group(0) in proper_names else m.group(0).lower(), name)
+
+
+def flatten_brackets(text: str) -> str:
+    """Round brackets inside round brackets become a comma-separated aside; a Markdown link's url is kept."""
+    out: list[str] = []
+    stack: list[str] = []  # per open bracket: "link" (a Markdown url), "flat" (dropped) or "kept"
+    for i, ch in enumerate(text):
+        if ch == "(":
+            if (i and text[i - 1] == "]") or "link" in stack:
+                kind = "link"
+            else:
+                kind = "flat" if stack else "kept"
+            stack.append(kind)
+            if kind == "flat":
+                while out and out[-1] == " ":
+                    out.pop()
+                out.append(", ")
+                continue
+        elif ch == ")" and stack and stack.pop() == "flat":
+            continue
+        out.append(ch)
+    return "".join(out)
 
 
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
                  missing_data: tuple[str, ...] = (), base_url: str = "",
-                 override_reasons: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
+                 override_reasons: tuple[tuple[str, str], ...] | None = None,
+                 group_reasons: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
     when unknown data silenced rules, when the drug of a draft order the call speaks about could not be identified,
     or when the rules met a lab result whose unit could not be read."""
@@ -39,8 +93,10 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
             cards.append(_card(finding, knowledge, hook_instance, patient_id))
     cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
     for card in cards:
+        # a card offers the reasons of its rules' folder: a work-up card is not an interaction
+        folder = knowledge.rules[card["extension"][EXTENSION_KEY]["rules"][0]].group
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
-                                   for code, display in reasons]
+                                   for code, display in (group_reasons or {}).get(folder, reasons)]
     if base_url:
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
@@ -57,8 +113,9 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
 def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id: str) -> dict[str, Any]:
     rule = finding.rule
     card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{rule.id}"))
-    summary = _clip(fill(rule.card.summary, finding.fields), knowledge.max_summary_chars)
-    detail = f"{fill(rule.card.detail, finding.fields)}\n\n{_cite(rule.sources, knowledge)}"
+    names, dx = knowledge.proper_names, _diagnoses(rule)
+    summary = _clip(fill(rule.card.summary, finding.fields, names, diagnoses=dx), knowledge.max_summary_chars)
+    detail = f"{fill(rule.card.detail, finding.fields, names, diagnoses=dx)}\n\n{_cite(rule.sources, knowledge)}"
     card = _frame(card_uuid, summary, rule.severity, detail, knowledge, rule.sources[0],
                   (RULE_TOPIC_SYSTEM, rule.id, rule.title), {"rule": rule.id, "rules": [rule.id],
                                                              "evidence": rule.evidence})
@@ -72,11 +129,14 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
                 patient_id: str) -> dict[str, Any]:
     template = knowledge.card_groups[group]
     findings = sorted(findings, key=lambda f: _ORDER[f.rule.severity])
-    shorts = [fill(f.rule.card.short or f.rule.title, f.fields) for f in findings]
+    names = knowledge.proper_names
+    shorts = [fill(f.rule.card.short or f.rule.title, f.fields, names, opens_sentence=False,
+                   diagnoses=_diagnoses(f.rule)) for f in findings]
     orders = list(dict.fromkeys(knowledge.concepts[cid].label for f in findings if f.rule.card.suggest_missing_labs
                                 for cid in f.missing_labs))
     summary = _group_summary(template["summary"], shorts, knowledge.max_summary_chars, ", ".join(orders))
-    sections = [f"**{fill(f.rule.card.summary, f.fields)}**\n\n{fill(f.rule.card.detail, f.fields)}"
+    sections = [f"**{_clip(fill(f.rule.card.summary, f.fields, names, diagnoses=_diagnoses(f.rule)), 10_000)}**"
+                f"\n\n{fill(f.rule.card.detail, f.fields, names, diagnoses=_diagnoses(f.rule))}"
                 for f in findings]
     sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
     intro = fill(template["detail"], {"group.count": str(len(findings))})
@@ -88,6 +148,11 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
                                                        "evidence": {f.rule.id: f.rule.evidence for f in findings}})
     _add_suggestions(card, findings, knowledge, patient_id)
     return card
+
+
+def _diagnoses(rule) -> frozenset[str]:
+    """The placeholder names under which this rule's condition criteria put a diagnosis."""
+    return frozenset(c.alias or "condition" for c in rule.include if c.kind == "condition")
 
 
 def _link_rule_pages(card: dict[str, Any], base_url: str, knowledge: Knowledge) -> None:

@@ -119,7 +119,7 @@ def test_a_warning_repeats_until_acknowledged_then_rests_for_its_window(served, 
     card_of(call(served.url, service_id, body), case.rule)  # shown again: not acknowledged yet
 
     assert send_feedback(served.url, service_id, overridden(card["uuid"], served.clock(),
-                                                            "benefit-outweighs-risk"))[0] == 200
+                                                            card["overrideReasons"][0]["code"]))[0] == 200
 
     assert case.rule not in shown_rules(call(served.url, service_id, body))
     served.clock.advance(days=days, minutes=1)

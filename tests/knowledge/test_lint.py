@@ -80,6 +80,12 @@ def rule_cites_an_unknown_source(root):
     edit(root, RULE, lambda d: d.update(sources=["no-such-source"]))
 
 
+def rule_cites_a_background_source(root):
+    edit(root, "cards/sources.yaml", lambda d: d["sources"].update(
+        {"example-blog": {"label": "Example blog", "citation": "A patient article.", "background": True}}))
+    edit(root, RULE, lambda d: d.update(sources=["example-source", "example-blog"]))
+
+
 def card_text_says_a_forbidden_phrase(root):
     edit(root, RULE, lambda d: d["card"].update(detail="Try some snake oil for {lab.name}."))
 
@@ -121,6 +127,11 @@ MAX_CARDS = {"code": "max-cards", "type": "integer", "name": "Most cards", "desc
 
 def snooze_without_days(root):
     edit(root, SERVICES, lambda d: d["override_reasons"][0].update(effect="snooze"))
+
+
+def override_reasons_for_an_unknown_rule_folder(root):
+    edit(root, SERVICES, lambda d: d.update(override_reasons_by_rule_group={"no-such-folder": ["not-relevant"],
+                                                                            "contributors": ["no-such-reason"]}))
 
 
 def repeat_window_for_an_unknown_group(root):
@@ -187,6 +198,9 @@ BROKEN = [
      f"{RULE}: cases: add {CASES} with at least one card and one no-card case"),
     (rule_cites_an_unknown_source,
      f"{RULE}: sources[0]: 'no-such-source' is not in cards/sources.yaml"),
+    (rule_cites_a_background_source,
+     f"{RULE}: sources[1]: 'example-blog' is background reading, not an authority; "
+     "cite the label, guideline or paper for this fact"),
     (card_text_says_a_forbidden_phrase,
      f"{RULE}: card.detail: says 'snake oil', which policy forbids: test fixture policy"),
     (summary_has_an_unknown_placeholder,
@@ -214,6 +228,12 @@ BROKEN = [
      "cards/sources.yaml: missing"),
     (snooze_without_days,
      f"{SERVICES}: override_reasons[0]: add the required field 'days'"),
+    (override_reasons_for_an_unknown_rule_folder,
+     f"{SERVICES}: override_reasons_by_rule_group.no-such-folder: 'no-such-folder' is not a folder of rules under "
+     "cards/"),
+    (override_reasons_for_an_unknown_rule_folder,
+     f"{SERVICES}: override_reasons_by_rule_group.contributors: 'no-such-reason' is not in the override_reasons "
+     "catalogue"),
     (repeat_window_for_an_unknown_group,
      f"{SERVICES}: repeat_windows.groups: 'no-such-group' is not one of card_groups"),
     (service_offers_an_unknown_option,
