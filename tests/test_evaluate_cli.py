@@ -192,3 +192,16 @@ def test_a_folder_reports_unread_lab_units_by_lab_and_unit(capsys, tmp_path, kno
     assert json.loads(out)["unread_lab_units"] == [{"lab": "potassium", "unit": unit, "patients": 2}]
     code, out, _ = evaluate(capsys, str(tmp_path), "--today", today.isoformat())
     assert "unit as sent" in out and "potassium" in out and repr(unit) in out
+
+
+def test_readme_order_example_gives_the_critical_interaction_card(capsys, monkeypatch):
+    import shlex
+
+    line = next(line for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+                if "spasm-cds evaluate" in line and "--draft-order" in line)
+    argv = shlex.split(line.split("#")[0])[1:] + ["--json"]
+    monkeypatch.chdir(REPO)
+    assert main(argv) == 0
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    critical = [c for c in cards if c["indicator"] == "critical"]
+    assert critical and "Contraindicated" in critical[0]["summary"]
