@@ -49,6 +49,9 @@ def fill(template: str, fields: dict[str, str], proper_names: frozenset[str] = f
     return flatten_brackets(PLACEHOLDER.sub(value, template))
 
 
+_NESTED_OPEN = re.compile(r"\([^)]*\(")
+
+
 def mid_sentence(name: str, proper_names: frozenset[str] = frozenset()) -> str:
     """A name as it reads inside a sentence: capitalised plain words in lower case, others as they are."""
     return _TITLE_WORD.sub(lambda m: m.group(0) if m.group(0) in proper_names else m.group(0).lower(), name)
@@ -56,6 +59,8 @@ def mid_sentence(name: str, proper_names: frozenset[str] = frozenset()) -> str:
 
 def flatten_brackets(text: str) -> str:
     """Round brackets inside round brackets become a comma-separated aside; a Markdown link's url is kept."""
+    if not _NESTED_OPEN.search(text):
+        return text  # most card text has no bracket inside a bracket: skip the character walk
     out: list[str] = []
     stack: list[str] = []  # per open bracket: "link" (a Markdown url), "flat" (dropped) or "kept"
     for i, ch in enumerate(text):
