@@ -30,11 +30,6 @@ class BurdenReport:
     failures: dict[str, str] = field(default_factory=dict)  # file -> why it could not be evaluated
     unrecognised_codes: Counter[str] = field(default_factory=Counter)  # RxNorm code -> medications carrying it
     by_name: int = 0  # medications recognised by name only
-
-    def add_facts(self, facts: Any) -> None:
-        """Count what a patient's facts did not recognise by code (pipeline.respond's observe)."""
-        self.unrecognised_codes.update(facts.identity.unrecognised_codes)
-        self.by_name += facts.identity.by_name
     unread_units: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lab, unit as sent) -> patients
 
     def add(self, response: Mapping[str, Any]) -> None:
@@ -52,7 +47,9 @@ class BurdenReport:
         """Count one patient's labs whose newest result is in a unit that could not be read, and the drugs not
         recognised by code."""
         self.unread_units.update((u.concept, u.unit or "(no unit)") for u in facts.unread_labs.values())
-        self.add_facts(facts)
+        identity = facts.identity
+        self.unrecognised_codes.update(identity.unrecognised_codes)
+        self.by_name += identity.by_name
 
     def fail(self, name: str, why: str) -> None:
         """Note a file that gave no response."""

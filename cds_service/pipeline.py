@@ -16,7 +16,7 @@ from .knowledge.model import Knowledge, Service
 from .render.cards import EXTENSION_KEY, render_cards
 from .screen import screen
 from .settings import Settings
-from .telemetry import record_cards, record_identity, record_unread_labs
+from .telemetry import record_cards, record_facts
 
 if TYPE_CHECKING:  # SQL libraries load with create_app, not with the tools that only evaluate
     from .state.suppression import CardMemory
@@ -39,8 +39,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
         return {"cards": []}
     drafts = extract_drafts(call.context, call.hook, knowledge.terminology, gathered.draft_medications)
     facts = extract_facts(gathered.resources, gathered.unknown, knowledge.terminology, today, drafts, conditions)
-    record_identity(facts.identity)
-    record_unread_labs(facts.unread_labs)
+    record_facts(facts)
     if observe is not None:
         observe(facts)
     evaluation = evaluate(service.rules, facts, knowledge.terminology)

@@ -94,12 +94,15 @@ def record_cards(cards: Iterable[dict[str, Any]], extension_key: str, silenced: 
         SILENCED.labels(rule=rule).inc()
 
 
-def record_identity(identity) -> None:
-    """Count a chart's medications that were not recognised by code (no codes or names are recorded)."""
+def record_facts(facts) -> None:
+    """Count what a chart's facts did not recognise: medications not known by code, and labs whose newest result
+    could not be read (by lab concept id only; no code, unit, name or value is recorded)."""
+    identity = facts.identity
     if identity.unrecognised_codes:
         UNRECOGNISED_DRUGS.inc(len(identity.unrecognised_codes))
     if identity.by_name:
         NAME_FALLBACKS.inc(identity.by_name)
+    record_unread_labs(facts.unread_labs)
 
 
 def record_unread_labs(concept_ids: Iterable[str]) -> None:

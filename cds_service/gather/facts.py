@@ -33,6 +33,8 @@ class MedicationUse:
     display: str
     started: date | None = None  # authoredOn, or the statement's start
     route: str | None = None  # where it acts (mappings/routes.yaml); None: not told
+    by: str = "code"  # how it was recognised: code, name or none
+    unrecognised: tuple[str, ...] = ()  # its RxNorm codes the roll-up table does not know, when not by code
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,13 @@ class PatientFacts:
     conditions: tuple[ConditionFact, ...]
     unknown: frozenset[str]
     drafts: tuple[DraftOrder, ...] = ()
-    identity: IdentityCounts = field(default_factory=IdentityCounts)
     unread_labs: Mapping[str, UnreadLab] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def identity(self) -> IdentityCounts:
+        """What of the medications was not recognised by code."""
+        return IdentityCounts(tuple(c for m in self.medications for c in m.unrecognised),
+                              sum(1 for m in self.medications if m.by == "name"))
 
 
 def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology, today: date
@@ -132,9 +139,8 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
     patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
     medications_by_id = {r.get("id"): r for rs in resources.values() for r in rs
                          if r.get("resourceType") == "Medication"}
-    counts: dict[str, list] = {"unrecognised": [], "by_name": []}
     meds = tuple(m for kind in ("medication-requests", "medication-statements")
-                 for m in _medications(resources.get(kind, ()), medications_by_id, terminology, counts))
+                 for m in _medications(resources.get(kind, ()), medications_by_id, terminology))
     labs, unread = _labs(resources.get("observations", ()), terminology)
     return PatientFacts(
         today=today,
@@ -145,7 +151,6 @@ def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterab
         conditions=condition_facts(resources, terminology, today) if conditions is None else conditions,
         unknown=frozenset(unknown),
         drafts=drafts,
-        identity=IdentityCounts(tuple(counts["unrecognised"]), len(counts["by_name"])),
         unread_labs=unread)
 
 
@@ -166,8 +171,9 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         ident = str(r.get("id") or "")
         selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
         ref = _draft_reference(r)
-        medication = _medication_resource(r, {}) if ref is None or ref.startswith("#") else medications.get(ref)
-        concept = _medication_concept(r, {}) if ref is None or ref.startswith("#") else _obj(medication).get("code")
+        in_request = ref is None or ref.startswith("#")  # inline or contained; else gathered by reference
+        medication = _medication_resource(r, {}) if in_request else medications.get(ref)
+        concept = _medication_concept(r, {}) if in_request else _obj(medication).get("code")
         if ref is not None and not _names_a_drug(concept):
             log.info("a draft order's medicationReference could not be resolved to a coded Medication; unidentified")
             drafts.append(DraftOrder(ident, frozenset(), (), "medication", selected, identified=False))
@@ -265,7 +271,7 @@ def _codings(concept: Any) -> list[Mapping]:
     return [c for c in _list(concept.get("coding")) if isinstance(c, dict)]
 
 
-def _medications(items, medications_by_id, terminology: Terminology, counts: dict[str, list]):
+def _medications(items, medications_by_id, terminology: Terminology):
     for r in items:
         kind = r.get("resourceType")
         if kind not in ("MedicationRequest", "MedicationStatement"):
@@ -279,13 +285,11 @@ def _medications(items, medications_by_id, terminology: Terminology, counts: dic
         codings = _codings(concept)
         found = terminology.identify(codings, _str(concept.get("text")), route=_route(r),
                                      form=_obj(_medication_resource(r, medications_by_id)).get("form"))
-        counts["unrecognised"] += found.unrecognised if found.by != "code" else ()
-        if found.by == "name":
-            counts["by_name"].append(1)
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
         started = _date(r.get("authoredOn") or _obj(r.get("effectivePeriod")).get("start")
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
-        yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route)
+        yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route,
+                            found.by, found.unrecognised if found.by != "code" else ())
 
 
 # one coded result not yet converted: (sort key: newest first, then the concept's preferred code, then document
