@@ -49,6 +49,9 @@ def rule_page(rule: Rule, knowledge: Knowledge) -> str:
     lines += [f"> {line}" if line else ">" for line in rule.card.detail.splitlines()]
     if rule.card.suggest_missing_labs:
         lines += ["", "Offers a proposed order (ServiceRequest) for each missing lab."]
+    if rule.card.suggest_labs:
+        labels = ", ".join(knowledge.concepts[c].label for c in rule.card.suggest_labs)
+        lines += ["", f"Offers a proposed order (ServiceRequest) to recheck: {labels}."]
     lines += ["", "## Sources", ""]
     for sid in rule.sources:
         source = knowledge.sources[sid]

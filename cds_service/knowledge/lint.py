@@ -138,6 +138,11 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
             problems.append(f"{rel}: card.short: a grouped card needs the short words its group card lists")
         if doc["card"].get("suggest_remove_draft") and not any("draft-order" in c for c in doc.get("include") or ()):
             problems.append(f"{rel}: card.suggest_remove_draft: needs a draft-order criterion in include")
+        for lab in doc["card"].get("suggest_labs") or ():
+            if lab not in concepts or not concepts[lab].lab:
+                problems.append(f"{rel}: card.suggest_labs: {lab!r} is not a lab concept in mappings/labs")
+            elif not concepts[lab].lab.order_loinc:
+                problems.append(f"{rel}: card.suggest_labs: lab {lab!r} has no lab.order to suggest")
         if doc["card"].get("suggest_missing_labs"):
             missing = [c for c in doc.get("include") or () if "missing-lab" in c]
             if not missing:

@@ -238,7 +238,8 @@ def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
                               suggest_missing_labs=bool(card.get("suggest_missing_labs")),
                               links=tuple((link["label"], link["url"]) for link in card.get("links", ())),
                               group=card.get("group"), short=card.get("short"),
-                              suggest_remove_draft=bool(card.get("suggest_remove_draft")))))
+                              suggest_remove_draft=bool(card.get("suggest_remove_draft")),
+                              suggest_labs=tuple(card.get("suggest_labs") or ()))))
     return rules
 
 

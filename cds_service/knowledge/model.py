@@ -110,6 +110,7 @@ class CardTemplate:
     group: str | None = None  # findings of one group share one card
     suggest_remove_draft: bool = False
     short: str | None = None  # the finding's words in its group card's summary
+    suggest_labs: tuple[str, ...] = ()  # lab concepts proposed as orders whatever their last result (a recheck)
 
 
 @dataclass(frozen=True)

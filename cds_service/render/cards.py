@@ -208,6 +208,8 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
         if f.rule.card.suggest_missing_labs:
             for cid in f.missing_labs:
                 wanted.setdefault(cid, f.rule.title)
+        for cid in f.rule.card.suggest_labs:
+            wanted.setdefault(cid, f.rule.title)
         if f.rule.card.suggest_remove_draft:
             for draft_id in f.drafts:
                 removals.setdefault(draft_id, f.fields.get("draft.name", "the drug"))
