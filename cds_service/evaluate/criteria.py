@@ -34,14 +34,26 @@ NO = Match(False)
 
 
 def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
+    """Holds when a medication (and with `with_drafts` a draft order) rolls up to one of the concepts. Every drug
+    that matches is named ("furosemide and hydrochlorothiazide"). A draft order this rule already speaks about is
+    never its own partner, nor is the same product on the medication list (a renewal): a combination such as
+    carisoprodol/codeine does not interact with itself."""
     wanted = set(c.concepts)
     avoid = set(bound[c.different_from].ingredients) if c.different_from in bound else set()
+    own_drafts = {d for m in bound.values() for d in m.drafts}  # the drafts this rule speaks about
+    own_products = {frozenset(d.ingredients) for d in facts.drafts if d.id in own_drafts}
     undated = False
-    candidates = list(facts.medications)
-    if c.with_drafts:
-        candidates += [MedicationUse(d.concepts, d.ingredients, d.display, facts.today) for d in facts.drafts]
+    # a combination product on the list that is the one being ordered (a renewal) is not a partner
+    candidates = [m for m in facts.medications
+                  if not (len(m.ingredients) > 1 and own_products == {frozenset(m.ingredients)})]
+    if c.with_drafts:  # the draft being ordered is not its own partner (another draft of the rule may be)
+        candidates += [MedicationUse(d.concepts, d.ingredients, d.display, facts.today) for d in facts.drafts
+                       if not (own_drafts and own_drafts <= {d.id})]
     # a draft whose drug is unidentified may be any drug: a rule that asks about drafts cannot say "none"
     unidentified = c.with_drafts and any(not d.identified for d in facts.drafts)
+    names: dict[str, None] = {}
+    labels: dict[str, None] = {}
+    ingredients: dict[str, None] = {}
     for med in candidates:
         hit = wanted & med.concepts
         if not hit or (avoid and avoid & set(med.ingredients)):
@@ -55,9 +67,13 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bou
         concept = terms.concept(sorted(hit)[0])
         # of a combination product, name the ingredient(s) that made the match
         matched = tuple(i for i in med.ingredients if i in concept.ingredients) or med.ingredients
-        name = ", ".join(matched) or med.display
-        return Match(True, {"name": name, "label": concept.label, "evidence": f"{name} ({concept.label})"},
-                     ingredients=med.ingredients)
+        names[", ".join(matched) or med.display] = None
+        labels[concept.label] = None
+        ingredients.update(dict.fromkeys(med.ingredients))
+    if names:
+        name, label = " and ".join(names), " and ".join(labels)
+        return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label})"},
+                     ingredients=tuple(ingredients))
     return UNKNOWN if undated or unidentified or facts.unknown & set(MEDICATION_DATA) else NO
 
 

@@ -3,7 +3,7 @@ and a rule whose decision needs unknown data stays silent (reported in `silenced
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..gather.facts import ConditionFact, PatientFacts
 from ..knowledge.lint import KIND_FIELDS
@@ -66,8 +66,10 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
             bound[alias] = match
             fields.update({f"{alias}.{k}": v for k, v in match.fields.items()})
         if fired and decided:
+            # an exclusion sees every order: "already takes this drug" must find the renewal of the drug ordered
+            seen = {alias: replace(m, drafts=()) for alias, m in bound.items()} if rule.exclude else bound
             for criterion in rule.exclude:
-                match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+                match = KINDS[criterion.kind](criterion, facts, terminology, seen)
                 unread.update(dict.fromkeys(match.unread))
                 if match.holds is True:
                     fired = False
