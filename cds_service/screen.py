@@ -37,7 +37,7 @@ class Screening:
     service: Service
     knowledge: Knowledge
     choices: Choices
-    fingerprints: dict[str, str]  # rule id -> fingerprint of its finding
+    fingerprints: dict[str, str]  # finding key (rule id, @draft id for an order) -> fingerprint of the finding
     memory: CardMemory | None = None
     recall: Recall | None = None
     deduplicate: bool = True
@@ -91,14 +91,19 @@ class Screening:
         if not rules:
             return _digest(card["extension"][EXTENSION_KEY].get("missingData", []))
         if len(rules) == 1 and "group" not in card["extension"][EXTENSION_KEY]:
-            return self.fingerprints[rules[0]]
-        return _digest(sorted((r, self.fingerprints[r]) for r in rules))
+            return self._fingerprint(card, rules[0])
+        return _digest(sorted((r, self._fingerprint(card, r)) for r in rules))
+
+    def _fingerprint(self, card: dict[str, Any], rule: str) -> str:
+        """The fingerprint of the card's finding of this rule (about the card's order, if it is about one)."""
+        order = card["extension"][EXTENSION_KEY].get("order")
+        return self.fingerprints[f"{rule}@{order}" if order else rule]
 
     def _record(self, cards: list[dict[str, Any]]) -> None:
         if self.memory is None or self.recall is None:
             return  # no memory, or it could not be read: recording now would only fail or mislead
         issued = [IssuedCard(c["uuid"], card_key(c), self._card_fingerprint(c, _rules_of(c)),
-                             {r: self.fingerprints[r] for r in _rules_of(c)}, c["indicator"]) for c in cards]
+                             {r: self._fingerprint(c, r) for r in _rules_of(c)}, c["indicator"]) for c in cards]
         try:
             self.memory.record(issued, self.service.id, self.call.hook, self.call.hook_instance,
                                self.call.patient_id, self.patient_key, self.context_key)
@@ -112,7 +117,7 @@ def screen(evaluation: Evaluation, call: HookCall, service: Service, knowledge: 
     """Drop the findings this call must not show; raises InvalidRequest on a badly typed configuration choice."""
     choices = choose(service, site_defaults(knowledge, settings.configuration_defaults), call.extension)
     drafts = _draft_digests(call.context)
-    fingerprints = {f.rule.id: finding_fingerprint(f, drafts) for f in evaluation.findings}
+    fingerprints = {f.key: finding_fingerprint(f, drafts) for f in evaluation.findings}
     screening = Screening(evaluation, call, service, knowledge, choices, fingerprints,
                           deduplicate=settings.deduplicate.strip().lower() != "off")
     held: Counter[str] = Counter()
@@ -131,7 +136,7 @@ def screen(evaluation: Evaluation, call: HookCall, service: Service, knowledge: 
             for finding in kept:
                 if screening.recall.snoozed(finding.rule.id, now):
                     _count_suppressed((finding.rule.id,), "snooze", held)
-                elif screening.recall.not_relevant(finding.rule.id, fingerprints[finding.rule.id]):
+                elif screening.recall.not_relevant(finding.rule.id, fingerprints[finding.key]):
                     _count_suppressed((finding.rule.id,), "until-data-changes", held)
                 else:
                     remaining.append(finding)

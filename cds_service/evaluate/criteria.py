@@ -35,9 +35,9 @@ NO = Match(False)
 
 def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
     """Holds when a medication (and with `with_drafts` a draft order) rolls up to one of the concepts. Every drug
-    that matches is named ("furosemide and hydrochlorothiazide"). A draft order this rule already speaks about is
-    never its own partner, nor is the same product on the medication list (a renewal): a combination such as
-    carisoprodol/codeine does not interact with itself."""
+    that matches is named ("A and B"). A draft order this rule already speaks about is never its own partner, nor
+    is the same combination product on the medication list (a renewal): a combination of a relaxant and an opioid
+    does not interact with itself."""
     wanted = set(c.concepts)
     avoid = set(bound[c.different_from].ingredients) if c.different_from in bound else set()
     own_drafts = {d for m in bound.values() for d in m.drafts}  # the drafts this rule speaks about

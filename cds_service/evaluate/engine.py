@@ -21,6 +21,11 @@ class Finding:
     missing_labs: tuple[str, ...] = ()
     drafts: tuple[str, ...] = ()  # ids of the draft orders that triggered it
 
+    @property
+    def key(self) -> str:
+        """The rule, and the order it speaks about: a rule about orders gives one finding per draft."""
+        return f"{self.rule.id}@{self.drafts[0]}" if self.drafts else self.rule.id
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -43,45 +48,57 @@ def passes_gate(concepts: tuple[str, ...], conditions: Iterable[ConditionFact]) 
 
 
 def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminology) -> Evaluation:
-    """Run each rule; pure function of its inputs."""
+    """Run each rule; pure function of its inputs. A rule about the order being placed (a draft-order criterion)
+    is run once per selected draft, so that each order is checked, named and offered for removal on its own."""
     findings: list[Finding] = []
-    silenced: list[str] = []
-    unread: dict[str, None] = {}  # ordered set
+    silenced: dict[str, None] = {}  # ordered set
+    unread: dict[str, None] = {}
+    selected = [d.id for d in facts.drafts if d.selected]
+    per_draft = [replace(facts, drafts=tuple(replace(d, selected=d.id == one) for d in facts.drafts))
+                 for one in selected] if len(selected) > 1 else [facts]
     for rule in rules:
-        fields: dict[str, str] = {}
-        bound: dict[str, Match] = {}
-        decided = True
-        fired = True
-        for criterion in rule.include:
-            match = KINDS[criterion.kind](criterion, facts, terminology, bound)
-            unread.update(dict.fromkeys(match.unread))
-            if match.holds is False:
-                fired = False
-                decided = True
-                break
-            if match.holds is None:
-                decided = False
-                continue
-            alias = criterion.alias or KIND_FIELDS[criterion.kind][0]
-            bound[alias] = match
-            fields.update({f"{alias}.{k}": v for k, v in match.fields.items()})
-        if fired and decided:
-            # an exclusion sees every order: "already takes this drug" must find the renewal of the drug ordered
-            seen = {alias: replace(m, drafts=()) for alias, m in bound.items()} if rule.exclude else bound
-            for criterion in rule.exclude:
-                match = KINDS[criterion.kind](criterion, facts, terminology, seen)
-                unread.update(dict.fromkeys(match.unread))
-                if match.holds is True:
-                    fired = False
-                    break
-                if match.holds is None and not criterion.ignore_unknown:
-                    decided = False
-        if fired and not decided:
-            silenced.append(rule.id)
-        elif fired:
-            missing = next((m.missing for m in bound.values() if m.missing), ())
-            drafts = tuple(d for m in bound.values() for d in m.drafts)
-            findings.append(Finding(rule, fields, missing, drafts))
+        views = per_draft if any(c.kind == "draft-order" for c in rule.include) else (facts,)
+        for view in views:
+            finding, undecided = _run(rule, view, terminology, unread)
+            if finding is not None:
+                findings.append(finding)
+            elif undecided:
+                silenced[rule.id] = None
     # a draft not selected is reported too when rules could not decide: its unknown drug may be why
     unchecked = tuple(d.id for d in facts.drafts if not d.identified and (d.selected or silenced))
     return Evaluation(tuple(findings), tuple(silenced), unchecked, tuple(unread))
+
+
+def _run(rule: Rule, facts: PatientFacts, terminology: Terminology,
+         unread: dict[str, None]) -> tuple[Finding | None, bool]:
+    """The rule's finding, or None and whether that is because data it needed was unknown."""
+    fields: dict[str, str] = {}
+    bound: dict[str, Match] = {}
+    decided = True
+    for criterion in rule.include:
+        match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+        unread.update(dict.fromkeys(match.unread))
+        if match.holds is False:
+            return None, False
+        if match.holds is None:
+            decided = False
+            continue
+        alias = criterion.alias or KIND_FIELDS[criterion.kind][0]
+        bound[alias] = match
+        fields.update({f"{alias}.{k}": v for k, v in match.fields.items()})
+    if not decided:
+        return None, True
+    # an exclusion sees every order: "already takes this drug" must find the renewal of the drug ordered
+    seen = {alias: replace(m, drafts=()) for alias, m in bound.items()} if rule.exclude else bound
+    for criterion in rule.exclude:
+        match = KINDS[criterion.kind](criterion, facts, terminology, seen)
+        unread.update(dict.fromkeys(match.unread))
+        if match.holds is True:
+            return None, False
+        if match.holds is None and not criterion.ignore_unknown:
+            decided = False
+    if not decided:
+        return None, True
+    missing = next((m.missing for m in bound.values() if m.missing), ())
+    drafts = tuple(d for m in bound.values() for d in m.drafts)
+    return Finding(rule, fields, missing, drafts), False

@@ -36,6 +36,7 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
     problems += _check_services(raw["services"], rules, concepts)
     problems += _check_site_options(raw["services"], rules)
     problems += _check_notice(raw["services"].get("missing_data_card"), raw["policy"])
+    problems += _check_order_card(raw["services"].get("order_card"), raw["policy"])
     return problems
 
 
@@ -269,6 +270,14 @@ def _check_site_options(doc, rules: dict[str, Rule]) -> list[str]:
     for rid in windows.get("rules") or {}:
         if rid not in rules:
             problems.append(f"{where}: repeat_windows.rules: {rid!r} is not a rule id")
+    order = doc.get("card_order") or {}
+    for rid in order.get("rules") or ():
+        if rid not in rules:
+            problems.append(f"{where}: card_order.rules: {rid!r} is not a rule id")
+    folders = {r.group for r in rules.values()}
+    for group in order.get("groups") or ():
+        if group not in folders:
+            problems.append(f"{where}: card_order.groups: {group!r} is not a rule folder")
     options = {}
     for i, o in enumerate(doc.get("configuration_options") or ()):
         if o["code"] in options:
@@ -294,6 +303,27 @@ def _check_site_options(doc, rules: dict[str, Rule]) -> list[str]:
 
 
 _NOTICE_FIELDS = {"missing.data", "missing.count", "missing.orders"}
+ORDER_CARD_FIELDS = {"order.first", "order.more", "order.count"}
+
+
+def _check_order_card(template: dict | None, policy: dict) -> list[str]:
+    """The one-card-per-order template: known placeholders, nothing policy forbids, and room for the first summary."""
+    problems: list[str] = []
+    forbidden = [(re.compile(f["pattern"], re.IGNORECASE), f["why"]) for f in policy["forbidden"]]
+    for field, text in (template or {}).items():
+        where = f"cards/services.yaml: order_card.{field}"
+        for m in PLACEHOLDER.finditer(text):
+            if f"{m.group(1)}.{m.group(2)}" not in ORDER_CARD_FIELDS:
+                problems.append(f"{where}: unknown placeholder {m.group(0)}; the order card offers "
+                                f"{', '.join(sorted(ORDER_CARD_FIELDS))}")
+        for pattern, why in forbidden:
+            if pattern.search(text):
+                problems.append(f"{where}: says {pattern.pattern!r}, which policy forbids: {why}")
+    if template and "{order.first}" not in template["summary"]:
+        problems.append("cards/services.yaml: order_card.summary: must show {order.first}")
+    elif template and len(PLACEHOLDER.sub("99", template["summary"].replace("{order.first}", ""))) > 60:
+        problems.append("cards/services.yaml: order_card.summary: leaves too little room for {order.first}")
+    return problems
 
 
 def _check_notice(template: dict | None, policy: dict) -> list[str]:
@@ -332,6 +362,8 @@ def card_texts(knowledge) -> dict[str, str]:
         texts[f"cards/{rule.group}/{rule.id}.yaml: rationale"] = rule.rationale
     for group, template in knowledge.card_groups.items():
         texts[f"cards/services.yaml: card_groups.{group}"] = f"{template['summary']} {template['detail']}"
+    if knowledge.order_card:
+        texts["cards/services.yaml: order_card"] = f"{knowledge.order_card['summary']} {knowledge.order_card['detail']}"
     return texts
 
 

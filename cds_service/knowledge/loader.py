@@ -129,7 +129,20 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
                                            for r in raw["services"]["override_reasons"] if "effect" in r}),
         repeat_windows=_build_repeat_windows(raw["services"].get("repeat_windows")),
         configuration_options=MappingProxyType(_build_options(raw["services"])),
-        identity_cases=identity_cases)
+        identity_cases=identity_cases,
+        urgency=MappingProxyType(_build_urgency(raw["services"].get("card_order"), rules)),
+        order_card=MappingProxyType(raw["services"]["order_card"]) if raw["services"].get("order_card") else None)
+
+
+def _build_urgency(doc: dict | None, rules: dict[str, Rule]) -> dict[str, int]:
+    """Rule id -> rank among cards of one indicator: the listed rules first, then each folder in turn, in the
+    order of card_order.groups (folders not named last); within a folder, by rule id."""
+    doc = doc or {"rules": [], "groups": []}
+    listed = list(doc["rules"])
+    folders = {g: i for i, g in enumerate(doc["groups"])}
+    rest = sorted((r for r in rules if r not in listed),
+                  key=lambda r: (folders.get(rules[r].group, len(folders)), r))
+    return {rid: rank for rank, rid in enumerate([*listed, *rest]) if rid in rules}
 
 
 def _read_all(root: Path, problems: list[str]) -> dict[str, Any]:
@@ -252,7 +265,7 @@ def _build_cases(entries, rules) -> list[Case]:
             chart = {k: v for k, v in defaults.items()}
             for key, value in c.items():
                 if key in ("name", "expect", "hook", "summary_contains", "detail_contains", "suggestions", "note",
-                           "notice_contains"):
+                           "notice_contains", "cards"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
             hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
@@ -262,7 +275,8 @@ def _build_cases(entries, rules) -> list[Case]:
                               detail_contains=tuple(c.get("detail_contains", ())),
                               suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
                               notice=c.get("notice"),
-                              notice_contains=tuple(c.get("notice_contains", ()))))
+                              notice_contains=tuple(c.get("notice_contains", ())),
+                              cards=c.get("cards")))
     return cases
 
 

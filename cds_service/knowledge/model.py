@@ -144,6 +144,7 @@ class Case:
     suggestions: tuple[str, ...] | None = None
     notice: bool | None = None  # whether the notice of missing data (or of an order not checked) must be given
     notice_contains: tuple[str, ...] = ()  # the missing-data notice must be shown and contain these
+    cards: int | None = None  # how many cards the response must hold, the notice not counted
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,9 @@ class Knowledge:
     configuration_options: Mapping[str, ConfigOption] = field(default_factory=lambda: MappingProxyType({}))
     identity_cases: tuple["IdentityCase", ...] = ()
     proper_names: frozenset[str] = frozenset()  # words that keep their capital mid-sentence (policy.yaml)
+    # rule id -> its place among cards of the same indicator (services.yaml card_order; lower first)
+    urgency: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    order_card: Mapping[str, str] | None = None  # one card per draft order (services.yaml order_card)
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""

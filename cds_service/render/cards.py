@@ -90,12 +90,18 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
     or when the rules met a lab result whose unit could not be read."""
     reasons = knowledge.override_reasons if override_reasons is None else override_reasons
     groups: dict[str, list[Finding]] = {}
+    orders: dict[str, list[Finding]] = {}  # draft id -> the findings about it (the first draft a finding names)
     cards = []
     for finding in evaluation.findings:
         if finding.rule.card.group:
             groups.setdefault(finding.rule.card.group, []).append(finding)
+        elif finding.drafts and knowledge.order_card:
+            orders.setdefault(finding.drafts[0], []).append(finding)
         else:
             cards.append(_card(finding, knowledge, hook_instance, patient_id))
+    for draft_id, findings in orders.items():
+        cards.append(_order_card(draft_id, findings, knowledge, hook_instance, patient_id) if len(findings) > 1
+                     else _card(findings[0], knowledge, hook_instance, patient_id))
     cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
     for card in cards:
         # a card offers the reasons of its rules' folder: a work-up card is not an interaction
@@ -105,7 +111,9 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
     if base_url:
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
-    cards.sort(key=lambda c: _ORDER[c["indicator"]])
+    rank = knowledge.urgency
+    cards.sort(key=lambda c: (_ORDER[c["indicator"]],
+                              min(rank.get(r, len(rank)) for r in c["extension"][EXTENSION_KEY]["rules"])))
     unread = evaluation.unread_labs if knowledge.missing_data_card and \
         knowledge.missing_data_card.get("unread_lab") else ()
     if knowledge.missing_data_card and (evaluation.unchecked_drafts or unread
@@ -117,35 +125,73 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
 
 def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id: str) -> dict[str, Any]:
     rule = finding.rule
-    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{rule.id}"))
+    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{finding.key}"))
     names, dx = knowledge.proper_names, _diagnoses(rule)
     summary = _clip(fill(rule.card.summary, finding.fields, names, diagnoses=dx), knowledge.max_summary_chars)
     detail = f"{fill(rule.card.detail, finding.fields, names, diagnoses=dx)}\n\n{_cite(rule.sources, knowledge)}"
+    extension: dict[str, Any] = {"rule": rule.id, "rules": [rule.id], "evidence": rule.evidence}
+    if finding.drafts:
+        extension["order"] = finding.drafts[0]
     card = _frame(card_uuid, summary, rule.severity, detail, knowledge, rule.sources[0],
-                  (RULE_TOPIC_SYSTEM, rule.id, rule.title), {"rule": rule.id, "rules": [rule.id],
-                                                             "evidence": rule.evidence})
+                  (RULE_TOPIC_SYSTEM, rule.id, rule.title), extension)
     _add_suggestions(card, [finding], knowledge, patient_id)
     if rule.card.links:
         card["links"] = [{"label": label, "url": url, "type": "absolute"} for label, url in rule.card.links]
     return card
 
 
+def _by_urgency(findings: list[Finding], knowledge: Knowledge) -> list[Finding]:
+    rank = knowledge.urgency
+    return sorted(findings, key=lambda f: (_ORDER[f.rule.severity], rank.get(f.rule.id, len(rank))))
+
+
+def _sections(findings: list[Finding], knowledge: Knowledge) -> list[str]:
+    """Each finding as a section of a shared card: its summary in bold, then its detail."""
+    names = knowledge.proper_names
+    return [f"**{_clip(fill(f.rule.card.summary, f.fields, names, diagnoses=_diagnoses(f.rule)), 10_000)}**"
+            f"\n\n{fill(f.rule.card.detail, f.fields, names, diagnoses=_diagnoses(f.rule))}" for f in findings]
+
+
+def _order_card(draft_id: str, findings: list[Finding], knowledge: Knowledge, hook_instance: str,
+                patient_id: str) -> dict[str, Any]:
+    """Several findings about one draft order: one card, a section each (most urgent first), one removal."""
+    template = knowledge.order_card
+    assert template is not None
+    findings = _by_urgency(findings, knowledge)
+    first = findings[0]
+    head = _clip(fill(first.rule.card.summary, first.fields, knowledge.proper_names, diagnoses=_diagnoses(first.rule)),
+                 10_000)
+    fields = {"order.more": str(len(findings) - 1), "order.count": str(len(findings))}
+    frame = fill(template["summary"], fields)
+    room = knowledge.max_summary_chars - (len(frame) - len("{order.first}"))
+    if len(head) > room:
+        head = head[: room - 1].rstrip(" ,;:") + "…"
+    summary = _clip(frame.replace("{order.first}", head), knowledge.max_summary_chars)
+    sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
+    detail = "\n\n".join([fill(template["detail"], fields), *_sections(findings, knowledge),
+                           _cite(sources, knowledge)])
+    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|order:{draft_id}"))
+    rules = [f.rule.id for f in findings]
+    card = _frame(card_uuid, summary, first.rule.severity, detail, knowledge, first.rule.sources[0],
+                  (RULE_TOPIC_SYSTEM, first.rule.id, first.rule.title),
+                  {"order": draft_id, "rules": rules, "evidence": {f.rule.id: f.rule.evidence for f in findings}})
+    _add_suggestions(card, findings, knowledge, patient_id)
+    return card
+
+
 def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_instance: str,
                 patient_id: str) -> dict[str, Any]:
     template = knowledge.card_groups[group]
-    findings = sorted(findings, key=lambda f: _ORDER[f.rule.severity])
+    findings = _by_urgency(findings, knowledge)
     names = knowledge.proper_names
     shorts = [fill(f.rule.card.short or f.rule.title, f.fields, names, opens_sentence=False,
                    diagnoses=_diagnoses(f.rule)) for f in findings]
     orders = list(dict.fromkeys(knowledge.concepts[cid].label for f in findings if f.rule.card.suggest_missing_labs
                                 for cid in f.missing_labs))
     summary = _group_summary(template["summary"], shorts, knowledge.max_summary_chars, ", ".join(orders))
-    sections = [f"**{_clip(fill(f.rule.card.summary, f.fields, names, diagnoses=_diagnoses(f.rule)), 10_000)}**"
-                f"\n\n{fill(f.rule.card.detail, f.fields, names, diagnoses=_diagnoses(f.rule))}"
-                for f in findings]
     sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
     intro = fill(template["detail"], {"group.count": str(len(findings))})
-    detail = "\n\n".join([intro, *sections, _cite(sources, knowledge)])
+    detail = "\n\n".join([intro, *_sections(findings, knowledge), _cite(sources, knowledge)])
     card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|group:{group}"))
     rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, findings[0].rule.severity, detail, knowledge, findings[0].rule.sources[0],
