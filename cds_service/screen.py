@@ -1,7 +1,7 @@
 """STEP 5b, around render (step 6): what this patient should see now. Before render, findings turned off by the
 site or the request, snoozed, or called not relevant (data unchanged) are dropped; after render, cards already shown
-within their repeat window or at order-select are held back, the rest is capped at the maximum number of cards and
-recorded as issued. Without a card memory, or with its database down, only the configuration applies (logged)."""
+to this clinician within their repeat window, or at order-select (unless critical and not acted on), are held back,
+the rest is capped at the maximum number of cards and recorded as issued. Without a card memory, or with its database down, only the configuration applies (logged)."""
 from __future__ import annotations
 
 import hashlib
@@ -43,6 +43,8 @@ class Screening:
     deduplicate: bool = True
     patient_key: str = ""
     context_key: str = ""
+    user_key: str = ""  # patient and user: repeats and acknowledgements are the clinician's
+    select_since: int = 0  # order-sign: cards order-select issued since then are not repeated
 
     def settle(self, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Hold back repeats, cap the number of cards, and record the cards returned (database faults logged)."""
@@ -84,7 +86,9 @@ class Screening:
             if days and card["indicator"] == "info" and self.recall.last_shown.get((key, fingerprint), -1) >= since:
                 return "repeat-window"
         if self.service.skip_shown_at and (key, fingerprint) in self.recall.shown_at_select:
-            return "shown-at-order-select"
+            # a critical card nobody acted on at selection is shown again at signing
+            if card["indicator"] != "critical" or self.recall.acknowledged_since(key, fingerprint, self.select_since):
+                return "shown-at-order-select"
         return None
 
     def _card_fingerprint(self, card: dict[str, Any], rules: tuple[str, ...]) -> str:
@@ -106,7 +110,7 @@ class Screening:
                              {r: self._fingerprint(c, r) for r in _rules_of(c)}, c["indicator"]) for c in cards]
         try:
             self.memory.record(issued, self.service.id, self.call.hook, self.call.hook_instance,
-                               self.call.patient_id, self.patient_key, self.context_key)
+                               self.call.patient_id, self.patient_key, self.context_key, self.user_key)
         except MemoryUnavailable as exc:
             log.warning("service %s: card memory unavailable (%s); %d card(s) returned but not recorded, so "
                         "feedback on them will be flagged unknown", self.service.id, exc, len(issued))
@@ -151,6 +155,7 @@ def _recall(screening: Screening, memory: CardMemory) -> Recall | None:
     call, service = screening.call, screening.service
     screening.patient_key = memory.key(call.patient_id)
     screening.context_key = memory.key(call.patient_id, call.user_id, str(call.context.get("encounterId") or ""))
+    screening.user_key = memory.key(call.patient_id, call.user_id)
     now = memory.now()
     longest = max([*screening.knowledge.repeat_windows.by_indicator.values(),
                    *screening.knowledge.repeat_windows.by_group.values(),
@@ -160,10 +165,11 @@ def _recall(screening: Screening, memory: CardMemory) -> Recall | None:
     if screening.deduplicate and service.skip_shown_at:
         select_service, minutes = service.skip_shown_at
         select_since = now - minutes * 60
+    screening.select_since = select_since
     try:
         return memory.recall(screening.patient_key, service.id, call.hook_instance,
                              now - longest * _DAY_S if dedup else None, select_service, screening.context_key,
-                             select_since)
+                             select_since, screening.user_key)
     except MemoryUnavailable as exc:
         log.warning("service %s: card memory unavailable (%s); cards shown without de-duplication or suppression",
                     service.id, exc)

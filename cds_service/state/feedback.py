@@ -50,7 +50,7 @@ class FeedbackStore:
         self._clock = clock
         # built once: constructing SQL expressions costs more per request than running them
         self._cards = (select(CardIssued.card_uuid, CardIssued.card_key, CardIssued.fingerprint, CardIssued.rules,
-                              CardIssued.patient_key)
+                              CardIssued.patient_key, CardIssued.user_key)
                        .where(CardIssued.card_uuid.in_(bindparam("cards", expanding=True)),
                               CardIssued.service_id == bindparam("service_id")))
         self._insert = (database.insert(Feedback)
@@ -114,8 +114,9 @@ def _suppressions(card, item: FeedbackItem, at: int) -> list[dict[str, Any]]:
     """What one new outcome on a known card sets: an acknowledgement of the card, and its reason's effect on
     every rule the card shows (a group card shows several)."""
     base = {"patient_key": card.patient_key, "set_at": at, "card_uuid": item.card, "reason_code": item.reason_code}
-    out = [{**base, "card_key": card.card_key, "kind": "acknowledged", "fingerprint": card.fingerprint,
-            "until_at": None}]
+    # the acknowledgement is the clinician's (patient and user): a colleague who has not seen the card still does
+    out = [{**base, "patient_key": card.user_key or card.patient_key, "card_key": card.card_key,
+            "kind": "acknowledged", "fingerprint": card.fingerprint, "until_at": None}]
     effect = item.effect if item.outcome == "overridden" else None
     for rule_id, fingerprint in sorted((card.rules or {}).items()):
         if effect is not None and effect.kind == "snooze":

@@ -59,18 +59,20 @@ class CardMemory:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
-               select_service: str | None = None, context_key: str = "", select_since: int = 0) -> Recall:
-        """Everything that may hold a card back for this patient. Raises MemoryUnavailable if the database fails."""
+               select_service: str | None = None, context_key: str = "", select_since: int = 0,
+               user_key: str = "") -> Recall:
+        """Everything that may hold a card back for this patient and clinician (`user_key`: repeats and
+        acknowledgements are the clinician's). Raises MemoryUnavailable if the database fails."""
         try:
             return self._recall(patient_key, service_id, hook_instance, shown_since, select_service, context_key,
-                                select_since)
+                                select_since, user_key)
         except SQLAlchemyError as exc:
             raise MemoryUnavailable(type(exc).__name__) from exc
 
     def _recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
-                select_service: str | None, context_key: str, select_since: int) -> Recall:
+                select_service: str | None, context_key: str, select_since: int, user_key: str) -> Recall:
         statement = self._recall_statements[(shown_since is not None, bool(select_service))]
-        params = {"patient_key": patient_key, "service_id": service_id, "since": shown_since,
+        params = {"patient_key": patient_key, "user_key": user_key, "service_id": service_id, "since": shown_since,
                   "hook_instance": hook_instance, "context_key": context_key, "select_service": select_service,
                   "select_since": select_since}
         with self.database.reading() as conn:
@@ -81,14 +83,14 @@ class CardMemory:
         return Recall(suppressions, last_shown, at_select)
 
     def record(self, cards: Iterable[IssuedCard], service_id: str, hook: str, hook_instance: str, patient_id: str,
-               patient_key: str, context_key: str) -> int:
+               patient_key: str, context_key: str, user_key: str | None = None) -> int:
         """Remember the cards issued by one call, in one INSERT (a card uuid seen before is kept as it was);
         now and then, forget records older than the retention. Raises MemoryUnavailable if the database fails."""
         now = self.now()
         rows: list[dict[str, Any]] = [
             {"card_uuid": c.card_uuid, "service_id": service_id, "hook": hook, "hook_instance": hook_instance,
              "card_key": c.card_key, "fingerprint": c.fingerprint, "rules": c.rules, "indicator": c.indicator,
-             "patient_key": patient_key, "context_key": context_key,
+             "patient_key": patient_key, "context_key": context_key, "user_key": user_key,
              "patient_id": patient_id if self._store_patient_ids else None, "issued_at": now} for c in cards]
         if not rows:
             return 0
@@ -112,15 +114,19 @@ class CardMemory:
 
 def _recall_statement(shown: bool, at_select: bool):
     """One SELECT (a UNION ALL) for everything recall reads, its rows tagged by source: 's' suppressions of the
-    patient, 'c' when each (card key, fingerprint) was last issued by this service, 'a' what the order-select
+    patient, 'c' when each (card key, fingerprint) was last shown to this clinician by this service, 'a' what the
+    order-select
     service issued in this hook context. One statement, one round trip, one snapshot."""
+    # the patient's snoozes and 'not relevant'; acknowledgements by this clinician (and, from before revision
+    # 0003, those keyed by patient)
     parts = [select(literal("s"), Suppression.card_key, Suppression.kind, Suppression.fingerprint,
                     Suppression.until_at, Suppression.set_at)
-             .where(Suppression.patient_key == bindparam("patient_key"))]
+             .where(or_(Suppression.patient_key == bindparam("patient_key"),
+                        and_(Suppression.patient_key == bindparam("user_key"), Suppression.kind == "acknowledged")))]
     if shown:
         parts.append(select(literal("c"), CardIssued.card_key, null(), CardIssued.fingerprint,
                             func.max(CardIssued.issued_at), null())
-                     .where(CardIssued.patient_key == bindparam("patient_key"),
+                     .where(CardIssued.user_key == bindparam("user_key"),
                             CardIssued.service_id == bindparam("service_id"),
                             CardIssued.issued_at >= bindparam("since"),
                             CardIssued.hook_instance != bindparam("hook_instance"))

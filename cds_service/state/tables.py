@@ -47,11 +47,13 @@ class CardIssued(Base):
     indicator: Mapped[str] = mapped_column(String(16), nullable=False)
     patient_key: Mapped[str] = mapped_column(String(64), nullable=False)
     context_key: Mapped[str] = mapped_column(String(64), nullable=False)  # patient, user and encounter
+    user_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # patient and user (revision 0003)
     patient_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     issued_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
 
     __table_args__ = (Index("ix_card_issued_patient", "patient_key", "issued_at"),
                       Index("ix_card_issued_context", "context_key", "issued_at"),
+                      Index("ix_card_issued_user", "user_key", "issued_at"),
                       Index("ix_card_issued_issued_at", "issued_at"))
 
 
@@ -78,7 +80,9 @@ class Feedback(Base):
 
 class Suppression(Base):
     """What keeps a card from a patient: a snooze (until until_at), 'not relevant' (while the fingerprint is
-    unchanged), or an acknowledgement (a card with feedback is not repeated within its window)."""
+    unchanged), or an acknowledgement (a card with feedback is not repeated within its window). Snoozes and 'not
+    relevant' are the patient's (patient_key); an acknowledgement is the clinician's, keyed by patient and user
+    (card_issued.user_key), so it never hides a card from a colleague who has not seen it."""
 
     __tablename__ = "suppression"
 

@@ -175,7 +175,8 @@ def test_a_snooze_on_a_group_card_snoozes_every_rule_the_card_shows(served, know
 
 
 def test_order_sign_does_not_repeat_the_card_order_select_showed_for_the_same_draft(served, knowledge):
-    case = first_case(knowledge, lambda c, r: c.hook == "order-select" and "order-sign" in r.hooks)
+    case = first_case(knowledge, lambda c, r: c.hook == "order-select" and "order-sign" in r.hooks
+                      and r.severity != "critical")
     select_id, select_body = request_for(knowledge, case)
     sign_id, sign_body = request_for(knowledge, case, hook="order-sign")
     minutes = knowledge.services[sign_id].skip_shown_at[1]
@@ -193,6 +194,46 @@ def test_order_sign_does_not_repeat_the_card_order_select_showed_for_the_same_dr
     assert case.rule in shown_rules(call(served.url, sign_id, other_user))
     served.clock.advance(minutes=minutes + 1)
     assert case.rule in shown_rules(call(served.url, sign_id, sign_body))
+
+
+def test_a_critical_card_not_acted_on_at_order_select_is_shown_again_at_order_sign(served, knowledge):
+    case = first_case(knowledge, lambda c, r: c.hook == "order-select" and "order-sign" in r.hooks
+                      and r.severity == "critical")
+    select_id, select_body = request_for(knowledge, case)
+    sign_id, sign_body = request_for(knowledge, case, hook="order-sign")
+    card = card_of(call(served.url, select_id, select_body), case.rule)
+    assert card["indicator"] == "critical"
+
+    assert case.rule in shown_rules(call(served.url, sign_id, sign_body))  # nobody acted on it
+
+    again = card_of(call(served.url, select_id, select_body), case.rule)
+    reason = next(r["code"] for r in again["overrideReasons"] if r["code"] not in knowledge.override_effects)
+    assert send_feedback(served.url, select_id, overridden(again["uuid"], served.clock(), reason))[0] == 200
+    assert case.rule not in shown_rules(call(served.url, sign_id, sign_body))  # acted on at selection
+
+
+def test_a_card_one_clinician_acknowledged_is_still_shown_to_another(served, knowledge):
+    case = first_case(knowledge, lambda c, r: c.hook == "patient-view" and r.severity in ("warning", "critical")
+                      and not r.card.group)
+    service_id, body = request_for(knowledge, case)
+    card = card_of(call(served.url, service_id, body), case.rule)
+    # a reason without an effect: it acknowledges the card (a snooze or 'not relevant' is the patient's)
+    reason = next(r["code"] for r in card["overrideReasons"] if r["code"] not in knowledge.override_effects)
+    assert send_feedback(served.url, service_id, overridden(card["uuid"], served.clock(), reason))[0] == 200
+    assert case.rule not in shown_rules(call(served.url, service_id, body))
+    colleague = copy.deepcopy(body)
+    colleague["context"]["userId"] = "Practitioner/colleague"
+    assert case.rule in shown_rules(call(served.url, service_id, colleague))
+
+
+def test_an_info_card_is_shown_once_per_window_to_each_clinician(served, knowledge):
+    case = first_case(knowledge, lambda c, r: c.hook == "patient-view" and r.severity == "info")
+    service_id, body = request_for(knowledge, case)
+    assert case.rule in shown_rules(call(served.url, service_id, body))
+    assert case.rule not in shown_rules(call(served.url, service_id, body))
+    colleague = copy.deepcopy(body)
+    colleague["context"]["userId"] = "Practitioner/colleague"
+    assert case.rule in shown_rules(call(served.url, service_id, colleague))
 
 
 def test_with_deduplication_off_every_call_shows_every_card_but_snoozes_still_hold(knowledge, tmp_path):

@@ -75,8 +75,14 @@ def memory_at(database, now: list[float], **options) -> CardMemory:
 
 
 def issue(memory: CardMemory, patient: str, *cards: IssuedCard, hook_instance: str = "h1", service: str = "svc",
-          context: str = "ctx") -> None:
-    memory.record(cards, service, "patient-view", hook_instance, patient, memory.key(patient), context)
+          context: str = "ctx", user: str = "u1") -> None:
+    memory.record(cards, service, "patient-view", hook_instance, patient, memory.key(patient), context,
+                  memory.key(patient, user))
+
+
+def recall_of(memory: CardMemory, patient: str, *args, user: str = "u1", **kwargs):
+    """What the memory recalls for this patient and clinician."""
+    return memory.recall(memory.key(patient), *args, user_key=memory.key(patient, user), **kwargs)
 
 
 def test_first_start_creates_the_sqlite_file_in_wal_mode(tmp_path, open_db):
@@ -171,15 +177,15 @@ def test_issued_cards_are_recalled_by_patient_and_by_hook_context(database_url, 
     issue(memory, "p1", card)  # the same card uuid again (a retried call) is kept once
     assert count(database, CardIssued) == 2
     now[0] += 60
-    recall = memory.recall(memory.key("p1"), "svc", "h2", shown_since=T0)
+    recall = recall_of(memory, "p1", "svc", "h2", shown_since=T0)
     assert recall.last_shown == {("rule-a", "fp-1"): T0, ("group:g", "fp-g"): T0}
-    assert memory.recall(memory.key("p1"), "svc", "h1", shown_since=T0).last_shown == {}  # its own call
-    assert memory.recall(memory.key("p1"), "other-svc", "h2", shown_since=T0).last_shown == {}
-    assert memory.recall(memory.key("p2"), "svc", "h2", shown_since=T0).last_shown == {}
-    at_select = memory.recall(memory.key("p1"), "sign", "h3", None, "svc", "ctx-1", select_since=T0)
+    assert recall_of(memory, "p1", "svc", "h1", shown_since=T0).last_shown == {}  # its own call
+    assert recall_of(memory, "p1", "other-svc", "h2", shown_since=T0).last_shown == {}
+    assert recall_of(memory, "p2", "svc", "h2", shown_since=T0).last_shown == {}
+    at_select = recall_of(memory, "p1", "sign", "h3", None, "svc", "ctx-1", select_since=T0)
     assert at_select.shown_at_select == {("rule-a", "fp-1"), ("group:g", "fp-g")}
-    assert memory.recall(memory.key("p1"), "sign", "h3", None, "svc", "ctx-2", T0).shown_at_select == set()
-    assert memory.recall(memory.key("p1"), "sign", "h3", None, "svc", "ctx-1", T0 + 1).shown_at_select == set()
+    assert recall_of(memory, "p1", "sign", "h3", None, "svc", "ctx-2", T0).shown_at_select == set()
+    assert recall_of(memory, "p1", "sign", "h3", None, "svc", "ctx-1", T0 + 1).shown_at_select == set()
 
 
 def feedback(card: str, outcome: str = "overridden", at_s: int = T0, effect=None, code: str | None = None):
@@ -212,11 +218,11 @@ def test_a_snooze_on_a_group_card_snoozes_every_rule_on_it_and_acknowledges_the_
     memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
     issue(memory, "p1", IssuedCard("c1", "group:g", "fp-g", {"rule-b": "fp-b", "rule-c": "fp-c"}, "info"))
     store.store("svc", [feedback("c1", effect=SNOOZE, code="snooze-30d")])
-    recall = memory.recall(memory.key("p1"), "svc", "h2", None)
+    recall = recall_of(memory, "p1", "svc", "h2", None)
     assert recall.snoozed("rule-b", T0) and recall.snoozed("rule-c", T0 + 30 * DAY - 1)
     assert not recall.snoozed("rule-b", T0 + 30 * DAY) and not recall.snoozed("rule-x", T0)
     assert recall.acknowledged_since("group:g", "fp-g", T0) and not recall.acknowledged_since("group:g", "new", T0)
-    assert not memory.recall(memory.key("p2"), "svc", "h2", None).snoozed("rule-b", T0)
+    assert not recall_of(memory, "p2", "svc", "h2", None).snoozed("rule-b", T0)
 
 
 def test_one_recall_reads_suppressions_repeats_and_the_order_select_context_at_once(database_url, open_db):
@@ -230,7 +236,7 @@ def test_one_recall_reads_suppressions_repeats_and_the_order_select_context_at_o
           hook_instance="h0", context="ctx-1")
     store.store("sign", [feedback("c2", effect=SNOOZE, code="snooze-30d")])
     now[0] += 60
-    recall = memory.recall(memory.key("p1"), "sign", "h9", T0, "select", "ctx-1", T0)
+    recall = recall_of(memory, "p1", "sign", "h9", T0, "select", "ctx-1", T0)
     assert recall.last_shown == {("group:g", "fp-g"): T0}
     assert recall.shown_at_select == {("rule-a", "fp-1")}
     assert recall.snoozed("rule-b", now[0]) and not recall.snoozed("rule-a", now[0])
@@ -243,7 +249,7 @@ def test_not_relevant_holds_each_rule_back_while_its_data_is_unchanged(database_
     memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
     issue(memory, "p1", IssuedCard("c1", "group:g", "fp-g", {"rule-b": "fp-b", "rule-c": "fp-c"}, "info"))
     store.store("svc", [feedback("c1", effect=NOT_RELEVANT, code="not-relevant")])
-    recall = memory.recall(memory.key("p1"), "svc", "h2", None)
+    recall = recall_of(memory, "p1", "svc", "h2", None)
     assert recall.not_relevant("rule-b", "fp-b") and recall.not_relevant("rule-c", "fp-c")
     assert not recall.not_relevant("rule-b", "fp-b-changed")
 
@@ -309,3 +315,20 @@ def test_old_records_and_lapsed_snoozes_are_pruned_but_not_relevant_is_kept(data
         assert conn.execute(select(CardIssued.card_uuid)).scalars().all() == ["c3"]
         assert conn.execute(select(Suppression.kind)).scalars().all() == ["until-data-changes"]
     assert count(database, Feedback) == 2  # feedback itself is kept
+
+
+def test_repeats_and_acknowledgements_are_the_clinicians_but_snoozes_are_the_patients(database_url, open_db):
+    """A second clinician sees the card the first one saw and acknowledged; a snooze 'for this patient' holds for
+    everyone."""
+    database = open_db(database_url)
+    now = [T0]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp-1", {"rule-a": "fp-1"}, "critical"), user="dr-a")
+    issue(memory, "p1", IssuedCard("c2", "rule-b", "fp-2", {"rule-b": "fp-2"}, "info"), user="dr-a")
+    store.store("svc", [feedback("c1", "accepted"), feedback("c2", effect=SNOOZE, code="snooze-30d")])
+    now[0] += 60
+    first = recall_of(memory, "p1", "svc", "h2", T0, user="dr-a")
+    second = recall_of(memory, "p1", "svc", "h2", T0, user="dr-b")
+    assert first.acknowledged_since("rule-a", "fp-1", T0) and first.last_shown[("rule-b", "fp-2")] == T0
+    assert not second.acknowledged_since("rule-a", "fp-1", T0) and second.last_shown == {}
+    assert first.snoozed("rule-b", now[0]) and second.snoozed("rule-b", now[0])
