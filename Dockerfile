@@ -1,7 +1,12 @@
 # spasm-cds: the CDS Hooks service under gunicorn, with the bundled knowledge (cards/, mappings/).
 # JWT verification is on; mount a trusted issuers file and set SPASM_CDS_TRUSTED_ISSUERS (README "Security").
-# The try-it page (unauthenticated, for demos) is off.
+# The try-it page (unauthenticated, for demos) is off. Debian's nginx runs in front of gunicorn
+# (SPASM_CDS_PROXY=nginx, supervised by `spasm-cds serve`), so that slow clients cannot tie up the workers.
 FROM python:3.11-slim
+
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
+    && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -10,6 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPASM_CDS_DATA_DIR=/var/lib/spasm-cds \
     SPASM_CDS_KNOWLEDGE_DIR=/app \
     SPASM_CDS_AUTH=on \
+    SPASM_CDS_PROXY=nginx \
     SPASM_CDS_TRY_IT=off
 
 WORKDIR /app
@@ -24,5 +30,5 @@ RUN spasm-cds lint
 
 USER spasm
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz').status != 200)"
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import os,urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SPASM_CDS_PORT', '8080')).status != 200)"
 CMD ["spasm-cds", "serve"]

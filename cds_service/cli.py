@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default 8080; SPASM_CDS_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default 2; SPASM_CDS_WORKERS)")
     serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
+    serve.add_argument("--unix-socket", type=Path, help=argparse.SUPPRESS)  # gunicorn behind the nginx proxy
     lint = sub.add_parser("lint", help="validate cards/ and mappings/ and run every rule's cases")
     lint.add_argument("--knowledge-dir", type=Path, help="folder holding cards/ and mappings/")
     lint.add_argument("--seeds", type=Path, help="folder of the seed articles (*.txt); card text must not copy them")
@@ -187,6 +188,18 @@ def _db(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
+    proxy = settings.proxy.strip().lower()
+    if proxy not in ("none", "nginx"):
+        print(f"spasm-cds: SPASM_CDS_PROXY: {settings.proxy!r} is neither 'none' nor 'nginx'", file=sys.stderr)
+        return 2
+    if proxy == "nginx" and not args.dev and not args.unix_socket:
+        from .proxy import find_nginx, supervise
+        nginx = find_nginx()
+        if nginx is None:
+            print("spasm-cds: SPASM_CDS_PROXY=nginx but nginx is not installed (Debian: apt-get install "
+                  "nginx-light)", file=sys.stderr)
+            return 2
+        return supervise(settings, nginx)
     if not args.dev:
         _prepare_metrics_dir(settings.data_dir)
     try:
@@ -207,7 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
             for key in ("worker_class", "threads", "preload_app", "timeout", "graceful_timeout", "keepalive",
                         "accesslog", "errorlog", "child_exit", "pre_fork"):
                 self.cfg.set(key, getattr(gunicorn_conf, key))
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("bind", f"unix:{args.unix_socket}" if args.unix_socket else f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
 
         def load(self):

@@ -37,6 +37,15 @@ class Settings:
         "help": "Request threads per worker. 1 costs least CPU per call (threads of one worker contend for "
                 "Python's GIL: about 1.5x the CPU per call at 4 threads, docs/performance.md); raise it, or the "
                 "workers, when EHRs send little prefetch, so that calls waiting on FHIR do not queue."})
+    proxy: str = field(default="none", metadata={
+        "help": "`nginx`: `spasm-cds serve` runs Debian's nginx in front of gunicorn (gunicorn then listens on a "
+                "private unix socket), so that clients sending slowly cannot tie up the workers; the Docker image "
+                "sets it. `none`: gunicorn listens itself (local trials, or behind your own buffering proxy)."})
+    proxy_client_timeout_s: float = field(default=10.0, metadata={
+        "help": "With the nginx proxy: how long a client may take to send a request's head, and its body, and to "
+                "read the answer, before the connection is closed."})
+    proxy_max_connections: int = field(default=1024, metadata={
+        "help": "With the nginx proxy: the most client connections it holds at once."})
     fhir_connect_timeout_s: float = field(default=2.0, metadata={
         "help": "Connect timeout for each call to the EHR's FHIR server."})
     fhir_read_timeout_s: float = field(default=4.0, metadata={
