@@ -91,7 +91,9 @@ class UnitConverter:
             return None
         try:
             with self._lock:  # pint registries are not documented as thread-safe
-                return self._ureg.from_ucum(ucum)
+                parsed = self._ureg.from_ucum(ucum)
+                # a lone annotation ({tbl}) comes back as a parser token; UCUM reads it as the unit 1
+                return parsed if hasattr(parsed, "dimensionality") else self._ureg.from_ucum("1")
         except Exception:  # ucumvert raises several parser error types
             return None
 
