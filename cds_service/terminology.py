@@ -174,6 +174,7 @@ class DosingTable:
     strength_units: Mapping[str, str]  # lower-case RxNorm strength unit -> UCUM
     strength_volume_units: Mapping[str, str]
     day_unit: str = "d"
+    sources: tuple[str, ...] = ()  # cards/sources.yaml ids the table cites
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any] | None, units: UnitConverter) -> "DosingTable":
@@ -192,6 +193,7 @@ class DosingTable:
         presentation = doc.get("presentation_units") or {}
         return cls(
             mass_unit=names.get("mass", ""), volume_unit=names.get("volume", ""), day_unit=day,
+            sources=tuple(doc.get("sources") or ()),
             timing_system=(doc.get("timing_codes") or {}).get("system", ""),
             per_day_by_code=MappingProxyType({k: f for k, v in codes.items() if (f := per_day(v))}),
             per_day_by_text=MappingProxyType({normalise_words(k): f for k, v in texts.items() if (f := per_day(v))}),

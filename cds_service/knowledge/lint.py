@@ -70,9 +70,11 @@ def _check_dosing(doc: dict, sources, units) -> list[str]:
     return problems
 
 
-def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source]) -> list[str]:
-    """Bibliography entries no rule or concept cites (a warning, not an error)."""
+def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source],
+                   also_cited: tuple[str, ...] = ()) -> list[str]:
+    """Bibliography entries no rule or concept (nor `also_cited`: mappings/dosing.yaml's) cites (a warning)."""
     cited = {s for r in rules.values() for s in r.sources} | {s for c in concepts.values() for s in c.sources}
+    cited |= set(also_cited)
     return sorted(sid for sid in set(sources) - cited if not sources[sid].background)
 
 
