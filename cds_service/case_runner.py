@@ -68,9 +68,9 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
                 resource["authoredOn"] = started
             else:
                 resource["effectivePeriod"] = {"start": started}
-        if "route" in med:
-            resource["dosageInstruction" if kind == "MedicationRequest" else "dosage"] = [
-                {"route": _route(med["route"], systems)}]
+        dosage = _dosage(knowledge, med, systems)
+        if dosage:
+            resource["dosageInstruction" if kind == "MedicationRequest" else "dosage"] = [dosage]
         if med.get("reference"):
             medication = {"resourceType": "Medication", "id": f"medication-{i}", "code": concept}
             if "form" in med:
@@ -118,6 +118,34 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
     return out
 
 
+def _dosage(knowledge: Knowledge, med: Mapping[str, Any], systems: dict[str, str]) -> dict[str, Any]:
+    """The one Dosage of a case's medication or draft: its route, dose ({value, unit} as printed, and/or a `ucum`
+    or `snomed` code) and timing ({code} of the timing code system, {text}, or {frequency, period, period_unit});
+    empty when the case gives none of them."""
+    dosage: dict[str, Any] = {}
+    if "route" in med:
+        dosage["route"] = _route(med["route"], systems)
+    if "dose" in med:
+        dose, quantity = med["dose"], {"value": med["dose"]["value"]}
+        if "unit" in dose:
+            quantity["unit"] = dose["unit"]
+        for system in ("ucum", "snomed"):
+            if system in dose:
+                quantity.update({"system": systems[system], "code": str(dose[system])})
+                quantity.setdefault("unit", str(dose[system]))
+        dosage["doseAndRate"] = [{"doseQuantity": quantity}]
+    timing = med.get("timing") or {}
+    if "code" in timing or "text" in timing:
+        code: dict[str, Any] = {"text": timing["text"]} if "text" in timing else {}
+        if "code" in timing:
+            code["coding"] = [{"system": knowledge.terminology.dosing.timing_system, "code": timing["code"]}]
+        dosage["timing"] = {"code": code}
+    elif timing:
+        dosage["timing"] = {"repeat": {"frequency": timing.get("frequency", 1), "period": timing["period"],
+                                       "periodUnit": timing["period_unit"]}}
+    return dosage
+
+
 def _route(route: dict[str, Any], systems: dict[str, str]) -> dict[str, Any]:
     """A route CodeableConcept from a case's {snomed, text}."""
     concept: dict[str, Any] = {}
@@ -156,8 +184,9 @@ def draft_context(knowledge: Knowledge, case: Case, patient_id: str,
             resource["medicationReference"] = {"reference": f"Medication/{_UNRESOLVABLE}-{i}"}
         elif draft.get("coded", True):
             resource["medicationCodeableConcept"] = medication["code"]
-        if "route" in draft:
-            resource["dosageInstruction"] = [{"route": _route(draft["route"], systems)}]
+        dosage = _dosage(knowledge, draft, systems)
+        if dosage:
+            resource["dosageInstruction"] = [dosage]
         entries.append({"resource": resource})
         if draft.get("selected", True):
             selections.append(f"MedicationRequest/draft-{i}")

@@ -274,7 +274,8 @@ def _lint(args: argparse.Namespace) -> int:
     if args.seeds:
         seed_texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(args.seeds.glob("*.txt"))]
         failures += copied_runs(card_texts(knowledge), seed_texts)
-    for sid in unused_sources(knowledge.rules, knowledge.concepts, knowledge.sources):
+    for sid in unused_sources(knowledge.rules, knowledge.concepts, knowledge.sources,
+                              knowledge.terminology.dosing.sources):
         print(f"warning: cards/sources.yaml: {sid!r} is cited by no rule or concept")
     for warning in uncoded_ingredients(knowledge.concepts, knowledge.product_ingredients):
         print(f"warning: {warning}")

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _BRACKETED_BRAND = re.compile(r"\[([^\]]+)\]\s*$")
 _MIN_BRAND_CHARS = 4  # shorter brand names collide with ordinary words and abbreviations
+_STRENGTH_TTYS = frozenset({"SCD", "SBD", "SCDC", "SBDC"})  # RxNorm term types whose names give a strength
 
 
 # A unit string longer than this, or with an exponent of three digits or more, is not parsed: a long power of ten
@@ -91,7 +92,9 @@ class UnitConverter:
             return None
         try:
             with self._lock:  # pint registries are not documented as thread-safe
-                return self._ureg.from_ucum(ucum)
+                parsed = self._ureg.from_ucum(ucum)
+                # a lone annotation ({tbl}) comes back as a parser token; UCUM reads it as the unit 1
+                return parsed if hasattr(parsed, "dimensionality") else self._ureg.from_ucum("1")
         except Exception:  # ucumvert raises several parser error types
             return None
 
@@ -156,6 +159,53 @@ class RouteTable:
 
 
 @dataclass(frozen=True)
+class DosingTable:
+    """How doses and their timing are read (mappings/dosing.yaml): administrations per day of each timing code and
+    timing text, the dose units that mean one unit of presentation, and the strength units of product names."""
+
+    mass_unit: str
+    volume_unit: str
+    timing_system: str
+    per_day_by_code: Mapping[str, float]
+    per_day_by_text: Mapping[str, float]  # normalise_words(text) -> administrations per day
+    presentation_ucum: frozenset[str]
+    presentation_snomed: frozenset[str]
+    presentation_words: frozenset[str]  # case-folded
+    strength_units: Mapping[str, str]  # lower-case RxNorm strength unit -> UCUM
+    strength_volume_units: Mapping[str, str]
+    day_unit: str = "d"
+    sources: tuple[str, ...] = ()  # cards/sources.yaml ids the table cites
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any] | None, units: UnitConverter) -> "DosingTable":
+        """The table of a dosing.yaml document; a timing whose period unit cannot be converted to days is left out
+        (lint reports it)."""
+        doc = doc or {}
+        names = doc.get("units") or {}
+        day = names.get("day", "d")
+
+        def per_day(spec: Mapping[str, Any]) -> float | None:
+            days = units.convert(float(spec["period"]), spec["unit"], day)
+            return spec["frequency"] / days if days else None
+
+        codes = (doc.get("timing_codes") or {}).get("codes") or {}
+        texts = {**{k: v for k, v in codes.items()}, **(doc.get("timing_texts") or {})}
+        presentation = doc.get("presentation_units") or {}
+        return cls(
+            mass_unit=names.get("mass", ""), volume_unit=names.get("volume", ""), day_unit=day,
+            sources=tuple(doc.get("sources") or ()),
+            timing_system=(doc.get("timing_codes") or {}).get("system", ""),
+            per_day_by_code=MappingProxyType({k: f for k, v in codes.items() if (f := per_day(v))}),
+            per_day_by_text=MappingProxyType({normalise_words(k): f for k, v in texts.items() if (f := per_day(v))}),
+            presentation_ucum=frozenset(presentation.get("ucum") or ()),
+            presentation_snomed=frozenset(presentation.get("snomed") or ()),
+            presentation_words=frozenset(w.casefold() for w in presentation.get("words") or ()),
+            strength_units=MappingProxyType({k.lower(): v for k, v in (doc.get("strength_units") or {}).items()}),
+            strength_volume_units=MappingProxyType({k.lower(): v for k, v in
+                                                   (doc.get("strength_volume_units") or {}).items()}))
+
+
+@dataclass(frozen=True)
 class MedicationIdentity:
     """What a medication is: concepts and ingredients, the route it is given by (None: not told), how it was
     recognised (code, name or none), and the RxNorm codes it carried that the roll-up table does not know."""
@@ -171,9 +221,11 @@ class Terminology:
     """Look-ups from FHIR codings to concept ids, built from the concepts and the RxNorm roll-up table."""
 
     def __init__(self, concepts: Mapping[str, Concept], systems: Mapping[str, tuple[str, ...]],
-                 products: Mapping[str, "ProductRow"], units: UnitConverter, routes: RouteTable | None = None):
+                 products: Mapping[str, "ProductRow"], units: UnitConverter, routes: RouteTable | None = None,
+                 dosing: DosingTable | None = None):
         self.units = units
         self.routes = routes or RouteTable.from_doc(None)
+        self.dosing = dosing or DosingTable.from_doc(None, units)
         self._system_names = {uri: name for name, uris in systems.items() for uri in uris}
         self._concepts = concepts
         by_ingredient: dict[str, set[str]] = defaultdict(set)
@@ -301,6 +353,17 @@ class Terminology:
             found |= self._phrases[phrase]
             route = route or self._brand_routes.get(phrase)
         return found, route
+
+    def product_names(self, codings: Iterable[Mapping]) -> tuple[str, ...]:
+        """The RxNorm names of the products (not ingredients, brands or packs) a medication's RxNorm codings name,
+        as the roll-up table gives them: where a product's strength is read from."""
+        names = []
+        for coding in codings:
+            if isinstance(coding, dict) and self.system_name(coding.get("system")) == "rxnorm":
+                row = self._products.get(str(coding.get("code") or ""))
+                if row is not None and row.tty in _STRENGTH_TTYS:
+                    names.append(row.display)
+        return tuple(names)
 
     def lab_code(self, concept: Any) -> tuple[str, int] | None:
         """(lab concept id, position of the code in the concept's list) for an Observation's code (a

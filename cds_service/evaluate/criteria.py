@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, Mapping
 
+from ..gather.dosage import DailyDose
 from ..gather.facts import LabResult, MedicationUse, PatientFacts, flag_of, shown_unit
 from ..knowledge.model import Criterion
 from ..terminology import Terminology
@@ -47,13 +48,15 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bou
     candidates = [m for m in facts.medications
                   if not (len(m.ingredients) > 1 and own_products == {frozenset(m.ingredients)})]
     if c.with_drafts:  # the draft being ordered is not its own partner (another draft of the rule may be)
-        candidates += [MedicationUse(d.concepts, d.ingredients, d.display, facts.today) for d in facts.drafts
-                       if not (own_drafts and own_drafts <= {d.id})]
+        candidates += [MedicationUse(d.concepts, d.ingredients, d.display, facts.today, doses=d.doses)
+                       for d in facts.drafts if not (own_drafts and own_drafts <= {d.id})]
     # a draft whose drug is unidentified may be any drug: a rule that asks about drafts cannot say "none"
     unidentified = c.with_drafts and any(not d.identified for d in facts.drafts)
     names: dict[str, None] = {}
     labels: dict[str, None] = {}
     ingredients: dict[str, None] = {}
+    doses: dict[str, None] = {}
+    dose_unknown = False  # a drug of the concept whose daily dose could not be read
     for med in candidates:
         hit = wanted & med.concepts
         if not hit or (avoid and avoid & set(med.ingredients)):
@@ -67,27 +70,65 @@ def medication(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bou
         concept = terms.concept(sorted(hit)[0])
         # of a combination product, name the ingredient(s) that made the match
         matched = tuple(i for i in med.ingredients if i in concept.ingredients) or med.ingredients
+        if c.dose_above is not None:
+            above = dose_above(med.doses, matched, c.dose_above)
+            dose_unknown = dose_unknown or above is None
+            if not above:
+                continue
+            doses[" and ".join(med.doses[i].text() for i in matched if i in med.doses)] = None
         names[", ".join(matched) or med.display] = None
         labels[concept.label] = None
         ingredients.update(dict.fromkeys(med.ingredients))
     if names:
         name, label = " and ".join(names), " and ".join(labels)
-        return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label})"},
-                     ingredients=tuple(ingredients))
-    return UNKNOWN if undated or unidentified or facts.unknown & set(MEDICATION_DATA) else NO
+        fields = {"name": name, "label": label, "evidence": f"{name} ({label})"}
+        if doses:
+            fields.update(daily_dose=" and ".join(doses), evidence=f"{name} {' and '.join(doses)} ({label})")
+        return Match(True, fields, ingredients=tuple(ingredients))
+    return UNKNOWN if undated or unidentified or dose_unknown or facts.unknown & set(MEDICATION_DATA) else NO
+
+
+def dose_above(doses: Mapping[str, DailyDose], ingredients: tuple[str, ...], threshold: float) -> bool | None:
+    """Whether the daily dose of one of the ingredients is above the threshold: True when one's whole range is
+    above it, False when every one's whole range is at or below it, None (unknown) otherwise."""
+    known = [doses[i] for i in ingredients if i in doses]
+    if any(d.low > threshold for d in known):
+        return True
+    if ingredients and len(known) == len(ingredients) and all(d.high <= threshold for d in known):
+        return False
+    return None
 
 
 def draft_order(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:
+    """Holds when a selected draft rolls up to one of the concepts (with `daily_dose`: and its daily dose of the
+    concept's ingredient is above the threshold; unknown when that dose cannot be read)."""
     wanted = set(c.concepts)
     hits = [d for d in facts.drafts if d.selected and wanted & d.concepts]
+    dose_unknown = False
+    if c.dose_above is not None:
+        verdicts = [(d, dose_above(d.doses, _ingredients_of(terms, wanted, d.concepts, d.ingredients),
+                                   c.dose_above)) for d in hits]
+        hits = [d for d, above in verdicts if above]
+        dose_unknown = any(above is None for _d, above in verdicts)
     if not hits:
-        return UNKNOWN if any(d.selected and not d.identified for d in facts.drafts) else NO
+        return UNKNOWN if dose_unknown or any(d.selected and not d.identified for d in facts.drafts) else NO
     first = hits[0]
     concept = terms.concept(sorted(wanted & first.concepts)[0])
     label = concept.label
     name = ", ".join(i for i in first.ingredients if i in concept.ingredients) or first.display
-    return Match(True, {"name": name, "label": label, "evidence": f"{name} ({label}), being ordered"},
-                 ingredients=first.ingredients, drafts=tuple(d.id for d in hits))
+    fields = {"name": name, "label": label, "evidence": f"{name} ({label}), being ordered"}
+    if c.dose_above is not None:
+        dose = " and ".join(first.doses[i].text() for i in _ingredients_of(terms, wanted, first.concepts,
+                                                                           first.ingredients) if i in first.doses)
+        fields.update(daily_dose=dose, evidence=f"{name} {dose} ({label}), being ordered")
+    return Match(True, fields, ingredients=first.ingredients, drafts=tuple(d.id for d in hits))
+
+
+def _ingredients_of(terms: Terminology, wanted: set[str], concepts: frozenset[str],
+                    ingredients: tuple[str, ...]) -> tuple[str, ...]:
+    """The ingredients of a drug that made it match one of the wanted concepts (all of them if none is named)."""
+    concept = terms.concept(sorted(wanted & concepts)[0])
+    return tuple(i for i in ingredients if i in concept.ingredients) or ingredients
 
 
 def condition(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> Match:

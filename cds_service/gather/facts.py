@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from ..terminology import Terminology
+from .dosage import NO_DOSES, DailyDose, daily_doses
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class MedicationUse:
     route: str | None = None  # where it acts (mappings/routes.yaml); None: not told
     by: str = "code"  # how it was recognised: code, name or none
     unrecognised: tuple[str, ...] = ()  # its RxNorm codes the roll-up table does not know, when not by code
+    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)  # ingredient -> daily dose, for those its dosage tells
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class DraftOrder:
     # ordered (never read as "no interaction": rules that ask about it are unknown)
     identified: bool = True
     route: str | None = None
+    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)  # ingredient -> daily dose, for those its dosage tells
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
             log.info("a draft order's medication matched no concept")
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
         drafts.append(DraftOrder(ident, found.concepts, found.ingredients, display or "medication", selected,
-                                 route=found.route))
+                                 route=found.route, doses=daily_doses(r, concept, found.ingredients, terminology)))
     return tuple(drafts)
 
 
@@ -289,7 +292,8 @@ def _medications(items, medications_by_id, terminology: Terminology):
         started = _date(r.get("authoredOn") or _obj(r.get("effectivePeriod")).get("start")
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
         yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route,
-                            found.by, found.unrecognised if found.by != "code" else ())
+                            found.by, found.unrecognised if found.by != "code" else (),
+                            daily_doses(r, concept, found.ingredients, terminology))
 
 
 # one coded result not yet converted: (sort key: newest first, then the concept's preferred code, then document

@@ -21,6 +21,7 @@ KIND_FIELDS = {
     "any": ("any", {"evidence"}),
     "draft-order": ("draft", {"name", "label", "evidence"}),
 }
+DOSE_FIELDS = {"daily_dose"}  # what a medication or draft-order criterion with a daily_dose test adds
 _DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab",
                    "draft-order": "medication"}
 VALID_DATA_KINDS = {"patient", "medication-requests", "medication-statements", "conditions", "observations"}
@@ -37,12 +38,43 @@ def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Ru
     problems += _check_site_options(raw["services"], rules)
     problems += _check_notice(raw["services"].get("missing_data_card"), raw["policy"])
     problems += _check_order_card(raw["services"].get("order_card"), raw["policy"])
+    problems += _check_dosing(raw.get("dosing") or {}, sources, units)
     return problems
 
 
-def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source]) -> list[str]:
-    """Bibliography entries no rule or concept cites (a warning, not an error)."""
+def _check_dosing(doc: dict, sources, units) -> list[str]:
+    """mappings/dosing.yaml: its units are units (the mass unit a mass, a strength unit convertible to it), each
+    timing's period converts to days, and its sources exist."""
+    problems: list[str] = []
+    where = "mappings/dosing.yaml"
+    names = doc.get("units") or {}
+    mass, volume, day = names.get("mass", ""), names.get("volume", ""), names.get("day", "")
+    for i, sid in enumerate(doc.get("sources") or ()):
+        if sid not in sources:
+            problems.append(f"{where}: sources[{i}]: {sid!r} is not in cards/sources.yaml")
+    for key, unit in names.items():
+        if not units.check(unit):
+            problems.append(f"{where}: units.{key}: {unit!r} is not UCUM")
+    for field, target in (("strength_units", mass), ("strength_volume_units", volume)):
+        for key, unit in (doc.get(field) or {}).items():
+            if units.convert(1.0, unit, target) is None:
+                problems.append(f"{where}: {field}.{key}: {unit!r} does not convert to {target!r}")
+    timings = {**{f"timing_codes.codes.{k}": v for k, v in ((doc.get("timing_codes") or {}).get("codes") or {}).items()},
+               **{f"timing_texts.{k}": v for k, v in (doc.get("timing_texts") or {}).items()}}
+    for key, spec in timings.items():
+        if not units.convert(float(spec["period"]), spec["unit"], day):
+            problems.append(f"{where}: {key}.unit: {spec['unit']!r} does not convert to {day!r}")
+    for i, unit in enumerate((doc.get("presentation_units") or {}).get("ucum") or ()):
+        if not units.check(unit) or units.convert(1.0, unit, mass) is not None:
+            problems.append(f"{where}: presentation_units.ucum[{i}]: {unit!r} must be a UCUM count, not a mass")
+    return problems
+
+
+def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source],
+                   also_cited: tuple[str, ...] = ()) -> list[str]:
+    """Bibliography entries no rule or concept (nor `also_cited`: mappings/dosing.yaml's) cites (a warning)."""
     cited = {s for r in rules.values() for s in r.sources} | {s for c in concepts.values() for s in c.sources}
+    cited |= set(also_cited)
     return sorted(sid for sid in set(sources) - cited if not sources[sid].background)
 
 
@@ -119,7 +151,8 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
         for crit in doc.get("include") or ():
             kind = next(k for k in KIND_FIELDS if k in crit)
             alias, fields = KIND_FIELDS[kind]
-            allowed.update(f"{crit.get('as') or alias}.{f}" for f in fields)
+            allowed.update(f"{crit.get('as') or alias}.{f}" for f in fields | (DOSE_FIELDS if "daily_dose" in crit
+                                                                                 else set()))
         for field in ("summary", "detail", "short"):
             text = doc["card"].get(field) or ""
             for m in PLACEHOLDER.finditer(text):

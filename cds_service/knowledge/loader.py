@@ -84,7 +84,7 @@ def _read_yaml(path: Path, root: Path, problems: list[str]) -> Any:
 
 def load_knowledge(root: Path, units=None) -> Knowledge:
     """Load and check the knowledge under root (which holds cards/ and mappings/). Raises KnowledgeError."""
-    from ..terminology import RouteTable, Terminology, UnitConverter
+    from ..terminology import DosingTable, RouteTable, Terminology, UnitConverter
 
     root = Path(root)
     problems: list[str] = []
@@ -93,7 +93,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         raise KnowledgeError(problems)
     units = units or UnitConverter(raw["units"].get("aliases", {}))
     concepts = _build_concepts(raw["concepts"])
-    rules = _build_rules(raw["rules"], concepts, units, problems)
+    rules = _build_rules(raw["rules"], concepts, units, problems, raw["dosing"]["units"]["mass"])
     cases = _build_cases(raw["cases"], rules)
     sources = {sid: Source(sid, s["label"], s["citation"], s.get("url", ""), s.get("background", False))
                for sid, s in raw["sources"]["sources"].items()}
@@ -124,7 +124,8 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         missing_data_card=MappingProxyType(raw["services"]["missing_data_card"]),
         card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
                                       (raw["services"].get("card_groups") or {}).items()}),
-        terminology=Terminology(concepts, systems, MappingProxyType(products), units, routes),
+        terminology=Terminology(concepts, systems, MappingProxyType(products), units, routes,
+                                DosingTable.from_doc(raw["dosing"], units)),
         override_effects=MappingProxyType({r["code"]: OverrideEffect(r["effect"], r.get("days"))
                                            for r in raw["services"]["override_reasons"] if "effect" in r}),
         repeat_windows=_build_repeat_windows(raw["services"].get("repeat_windows")),
@@ -148,7 +149,7 @@ def _build_urgency(doc: dict | None, rules: dict[str, Rule]) -> dict[str, int]:
 def _read_all(root: Path, problems: list[str]) -> dict[str, Any]:
     raw: dict[str, Any] = {"concepts": [], "rules": [], "cases": []}
     singles = {"systems": ("mappings/systems.yaml", "systems"), "units": ("mappings/units.yaml", "units"),
-               "routes": ("mappings/routes.yaml", "routes"),
+               "routes": ("mappings/routes.yaml", "routes"), "dosing": ("mappings/dosing.yaml", "dosing"),
                "identity_cases": ("mappings/identity-cases.yaml", "identity-cases"),
                "sources": ("cards/sources.yaml", "sources"), "policy": ("cards/policy.yaml", "policy"),
                "services": ("cards/services.yaml", "services")}
@@ -206,7 +207,8 @@ def _build_concepts(entries) -> dict[str, Concept]:
     return concepts
 
 
-def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, problems: list[str]) -> Criterion:
+def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, problems: list[str],
+               dose_unit: str = "") -> Criterion:
     kind = next(k for k in _CRITERION_KEYS if k in raw)
     value = raw[kind]
     ids = tuple([value] if isinstance(value, str) else value) if kind in (
@@ -224,8 +226,15 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                 problems.append(f"{where}.{side}.unit: {q['unit']!r} cannot be converted to "
                                 f"{lab.lab.canonical_unit!r} for {lab.id}")
             bounds[side] = converted
+    dose_above = None
+    if "daily_dose" in raw:
+        q = raw["daily_dose"]["above"]
+        dose_above = units.convert(q["value"], q["unit"], dose_unit)
+        if dose_above is None:
+            problems.append(f"{where}.daily_dose.above.unit: {q['unit']!r} cannot be converted to {dose_unit!r} "
+                            "(mappings/dosing.yaml units.mass)")
     age = raw.get("age") or {}
-    any_of = tuple(_criterion(sub, concepts, units, f"{where}.any[{i}]", problems)
+    any_of = tuple(_criterion(sub, concepts, units, f"{where}.any[{i}]", problems, dose_unit)
                    for i, sub in enumerate(raw.get("any") or ()))
     return Criterion(kind=kind, concepts=ids, alias=raw.get("as", ""), within_days=raw.get("within_days"),
                      flag=raw.get("flag"), below=bounds["below"], above=bounds["above"],
@@ -233,13 +242,13 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
                      times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
                      since_days=raw.get("since_days"), any_of=any_of, with_drafts=bool(raw.get("with_drafts")),
                      different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore",
-                     confirmed=raw.get("confirmed") is True)
+                     confirmed=raw.get("confirmed") is True, dose_above=dose_above)
 
 
-def _build_rules(entries, concepts, units, problems) -> dict[str, Rule]:
+def _build_rules(entries, concepts, units, problems, dose_unit: str = "") -> dict[str, Rule]:
     rules: dict[str, Rule] = {}
     for rel, _stem, group, doc in entries:
-        crit = {part: tuple(_criterion(c, concepts, units, f"{rel}: {part}[{i}]", problems)
+        crit = {part: tuple(_criterion(c, concepts, units, f"{rel}: {part}[{i}]", problems, dose_unit)
                             for i, c in enumerate(doc.get(part) or ())) for part in ("include", "exclude")}
         card = doc["card"]
         rules.setdefault(doc["id"], Rule(

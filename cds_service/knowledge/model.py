@@ -83,6 +83,9 @@ class Criterion:
     since_days: int | None = None  # medication: in use for at least this many days
     with_drafts: bool = False  # medication: drafts being ordered count too
     different_from: str = ""  # medication: ignore drugs sharing an ingredient with this alias's drug
+    # medication, draft-order: only a drug whose daily dose of the concept's ingredient is above this, in the mass
+    # unit of mappings/dosing.yaml; a dose that cannot be read is unknown
+    dose_above: float | None = None
     any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
     ignore_unknown: bool = False  # exclude: unknown data does not silence the rule
     confirmed: bool = False  # condition: a provisional, differential or unconfirmed condition does not count

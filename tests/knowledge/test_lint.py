@@ -99,6 +99,18 @@ def lab_threshold_unit_cannot_be_converted(root):
     edit(root, RULE, lambda d: d["include"].__setitem__(1, threshold))
 
 
+def daily_dose_threshold_is_not_a_mass(root):
+    edit(root, RULE, lambda d: d["include"][0].update(daily_dose={"above": {"value": 20, "unit": "mL"}}))
+
+
+def daily_dose_placeholder_without_a_daily_dose_test(root):
+    edit(root, RULE, lambda d: d["card"].update(summary="Examplinol {medication.daily_dose} with low examplium"))
+
+
+def dosing_table_cites_an_unknown_source(root):
+    edit(root, "mappings/dosing.yaml", lambda d: d.update(sources=["no-such-source"]))
+
+
 def unquoted_numeric_code(root):
     with open(root / DRUG, "a", encoding="utf-8") as f:
         f.write("codes: {rxnorm: [999999]}\n")  # unquoted: YAML reads an int
@@ -249,6 +261,12 @@ BROKEN = [
     (notice_has_an_unknown_placeholder,
      f"{SERVICES}: missing_data_card.unidentified_orders.summary: unknown placeholder {{draft.name}}; the notice "
      "offers missing.count, missing.data, missing.orders"),
+    (daily_dose_threshold_is_not_a_mass,
+     f"{RULE}: include[0].daily_dose.above.unit: 'mL' cannot be converted to 'mg' (mappings/dosing.yaml units.mass)"),
+    (daily_dose_placeholder_without_a_daily_dose_test,
+     f"{RULE}: card.summary: unknown placeholder {{medication.daily_dose}}; this rule offers {OFFERED}"),
+    (dosing_table_cites_an_unknown_source,
+     "mappings/dosing.yaml: sources[0]: 'no-such-source' is not in cards/sources.yaml"),
     (notice_summary_too_long,
      f"{SERVICES}: missing_data_card.unidentified_orders.summary: 170 characters once filled in; at most 140"),
 ]

@@ -16,7 +16,7 @@ KNOWLEDGE_FILES = sorted(p.relative_to(REPO).as_posix() for folder in ("cards", 
                          for p in (REPO / folder).rglob("*.y*ml"))
 SINGLE_FILES = {"cards/sources.yaml": "sources", "cards/policy.yaml": "policy", "cards/services.yaml": "services",
                 "mappings/systems.yaml": "systems", "mappings/units.yaml": "units", "mappings/routes.yaml": "routes",
-                "mappings/identity-cases.yaml": "identity-cases"}
+                "mappings/identity-cases.yaml": "identity-cases", "mappings/dosing.yaml": "dosing"}
 
 
 def schema_for(rel: str) -> str | None:
@@ -50,4 +50,4 @@ def test_knowledge_file_validates_against_its_schema(rel: str):
 def test_every_kind_of_knowledge_file_is_present():
     kinds = {schema_for(rel) for rel in KNOWLEDGE_FILES}
     assert kinds == {"sources", "policy", "services", "systems", "units", "rule", "cases", "concept", "routes",
-                     "identity-cases"}
+                     "identity-cases", "dosing"}

@@ -172,3 +172,10 @@ def test_a_huge_power_of_ten_is_refused_before_the_parser_sees_it(units, monkeyp
 def test_ordinary_powers_of_ten_still_read(units):
     assert units.spelling("10*9/L") == "10*9/L"
     assert units.convert(1.0, "10*3/uL", "10*9/L") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("unit", ["{tbl}", "{ratio}", "{score}"])
+def test_a_lone_annotation_is_the_unit_one_and_never_raises(units, unit):
+    assert units.check(unit)
+    assert units.convert(2.0, unit, "1") == 2.0
+    assert units.convert(2.0, unit, "mmol/L") is None
