@@ -178,9 +178,13 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
             elif not concepts[lab].lab.order_loinc:
                 problems.append(f"{rel}: card.suggest_labs: lab {lab!r} has no lab.order to suggest")
         if doc["card"].get("suggest_missing_labs"):
-            missing = [c for c in doc.get("include") or () if "missing-lab" in c]
+            include = doc.get("include") or ()
+            # a missing-lab may stand alone or be one alternative of an `any` ("low, or not measured lately")
+            missing = [c for c in include if "missing-lab" in c]
+            missing += [alt for c in include for alt in c.get("any") or () if "missing-lab" in alt]
             if not missing:
-                problems.append(f"{rel}: card.suggest_missing_labs: needs a missing-lab criterion in include")
+                problems.append(f"{rel}: card.suggest_missing_labs: needs a missing-lab criterion in include "
+                                f"(on its own or within any)")
             for crit in missing:
                 for lab in crit["missing-lab"]:
                     if lab in concepts and concepts[lab].lab and not concepts[lab].lab.order_loinc:
