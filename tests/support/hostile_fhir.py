@@ -36,6 +36,17 @@ class HostileFhir(ServedInThread):
     def paths_outside(self, prefix: str) -> list[str]:
         return [path for path, _ in self.seen if not path.startswith(prefix + "/") and path != prefix]
 
+    def answers_ended(self, prefix: str, timeout_s: float = 5.0) -> list[tuple[str, int, float]]:
+        """The ended answers whose path starts with prefix, once every such request seen has ended (or timeout_s
+        passed): the stub learns that a client hung up only at its next write or the one after."""
+        started = sum(path.startswith(prefix) for path, _ in self.seen)
+        until = time.monotonic() + timeout_s
+        while True:
+            ended = [entry for entry in self.sent if entry[0].startswith(prefix)]
+            if len(ended) >= started or time.monotonic() > until:
+                return ended
+            time.sleep(0.05)
+
     def __enter__(self) -> HostileFhir:
         owner = self
 
