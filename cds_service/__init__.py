@@ -1,8 +1,8 @@
 """spasm-cds: a CDS Hooks 2.0 service for muscle cramps and spasms. create_app is the factory."""
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Callable
@@ -22,12 +22,12 @@ if TYPE_CHECKING:  # imported on first create_app, so tools that never serve ski
 
 @dataclass(frozen=True)
 class AppState:
-    """What every request reads: settings, knowledge, the FHIR fetch pool, the clocks, the database with the card
+    """What every request reads: settings, knowledge, the slots of calls fetching from FHIR, the clocks, the database with the card
     memory and feedback store on it, and the JWT verifier (None when SPASM_CDS_AUTH=off)."""
 
     settings: Settings
     knowledge: Knowledge
-    pool: ThreadPoolExecutor
+    fhir_calls: threading.Semaphore
     today: Callable[[], date]
     database: Database | None = None
     verifier: Verifier | None = None
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     app.json = OrjsonProvider(app)
     app.extensions["spasm_cds"] = AppState(
         settings=settings, knowledge=knowledge,
-        pool=ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir"),
+        fhir_calls=threading.BoundedSemaphore(max(1, settings.fhir_max_calls)),
         today=today or date.today, database=database, verifier=verifier, now=now, memory=memory,
         feedback=FeedbackStore(database, now))
     register_error_handlers(app)

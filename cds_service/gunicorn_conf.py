@@ -8,7 +8,7 @@ _settings = Settings.from_env()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 worker_class = "gthread"
-threads = _settings.threads  # see the setting's help: threads cost CPU
+threads = _settings.threads  # see the setting's help: threads cost CPU, and leave room beside FHIR waits
 # the app (and its knowledge) is loaded once in the master, so broken knowledge stops start-up
 preload_app = True
 timeout = 30

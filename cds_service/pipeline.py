@@ -4,7 +4,7 @@ Shared by the HTTP view, the case runner and the command line, so all three give
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -25,14 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def respond(body: Any, service: Service, knowledge: Knowledge, settings: Settings, today: date,
-            pool: ThreadPoolExecutor | None = None, base_url: str = "",
+            fhir_calls: threading.Semaphore | None = None, base_url: str = "",
             memory: CardMemory | None = None,
             observe: Callable[[PatientFacts], None] | None = None) -> dict[str, Any]:
     """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412).
     With a card memory, snoozed and repeated cards are held back and the cards returned are recorded; `observe`
-    sees the patient's facts (the evaluate report counts unrecognised drugs and unread lab units with it)."""
+    sees the patient's facts (the evaluate report counts unrecognised drugs and unread lab units with it);
+    `fhir_calls` bounds the calls of this process fetching from FHIR at once (gather_resources)."""
     call = parse_hook_request(body, service)
-    gathered = gather_resources(call, service, settings, pool)
+    gathered = gather_resources(call, service, settings, fhir_calls)
     conditions = condition_facts(gathered.resources, knowledge.terminology, today)
     if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "SPASM_CDS_"
+LOCAL_FHIR_ALLOWED_URLS = "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
 _CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,10 +34,11 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "Address `spasm-cds serve` binds."})
     port: int = field(default=8080, metadata={"help": "Port `spasm-cds serve` binds."})
     workers: int = field(default=2, metadata={"help": "gunicorn worker processes."})
-    threads: int = field(default=1, metadata={
-        "help": "Request threads per worker. 1 costs least CPU per call (threads of one worker contend for "
-                "Python's GIL: about 1.5x the CPU per call at 4 threads, docs/performance.md); raise it, or the "
-                "workers, when EHRs send little prefetch, so that calls waiting on FHIR do not queue."})
+    threads: int = field(default=4, metadata={
+        "help": "Request threads per worker. Keep it above `fhir_max_calls`: the threads left over answer calls that "
+                "need no FHIR while others wait on a slow FHIR server. Threads of one worker contend for Python's "
+                "GIL when all are busy computing: 4 cost about 15% more CPU per call than 1 under saturation "
+                "(docs/performance.md, 'FHIR neighbours'); 1 suits a site whose EHR always prefetches everything."})
     proxy: str = field(default="none", metadata={
         "help": "`nginx`: `spasm-cds serve` runs Debian's nginx in front of gunicorn (gunicorn then listens on a "
                 "private unix socket), so that clients sending slowly cannot tie up the workers; the Docker image "
@@ -56,7 +58,17 @@ class Settings:
     fhir_max_pages: int = field(default=5, metadata={
         "help": "Most pages followed through Bundle `next` links for one prefetch key."})
     fhir_max_parallel: int = field(default=8, metadata={
-        "help": "Most FHIR queries in flight at once for one hook call."})
+        "help": "Most FHIR queries in flight at once for one hook call (each call has threads of its own for "
+                "them, so one call's stalled fetches never delay another's)."})
+    fhir_max_calls: int = field(default=3, metadata={
+        "help": "Most hook calls of one worker fetching from FHIR at once; a call past it treats the data it would "
+                "fetch as unknown at once (412 if it is required), so calls waiting on a slow FHIR server cannot "
+                "take every request thread. Keep it below `threads`."})
+    fhir_max_answer_bytes: int = field(default=8_388_608, metadata={
+        "help": "Largest FHIR answer (one page) read; the read stops past it and that data is unknown."})
+    fhir_max_call_bytes: int = field(default=16_777_216, metadata={
+        "help": "Most bytes read from FHIR for one hook call, all queries and pages together; past it the data "
+                "still being read is unknown."})
     max_body_bytes: int = field(default=1_048_576, metadata={
         "help": "Largest request body accepted; larger bodies get 413."})
     log_level: str = field(default="INFO", metadata={"help": "Python log level."})
@@ -77,9 +89,11 @@ class Settings:
         "help": "Connect and read timeout for fetching a JWKS from an allowed `jku`."})
     cors_origins: str = field(default="*", metadata={
         "help": "Browser origins allowed by CORS, comma-separated; `*` allows any (production: list the EHR's)."})
-    fhir_allowed_urls: str = field(default="http://127.0.0.1:*,http://localhost:*,http://[::1]:*", metadata={
-        "help": "Base URLs a request's fhirServer must start with, comma-separated; `host:*` allows any port, "
-                "`none` allows no server. Other servers are never contacted."})
+    fhir_allowed_urls: str = field(default="", metadata={
+        "help": "Base URLs a request's fhirServer must lie under, comma-separated; `host:*` allows any port but "
+                "this service's own on loopback, `none` allows no server. Other servers are never contacted. Empty: "
+                "loopback (`http://127.0.0.1:*,http://localhost:*,http://[::1]:*`) while SPASM_CDS_AUTH is off "
+                "(local trials, the Sandbox walkthrough), `none` when it is on."})
     max_prefetch_resources: int = field(default=5000, metadata={
         "help": "Most resources a request's prefetch may hold; more gets 413."})
     database_timeout_s: float = field(default=3.0, metadata={
@@ -115,6 +129,13 @@ class Settings:
         if value not in ("", "on", "off"):
             raise ValueError(f"{PREFIX}TRY_IT: {self.try_it!r} is neither 'on' nor 'off'")
         return value == "on" if value else self.auth.strip().lower() != "on"
+
+    @property
+    def effective_fhir_allowed_urls(self) -> str:
+        """The FHIR allow-list as set, else loopback for local trials (auth off) and nothing with auth on."""
+        if self.fhir_allowed_urls.strip():
+            return self.fhir_allowed_urls
+        return "none" if self.auth.strip().lower() == "on" else LOCAL_FHIR_ALLOWED_URLS
 
     @property
     def effective_database_url(self) -> str:

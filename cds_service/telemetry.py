@@ -60,6 +60,13 @@ SILENCED = Counter("spasm_cds_rules_silenced_total", "Rules that could not decid
 FHIR_LATENCY = Histogram("spasm_cds_fhir_request_seconds", "Time of one call to the EHR's FHIR server",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 FHIR_ERRORS = Counter("spasm_cds_fhir_errors_total", "Failed calls to the EHR's FHIR server, by reason", ["reason"])
+FHIR_OVER_CAP = Counter("spasm_cds_fhir_answers_over_cap_total",
+                        "FHIR answers given up because they passed a byte cap (their data is unknown), by cap: "
+                        "`answer` (SPASM_CDS_FHIR_MAX_ANSWER_BYTES) or `call` (SPASM_CDS_FHIR_MAX_CALL_BYTES)",
+                        ["cap"])
+FHIR_CALLS_BUSY = Counter("spasm_cds_fhir_calls_busy_total",
+                          "Hook calls that fetched nothing because SPASM_CDS_FHIR_MAX_CALLS calls of their worker "
+                          "were already fetching")
 UNRECOGNISED_DRUGS = Counter("spasm_cds_medication_codes_unrecognised_total",
                              "Medications whose RxNorm codes the roll-up table does not know (by name or not at all)")
 NAME_FALLBACKS = Counter("spasm_cds_medication_name_fallback_total",

@@ -18,7 +18,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 def state() -> AppState:
-    """The running app's settings, knowledge, pool and clock."""
+    """The running app's settings, knowledge, FHIR call slots and clock."""
     return current_app.extensions["spasm_cds"]
 
 

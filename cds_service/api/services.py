@@ -19,7 +19,7 @@ def call_service(service_id: str) -> dict[str, Any]:
     service = app.knowledge.service(service_id)
     if service is None:
         raise UnknownService(f"no service {service_id!r}; see GET /cds-services")
-    return respond(json_body(), service, app.knowledge, app.settings, app.today(), app.pool,
+    return respond(json_body(), service, app.knowledge, app.settings, app.today(), app.fhir_calls,
                    base_url=request.host_url, memory=app.memory)
 
 

@@ -81,7 +81,7 @@ def run() -> str | tuple[str, int]:
         app = state()
         # every run shows every card (no de-duplication); snoozes and "not relevant" still apply, as in an EHR
         settings = dataclasses.replace(app.settings, deduplicate="off")
-        response = respond(body, service, app.knowledge, settings, app.today(), app.pool,
+        response = respond(body, service, app.knowledge, settings, app.today(), app.fhir_calls,
                            base_url=request.host_url, memory=app.memory)
     except PageError as exc:
         return _page(chosen, error=exc.message), exc.status

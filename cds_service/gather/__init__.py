@@ -5,6 +5,7 @@ that draft orders name by reference (found in the request, or read from the serv
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from ..errors import DataUnavailable, FhirError
 from ..hook_request import HookCall
 from ..knowledge.model import DataQuery, Service
 from ..settings import Settings
-from ..telemetry import FHIR_ERRORS
+from ..telemetry import FHIR_CALLS_BUSY, FHIR_ERRORS
 from .draft_medications import draft_references, found_in_request, readable
 from .fhir_client import FhirClient
 from .prefetch import PrefetchState, classify, render_template
@@ -38,10 +39,13 @@ class Gathered:
 
 
 def gather_resources(call: HookCall, service: Service, settings: Settings,
-                     pool: ThreadPoolExecutor | None = None) -> Gathered:
+                     fhir_calls: threading.Semaphore | None = None) -> Gathered:
     """Decide per prefetch key (use / null / OperationOutcome / absent), fetch what is missing in parallel.
 
-    Raises DataUnavailable (412) when a required kind can be neither prefetched nor fetched."""
+    The fetches run on threads of this call's own, and every FHIR connection is cut when the time budget is
+    spent, so a stalled server holds nothing past it. `fhir_calls` (one per worker) bounds how many calls fetch at
+    once: a call that finds it taken fetches nothing. Raises DataUnavailable (412) when a required kind can be
+    neither prefetched nor fetched."""
     deadline = time.monotonic() + settings.deadline_s
     client = _client_for(call, settings, deadline)
     resources: dict[str, list[dict[str, Any]]] = {}
@@ -67,9 +71,17 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     draft_medications = found_in_request(references, call.context, (r for rs in resources.values() for r in rs))
     to_read = [ref for ref in references if ref not in draft_medications and readable(ref)] if client else []
     fetched = 0
+    holding = bool(to_fetch or to_read) and fhir_calls is not None and fhir_calls.acquire(blocking=False)
+    if (to_fetch or to_read) and fhir_calls is not None and not holding:
+        log.warning("%d other calls of this worker are fetching from FHIR (SPASM_CDS_FHIR_MAX_CALLS); this call's "
+                    "FHIR data is treated as unknown", settings.fhir_max_calls)
+        FHIR_CALLS_BUSY.inc()
+        for query, _ in to_fetch:
+            resources.pop(query.kind, None)
+            _unavailable(query, service, PrefetchState.BUSY, unknown)
+        to_fetch, to_read = [], []
     if to_fetch or to_read:
-        own_pool = pool is None
-        pool = pool or ThreadPoolExecutor(max_workers=settings.fhir_max_parallel)
+        pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
         try:
             futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
             # the drafts' Medications are read alongside the searches: the references are known from the start
@@ -98,8 +110,14 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
             if to_fetch:
                 fetched += _resolve_medication_references(resources, client, pool, deadline)
         finally:
-            if own_pool:
-                pool.shutdown(wait=False, cancel_futures=True)
+            # fetches still running are cut (their sockets shut down), so the threads end now, not when the
+            # server lets go
+            client.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+            if holding:
+                fhir_calls.release()
+    elif client is not None:
+        client.close()
     return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched,
                     draft_medications=MappingProxyType(draft_medications))
 
@@ -122,6 +140,7 @@ def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unk
         how = ("fetching it from fhirServer failed" if state is PrefetchState.FAILED
                else "fetching it from fhirServer did not finish within the time budget"
                if state is PrefetchState.TIMED_OUT
+               else "the service was busy fetching for other calls" if state is PrefetchState.BUSY
                else f"it was {state.value} and there is no usable fhirServer to fetch it from")
         raise DataUnavailable(f"prefetch key {query.key!r} is required: {how}")
     unknown.add(query.kind)

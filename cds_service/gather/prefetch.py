@@ -19,6 +19,7 @@ class PrefetchState(enum.Enum):
     ABSENT = "absent"
     FAILED = "not fetchable"
     TIMED_OUT = "not fetched within the time budget"
+    BUSY = "not fetched: other calls were fetching"
 
 
 def classify(prefetch: Mapping[str, Any], key: str) -> tuple[PrefetchState, list[dict[str, Any]]]:

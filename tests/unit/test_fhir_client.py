@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cds_service.errors import FhirError
 from cds_service.gather.fhir_client import FhirClient
 from cds_service.settings import Settings
+from tests.support.hostile_fhir import HostileFhir
 from tests.support.loopback import free_port
 
 integration = pytest.mark.integration
@@ -184,3 +186,73 @@ def test_relative_next_link_is_followed_against_the_server_base(recorder):
     found = client(recorder.base_url).search("Observation?page=1")
     assert [r["id"] for r in found] == ["a", "b"]
     assert [path for path, _ in recorder.seen] == ["/fhir/Observation?page=1", "/fhir/Observation?page=2"]
+
+
+# --- hostile answers and escaping URLs (tests/support/hostile_fhir.py) ------------------------------------------
+
+
+@pytest.fixture()
+def hostile() -> Iterator[HostileFhir]:
+    with HostileFhir(trickle_s=0.2, huge_bytes=64 * 1024 * 1024) as server:
+        yield server
+
+
+@pytest.mark.parametrize("behaviour", ["huge", "huge-declared"])
+def test_answer_over_the_byte_cap_is_given_up_and_counted(hostile, behaviour):
+    before = REGISTRY.get_sample_value("spasm_cds_fhir_answers_over_cap_total", {"cap": "answer"}) or 0
+    with pytest.raises(FhirError, match="SPASM_CDS_FHIR_MAX_ANSWER_BYTES"):
+        client(hostile.base(behaviour), fhir_max_answer_bytes=1_000_000).search("Observation")
+    assert REGISTRY.get_sample_value("spasm_cds_fhir_answers_over_cap_total", {"cap": "answer"}) == before + 1
+    (path, out, _), = hostile.answers_ended("/huge")
+    # the reading stopped near the cap (socket buffers hold a few MiB more), far short of the 64 MiB answer
+    assert out < 16 * 1024 * 1024
+
+
+def test_the_calls_byte_cap_holds_across_its_queries(hostile):
+    capped = client(hostile.base("huge"), fhir_max_answer_bytes=100 * 1024 * 1024, fhir_max_call_bytes=2_000_000)
+    with pytest.raises(FhirError, match="SPASM_CDS_FHIR_MAX_CALL_BYTES"):
+        capped.search("Observation")
+
+
+@pytest.mark.parametrize("behaviour", ["trickle", "trickle-head"])
+def test_close_cuts_an_answer_that_trickles(hostile, behaviour):
+    trickled = client(hostile.base(behaviour), fhir_read_timeout_s=30)
+    errors: list[Exception] = []
+
+    def search() -> None:
+        try:
+            trickled.search("Observation")
+        except FhirError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    while not hostile.seen:
+        thread.join(0.05)
+    trickled.close()
+    thread.join(5)
+    assert not thread.is_alive() and len(errors) == 1
+
+
+@pytest.mark.parametrize("reference", ["../admin/keys", "Medication/../../admin/secret", "%2e%2e/admin/keys",
+                                       "..;/admin/keys", "..\\admin\\keys", "//127.0.0.1/admin",
+                                       "Patient/p1/../../../admin"])
+def test_a_reference_that_leaves_fhir_server_is_refused_and_the_token_stays_home(hostile, reference):
+    with pytest.raises(FhirError):
+        client(hostile.base(), "token-abc").read(reference)
+    assert hostile.paths_outside("/fhir") == []
+
+
+@pytest.mark.parametrize("behaviour", ["escape-next", "escape-encoded-next"])
+def test_a_next_link_that_leaves_fhir_server_is_not_followed(hostile, behaviour):
+    assert client(hostile.base(), "token-abc").search(f"Observation?{behaviour}=1") == []
+    assert [path for path, _ in hostile.seen] == [f"/fhir/Observation?{behaviour}=1"]
+    assert hostile.paths_outside("/fhir") == []
+
+
+@pytest.mark.parametrize("base", ["{host}/fhir/../admin", "{host}/fhir/%2e%2e/admin", "{host}/fhir/..;/admin"])
+def test_a_fhir_server_that_escapes_its_allowed_path_is_never_contacted(hostile, base):
+    host = f"http://127.0.0.1:{hostile.port}"
+    with pytest.raises(FhirError, match="allow-list"):
+        FhirClient(base.format(host=host), "token-abc", Settings(fhir_allowed_urls=f"{host}/fhir"))
+    assert hostile.seen == []
