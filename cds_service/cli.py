@@ -186,14 +186,15 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
-    if not args.dev:
-        _prepare_metrics_dir(settings.data_dir)
     try:
+        settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
+        if not args.dev:
+            _prepare_metrics_dir(settings.data_dir)
         from . import create_app
         app = create_app(settings)
-    except KnowledgeError as exc:
-        print(exc, file=sys.stderr)
+    except (KnowledgeError, ValueError) as exc:
+        # a setting or the knowledge is wrong: say which, without a traceback
+        print(f"spasm-cds: cannot start: {exc}", file=sys.stderr)
         return 2
     if args.dev:
         app.run(host=settings.host, port=settings.port)
