@@ -397,3 +397,25 @@ def test_a_token_for_the_host_header_is_refused_when_the_public_url_differs(secu
     token = keys["sandbox"].token("http://evil.example/cds-services")
     assert secure_client.get("/cds-services", headers={"Authorization": f"Bearer {token}", "Host": "evil.example"}
                              ).status_code == 401
+
+
+def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_not_401(keys, tmp_path):
+    from cds_service.auth import Verifier, load_trusted_issuers
+    from cds_service.errors import StoreUnavailable
+    from cds_service.state import connect
+    from cds_service.state.replay import JtiStore
+
+    path = write_issuers(tmp_path, {SANDBOX_ISS: {"jwks_file": "jwks.json"}}, {"jwks.json": keys["sandbox"].jwks()})
+    unreachable = connect("postgresql://spasm:none@127.0.0.1:1/spasm", timeout_s=1)
+    verifier = Verifier(load_trusted_issuers(path), KeySets(300, 10, 2), JtiStore(unreachable, max_kept=1), 30, 3600)
+    try:
+        first = keys["sandbox"].token(DISCOVERY)
+        assert verifier.verify(f"Bearer {first}", DISCOVERY).issuer == SANDBOX_ISS
+        with pytest.raises(Exception) as replay:
+            verifier.verify(f"Bearer {first}", DISCOVERY)
+        assert replay.value.status == 401
+        with pytest.raises(StoreUnavailable) as full:
+            verifier.verify(f"Bearer {keys['sandbox'].token(DISCOVERY)}", DISCOVERY)
+        assert full.value.headers() == {"Retry-After": "5"}
+    finally:
+        unreachable.engine.dispose()
