@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
         if getattr(settings, name).strip().lower() not in ("on", "off"):
             raise ValueError(f"SPASM_CDS_{name.upper()}: {getattr(settings, name)!r} is neither 'on' nor 'off'")
     now = now or time.time
-    database = open_database(settings.effective_database_url, settings.database_timeout_s)
+    database = open_database(settings.effective_database_url, settings.database_timeout_s, settings.hook_lock_wait_s)
     memory = CardMemory(database, read_secret(database, settings.patient_key_secret), now,
                         settings.store_patient_ids.strip().lower() == "on", settings.card_retention_days)
     verifier = build_verifier(settings, database)
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
         settings=settings, knowledge=knowledge,
         fhir_calls=threading.BoundedSemaphore(max(1, settings.fhir_max_calls)),
         today=today or date.today, database=database, verifier=verifier, now=now, memory=memory,
-        feedback=FeedbackStore(database, now))
+        feedback=FeedbackStore(database, now), readiness_checks={"database": database.ping})
     register_error_handlers(app)
     register_api(app)
     return app

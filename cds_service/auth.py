@@ -1,6 +1,7 @@
 """STEP 2: verify the EHR's JWT (CDS Hooks 2.0 security): ES384 or RS384 from a trusted issuer's keys, aud = the URL
-called, exp/iat/nbf, and a jti never accepted twice. Any failure is Unauthorized (an empty 401); the log names the
-reason code and the issuer, never the token."""
+called (SPASM_CDS_PUBLIC_URL plus the path), exp/iat/nbf, and a jti never accepted twice. Any failure is Unauthorized
+(an empty 401 with an RFC 6750 WWW-Authenticate header), counted by reason; the log names the reason code and the iss
+and aud received, never the token."""
 from __future__ import annotations
 
 import json
@@ -11,18 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import requests
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import Unauthorized
+from .errors import StoreUnavailable, Unauthorized
 from .knowledge.loader import schema_problems
 from .settings import Settings
 from .state import Database
-from .state.replay import JtiStore
+from .state.replay import JtiStore, ReplayMemoryFull
+from .telemetry import JWT_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,17 @@ _MAX_TOKEN_CHARS = 16_384
 _MAX_JWKS_BYTES = 512 * 1024
 _MAX_JTI_CHARS = 256
 _MIN_RSA_BITS = 2048
+_MAX_LOGGED_CHARS = 200
+# every reason a refusal can give: the metric's label values and the log's codes stay a closed set
+REASONS = frozenset({
+    "no_token", "not_bearer", "token_too_large", "malformed", "alg_not_allowed", "no_kid", "no_iss", "untrusted_iss",
+    "jku_not_allowed", "jwks_unavailable", "unknown_kid", "key_not_for_alg", "no_aud", "no_exp", "no_iat", "no_jti",
+    "expired", "not_yet_valid", "wrong_aud", "wrong_iss", "bad_iat", "bad_jti", "bad_signature", "bad_exp",
+    "lifetime_too_long", "bad_tenant", "tenant_not_allowed", "replayed_jti", "invalid"})
+# RFC 6750 section 3.1: no error code when no bearer token was sent, invalid_request when the header is malformed
+_NO_CREDENTIALS = frozenset({"no_token", "not_bearer"})
+_INVALID_REQUEST = frozenset({"token_too_large"})
+REALM = "cds-services"
 
 
 @dataclass(frozen=True)
@@ -204,8 +217,9 @@ class Verifier:
         self._clock = clock
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
-        """The verified caller. Raises Unauthorized (logged with its reason code) on any failure."""
-        issuer = None
+        """The verified caller. Raises Unauthorized (logged and counted with its reason code) on any failure, or
+        StoreUnavailable (503) when the replay protection can take no new token (docs/hardening.md)."""
+        unverified: dict[str, Any] = {}
         try:
             token = _bearer_token(authorization)
             header, unverified = _unverified_parts(token)
@@ -214,9 +228,16 @@ class Verifier:
                 raise _Refused("untrusted_iss")
             caller = self._check(token, header, issuer, audience)
         except _Refused as refused:
-            log.warning("JWT refused: %s (issuer: %s)", refused.reason,
-                        issuer.issuer if issuer else "absent or not trusted")
-            raise Unauthorized(refused.reason) from None
+            reason = refused.reason if refused.reason in REASONS else "invalid"
+            JWT_FAILURES.labels(reason=reason).inc()
+            # iss and aud as received (unverified, so trimmed and escaped); never the token
+            log.warning("JWT refused: %s (iss: %s, aud: %s; expected aud: %s)", reason,
+                        _loggable(unverified.get("iss")), _loggable(unverified.get("aud")), audience)
+            raise Unauthorized(reason, www_authenticate=_challenge(reason)) from None
+        except ReplayMemoryFull as exc:
+            log.error("JWT not checked: the database is unavailable and %s; answering 503", exc)
+            raise StoreUnavailable("the service cannot check tokens for replay now; send the request again "
+                                   "shortly") from None
         log.info("JWT accepted from issuer %s", caller.issuer)
         return caller
 
@@ -255,14 +276,28 @@ class Verifier:
         jti = claims["jti"]
         if not jti or len(jti) > _MAX_JTI_CHARS:
             raise _Refused("bad_jti")
-        try:
-            first = self._replay.first_use(issuer.issuer, jti, int(exp) + self._leeway_s)
-        except SQLAlchemyError as exc:
-            log.error("replay store unavailable: %s", type(exc).__name__)
-            raise _Refused("replay_store_unavailable") from None
-        if not first:
+        if not self._replay.first_use(issuer.issuer, jti, int(exp) + self._leeway_s):
             raise _Refused("replayed_jti")
         return Caller(issuer=issuer.issuer, tenant=tenant, jti=jti)
+
+
+def _challenge(reason: str) -> str:
+    """The WWW-Authenticate value of a 401 (RFC 6750): an error code, never the reason itself."""
+    if reason in _NO_CREDENTIALS:
+        return f'Bearer realm="{REALM}"'
+    error = "invalid_request" if reason in _INVALID_REQUEST else "invalid_token"
+    return f'Bearer realm="{REALM}", error="{error}"'
+
+
+def _loggable(value: Any) -> str:
+    """A claim received in a refused token, fit for a log line: trimmed, printable ASCII only, or `absent`."""
+    if value is None:
+        return "absent"
+    if isinstance(value, list):
+        return "[" + ", ".join(_loggable(v) for v in value[:3]) + (", ..." if len(value) > 3 else "") + "]"
+    text = value if isinstance(value, str) else type(value).__name__
+    cleaned = "".join(c if " " <= c <= "~" else "?" for c in text[:_MAX_LOGGED_CHARS])
+    return cleaned + ("..." if len(text) > _MAX_LOGGED_CHARS else "")
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -296,7 +331,8 @@ def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def build_verifier(settings: Settings, database: Database) -> Verifier | None:
     """The verifier the settings ask for, or None when SPASM_CDS_AUTH=off (logged as a warning).
 
-    Raises ValueError on a bad SPASM_CDS_AUTH value or a broken trusted-issuers file."""
+    Raises ValueError on a bad SPASM_CDS_AUTH value, a missing or bad SPASM_CDS_PUBLIC_URL with authentication on,
+    or a broken trusted-issuers file."""
     mode = settings.auth.strip().lower()
     if mode not in ("on", "off"):
         raise ValueError(f"SPASM_CDS_AUTH: {settings.auth!r} is neither 'on' nor 'off'")
@@ -304,12 +340,23 @@ def build_verifier(settings: Settings, database: Database) -> Verifier | None:
         log.warning("authentication is OFF (SPASM_CDS_AUTH=off): any caller is trusted. Use this for local "
                     "trials only; set SPASM_CDS_AUTH=on and SPASM_CDS_TRUSTED_ISSUERS for any real deployment")
         return None
+    check_public_url(settings.public_url)
     issuers = load_trusted_issuers(settings.trusted_issuers) if settings.trusted_issuers else {}
     if not issuers:
         log.warning("authentication is on but no issuer is trusted (SPASM_CDS_TRUSTED_ISSUERS): "
                     "every call to /cds-services will get 401")
-    if not settings.public_url:
-        log.warning("SPASM_CDS_PUBLIC_URL is unset: a JWT's aud is compared with the URL built from the "
-                    "request's Host header; set it to the URL EHRs call")
     keysets = KeySets(settings.jwks_cache_ttl_s, settings.jwks_min_refetch_s, settings.jwks_timeout_s)
-    return Verifier(issuers, keysets, JtiStore(database), settings.jwt_leeway_s, settings.jwt_max_lifetime_s)
+    return Verifier(issuers, keysets, JtiStore(database, max_kept=settings.jti_memory_max), settings.jwt_leeway_s,
+                    settings.jwt_max_lifetime_s)
+
+
+def check_public_url(url: str) -> None:
+    """With authentication on, a JWT's aud is compared with SPASM_CDS_PUBLIC_URL, never with a URL built from the
+    request's Host header (which the caller chooses, so another service's token would pass). Raises ValueError
+    (one line) when it is unset or not an absolute http(s) URL."""
+    if not url.strip():
+        raise ValueError("SPASM_CDS_AUTH=on needs SPASM_CDS_PUBLIC_URL, the base URL EHRs call (e.g. "
+                         "https://cds.example.org): a JWT's aud is checked against it, never against the Host header")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"SPASM_CDS_PUBLIC_URL: {url!r} is not an absolute http(s) URL without query or fragment")

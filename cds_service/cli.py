@@ -187,26 +187,25 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
-    proxy = settings.proxy.strip().lower()
-    if proxy not in ("none", "nginx"):
-        print(f"spasm-cds: SPASM_CDS_PROXY: {settings.proxy!r} is neither 'none' nor 'nginx'", file=sys.stderr)
-        return 2
-    if proxy == "nginx" and not args.dev and not args.unix_socket:
-        from .proxy import find_nginx, supervise
-        nginx = find_nginx()
-        if nginx is None:
-            print("spasm-cds: SPASM_CDS_PROXY=nginx but nginx is not installed (Debian: apt-get install "
-                  "nginx-light)", file=sys.stderr)
-            return 2
-        return supervise(settings, nginx)
-    if not args.dev:
-        _prepare_metrics_dir(settings.data_dir)
     try:
+        settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
+        proxy = settings.proxy.strip().lower()
+        if proxy not in ("none", "nginx"):
+            raise ValueError(f"SPASM_CDS_PROXY: {settings.proxy!r} is neither 'none' nor 'nginx'")
+        if proxy == "nginx" and not args.dev and not args.unix_socket:
+            from .proxy import find_nginx, supervise
+            nginx = find_nginx()
+            if nginx is None:
+                raise ValueError("SPASM_CDS_PROXY=nginx but nginx is not installed (Debian: apt-get install "
+                                 "nginx-light)")
+            return supervise(settings, nginx)
+        if not args.dev:
+            _prepare_metrics_dir(settings.data_dir)
         from . import create_app
         app = create_app(settings)
-    except KnowledgeError as exc:
-        print(exc, file=sys.stderr)
+    except (KnowledgeError, ValueError) as exc:
+        # a setting or the knowledge is wrong: say which, without a traceback
+        print(f"spasm-cds: cannot start: {exc}", file=sys.stderr)
         return 2
     if args.dev:
         app.run(host=settings.host, port=settings.port)

@@ -22,6 +22,10 @@ class ServiceError(Exception):
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
 
+    def headers(self) -> dict[str, str]:
+        """Headers the response carries besides the body (none by default)."""
+        return {}
+
 
 class InvalidRequest(ServiceError):
     """The body is not JSON, or not a valid CDS Hooks request for this service."""
@@ -54,15 +58,27 @@ class DataUnavailable(ServiceError):
 
 
 class StoreUnavailable(ServiceError):
-    """The service database could not take a write the answer depends on (feedback); the client may retry."""
+    """The service database could not take a write the answer depends on (feedback, or replay protection when the
+    worker's in-process memory is full); the client may retry, after Retry-After seconds."""
 
     status, issue_code = 503, "transient"
+    retry_after_s = 5
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class Unauthorized(ServiceError):
-    """The caller's JWT failed verification; answered with an empty 401."""
+    """The caller's JWT failed verification; answered with an empty 401 and an RFC 6750 WWW-Authenticate header."""
 
     status, issue_code = 401, "login"
+
+    def __init__(self, diagnostics: str, www_authenticate: str = 'Bearer realm="cds-services"'):
+        super().__init__(diagnostics)
+        self.www_authenticate = www_authenticate
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.www_authenticate}
 
 
 class KnowledgeError(Exception):
@@ -79,13 +95,17 @@ class FhirError(Exception):
 
 class MemoryUnavailable(Exception):
     """The card memory's database failed; raised in state/suppression.py, caught in screen.py (cards are then
-    shown without de-duplication or suppression)."""
+    shown without de-duplication or suppression, or not recorded). `busy`: another writer held the lock."""
+
+    def __init__(self, message: str, busy: bool = False):
+        super().__init__(message)
+        self.busy = busy
 
 
-def to_operation_outcome(status: int, code: str, diagnostics: str) -> Response:
+def to_operation_outcome(status: int, code: str, diagnostics: str, headers: dict[str, str] | None = None) -> Response:
     """The one function that builds an error response."""
     if status == 401:
-        return Response(status=401)
+        return Response(status=401, headers=headers)
     body = {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
@@ -93,6 +113,7 @@ def to_operation_outcome(status: int, code: str, diagnostics: str) -> Response:
     response = jsonify(body)
     response.status_code = status
     response.mimetype = "application/fhir+json"
+    response.headers.update(headers or {})
     return response
 
 
@@ -102,7 +123,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:
         log.info("request failed: %s %s", exc.status, exc.issue_code)
-        return to_operation_outcome(exc.status, exc.issue_code, exc.diagnostics)
+        return to_operation_outcome(exc.status, exc.issue_code, exc.diagnostics, exc.headers())
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -19,7 +19,7 @@ from .knowledge.model import Knowledge, Service
 from .memory import IssuedCard, Recall
 from .render.cards import EXTENSION_KEY
 from .settings import Settings
-from .telemetry import SUPPRESSED
+from .telemetry import CARDS_UNRECORDED, SUPPRESSED
 
 if TYPE_CHECKING:  # SQL libraries load with create_app, not with the tools that only evaluate
     from .state.suppression import CardMemory
@@ -112,6 +112,7 @@ class Screening:
             self.memory.record(issued, self.service.id, self.call.hook, self.call.hook_instance,
                                self.call.patient_id, self.patient_key, self.context_key, self.user_key)
         except MemoryUnavailable as exc:
+            CARDS_UNRECORDED.labels(reason="busy" if exc.busy else "unavailable").inc(len(issued))
             log.warning("service %s: card memory unavailable (%s); %d card(s) returned but not recorded, so "
                         "feedback on them will be flagged unknown", self.service.id, exc, len(issued))
 

@@ -30,7 +30,9 @@ class Settings:
     database_url: str = field(default="", metadata={
         "help": "SQLAlchemy URL; empty means SQLite at <data_dir>/spasm-cds.sqlite3."})
     public_url: str = field(default="", metadata={
-        "help": "This service's base URL as EHRs reach it (for links on cards); empty: taken from each request."})
+        "help": "This service's base URL as EHRs reach it, e.g. `https://cds.example.org`: a JWT's `aud` must be "
+                "this plus the path called, and card links use it. Required with `SPASM_CDS_AUTH=on` (the service "
+                "refuses to start without it); empty with authentication off: links are taken from each request."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address `spasm-cds serve` binds."})
     port: int = field(default=8080, metadata={"help": "Port `spasm-cds serve` binds."})
     workers: int = field(default=2, metadata={"help": "gunicorn worker processes."})
@@ -96,6 +98,14 @@ class Settings:
                 "(local trials, the Sandbox walkthrough), `none` when it is on."})
     max_prefetch_resources: int = field(default=5000, metadata={
         "help": "Most resources a request's prefetch may hold; more gets 413."})
+    hook_lock_wait_s: float = field(default=0.2, metadata={
+        "help": "Longest a hook call waits for SQLite's write lock when it records the JWT id and the cards issued; "
+                "past it the JWT id is kept in process and the cards are not recorded (logged and counted), so a "
+                "writer holding the lock cannot stall hook calls. Feedback still waits up to 10 s (it must be kept)."})
+    jti_memory_max: int = field(default=100_000, metadata={
+        "help": "Most JWT ids one worker remembers in process while the database cannot take them (an outage, or "
+                "the write lock busy); they are written to the database when it is back. When full, calls get 503 "
+                "with Retry-After until the database is back or the ids expire."})
     database_timeout_s: float = field(default=3.0, metadata={
         "help": "PostgreSQL connect and statement timeout, so a slow or unreachable database cannot hold up a hook "
                 "call (SQLite waits up to 10 s for a write lock)."})

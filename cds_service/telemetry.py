@@ -74,7 +74,14 @@ NAME_FALLBACKS = Counter("spasm_cds_medication_name_fallback_total",
 UNREAD_LAB_UNITS = Counter("spasm_cds_lab_units_unread_total",
                            "Newest lab results holding a number in a unit that is missing or cannot be converted, "
                            "by lab concept (never by unit or value)", ["lab"])
-JWT_FAILURES = Counter("spasm_cds_jwt_failures_total", "Refused JWTs, by reason", ["reason"])
+JWT_FAILURES = Counter("spasm_cds_jwt_failures_total", "Refused JWTs, by reason (a closed set of codes)", ["reason"])
+JTI_IN_PROCESS = Counter("spasm_cds_jti_in_process_total",
+                         "JWT ids handled by a worker's in-process replay memory while the database could not take "
+                         "them, by event: kept (accepted, remembered in the worker), written_through (stored once "
+                         "the database was back), conflict (already stored then: also accepted elsewhere)", ["event"])
+CARDS_UNRECORDED = Counter("spasm_cds_cards_unrecorded_total",
+                           "Cards returned but not recorded in the card memory, by reason: busy (the write lock was "
+                           "held past SPASM_CDS_HOOK_LOCK_WAIT_S), unavailable (the database failed)", ["reason"])
 
 
 def mark_worker_dead(pid: int) -> None:

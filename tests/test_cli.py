@@ -39,3 +39,13 @@ def test_service_prefetch_can_be_overridden_in_data(tmp_path, today):
     service = knowledge.services[entry["id"]]
     conditions = next(q for q in service.queries if q.kind == "conditions")
     assert conditions.template.endswith("&category=problem-list-item")
+
+
+def test_serve_with_authentication_on_and_no_public_url_refuses_to_start_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cds_service", "serve", "--port", "1"], cwd=REPO,
+                            env={"SPASM_CDS_AUTH": "on", "SPASM_CDS_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "spasm-cds: cannot start: SPASM_CDS_AUTH=on needs SPASM_CDS_PUBLIC_URL, the base URL EHRs call (e.g. "
+        "https://cds.example.org): a JWT's aud is checked against it, never against the Host header"]

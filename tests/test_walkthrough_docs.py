@@ -36,7 +36,7 @@ def discovery_status(tmp_path, knowledge, issuers: dict, token: str | None) -> i
     folder = tmp_path / "sandbox"
     folder.mkdir(exist_ok=True)
     (folder / "issuers.yaml").write_text(yaml.safe_dump(issuers))
-    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path / "data", auth="on",
+    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path / "data", auth="on", public_url="http://localhost",
                         trusted_issuers=str(folder / "issuers.yaml"))
     client = create_app(settings, knowledge).test_client()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -86,3 +86,19 @@ def test_every_local_document_the_readme_links_exists():
     targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)]+)\)", readme) if "://" not in t]
     assert {"docs/sandbox.md", "docs/ehr-registration.md", "cards/README.md"} <= set(targets)
     assert [t for t in targets if t and not (REPO / t).exists()] == []
+
+
+def test_the_documented_serve_command_with_auth_on_starts_and_takes_the_sandboxs_aud(tmp_path, knowledge):
+    text = SANDBOX_DOC.read_text().replace("\\\n", " ")
+    (command,) = [line for line in text.splitlines() if "SPASM_CDS_AUTH=on" in line and "spasm-cds serve" in line]
+    env = dict(re.findall(r"(SPASM_CDS_[A-Z_]+)=(\S+)", command))
+    assert env["SPASM_CDS_PUBLIC_URL"] == "http://localhost:8080"
+    sandbox = ec_issuer()
+    (tmp_path / "sandbox").mkdir()
+    (tmp_path / "sandbox" / "jwks.json").write_text(json.dumps(sandbox.jwks()))
+    (tmp_path / "sandbox" / "issuers.yaml").write_text(yaml.safe_dump({"issuers": {SANDBOX_ISS: {"jwks_file": "jwks.json"}}}))
+    env.update(SPASM_CDS_TRUSTED_ISSUERS=str(tmp_path / "sandbox" / "issuers.yaml"),
+               SPASM_CDS_DATA_DIR=str(tmp_path / "data"))
+    client = create_app(Settings.from_env(env), knowledge).test_client()
+    token = sandbox.token("http://localhost:8080/cds-services")
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200

@@ -57,7 +57,7 @@ def register_api(app: Flask) -> None:
 
     origins = [o.strip() for o in app.extensions["spasm_cds"].settings.cors_origins.split(",") if o.strip()]
     CORS(app, origins=origins, send_wildcard=True, methods=["GET", "POST", "OPTIONS"],
-         allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Request-ID"], max_age=600)
+         allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Request-ID", "WWW-Authenticate", "Retry-After"], max_age=600)
 
     app.register_blueprint(discovery.bp)
     app.register_blueprint(services.bp)
@@ -74,9 +74,9 @@ def _guarded(path: str) -> bool:
 
 
 def _called_url() -> str:
-    """The URL the client called (its JWT's aud): from SPASM_CDS_PUBLIC_URL when set, else from the request."""
-    public = state().settings.public_url
-    return public.rstrip("/") + request.path if public else request.base_url
+    """The URL the client called (its JWT's aud): SPASM_CDS_PUBLIC_URL plus the path, never the Host header (the
+    verifier is built only when SPASM_CDS_PUBLIC_URL is set)."""
+    return state().settings.public_url.strip().rstrip("/") + request.path
 
 
 def _prefetch_resource_count(body: Any) -> int:

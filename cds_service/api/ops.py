@@ -1,4 +1,5 @@
-"""Operations endpoints: /healthz (alive), /readyz (knowledge loaded and state reachable), /metrics (Prometheus)."""
+"""Operations endpoints: /healthz (alive), /readyz (knowledge loaded and the database answering), /metrics
+(Prometheus; CORS preflights are counted apart from the calls they precede)."""
 from __future__ import annotations
 
 import time
@@ -19,7 +20,8 @@ def healthz() -> dict:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict, int]:
-    """Ready to answer hook calls: knowledge loaded and every readiness check of the app passes."""
+    """Knowledge loaded and every readiness check of the app passes (`database`: a SELECT 1 answered within
+    SPASM_CDS_DATABASE_TIMEOUT_S). Hook calls still answer while the database is down: see docs/hardening.md."""
     app = state()
     checks = {"knowledge": bool(app.knowledge.services)}
     for name, check in app.readiness_checks.items():
@@ -53,7 +55,10 @@ def _count(response: Response) -> Response:
 
 
 def _endpoint_label() -> str:
-    """A low-cardinality label: the service id for hook calls, else the route's name."""
+    """A low-cardinality label: the service id for hook calls, else the route's name; a CORS preflight is never
+    counted as the call it precedes."""
+    if request.method == "OPTIONS":
+        return "cors-preflight"
     if request.endpoint == "services.call_service" and request.view_args:
         service_id = request.view_args.get("service_id", "")
         return service_id if state().knowledge.service(service_id) else "unknown-service"

@@ -21,6 +21,7 @@ _SQLITE_BUSY_TIMEOUT_S = 10.0
 _MIGRATION_LOCK = 72_610_001  # any constant: serialises replicas that start at once on one PostgreSQL
 _READ_ONLY = "spasm_read_only"
 _DURABLE = "spasm_durable"
+_LOCK_WAIT_MS = "spasm_lock_wait_ms"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Database:
 
     engine: Engine
     sessions: sessionmaker[Session]
+    hook_lock_wait_s: float = 0.2
 
     @property
     def dialect(self) -> str:
@@ -52,14 +54,38 @@ class Database:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def brief_transaction(self) -> Iterator[Connection]:
+        """A write transaction for the hook path: on SQLite it waits at most hook_lock_wait_s for the write lock
+        (another writer, such as a feedback burst, must not stall a hook call), then raises OperationalError with
+        SQLITE_BUSY (see is_busy)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_LOCK_WAIT_MS: max(0, round(self.hook_lock_wait_s * 1000))})
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (readiness); raises SQLAlchemyError otherwise."""
+        with self.reading() as conn:
+            return conn.exec_driver_sql("SELECT 1").scalar() == 1
+
     def insert(self, table):
         """This dialect's INSERT for table, which has on_conflict_do_nothing and on_conflict_do_update."""
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
 
-def connect(url: str, timeout_s: float = 3.0) -> Database:
+def is_busy(exc: BaseException) -> bool:
+    """Whether a database error means 'another writer holds the lock' (SQLite SQLITE_BUSY or SQLITE_LOCKED,
+    PostgreSQL lock_not_available), as opposed to a database that is down or broken."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) \
+        or getattr(orig, "sqlstate", None) == "55P03"
+
+
+def connect(url: str, timeout_s: float = 3.0, hook_lock_wait_s: float = 0.2) -> Database:
     """An engine for url; for SQLite the file's folder is created and WAL mode is switched on. `postgresql://`
-    URLs use psycopg 3; timeout_s bounds PostgreSQL connects and statements."""
+    URLs use psycopg 3; timeout_s bounds PostgreSQL connects and statements. hook_lock_wait_s bounds
+    brief_transaction's wait for SQLite's write lock."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
@@ -67,10 +93,10 @@ def connect(url: str, timeout_s: float = 3.0) -> Database:
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={
             "connect_timeout": max(1, round(timeout_s)),
             "options": f"-c statement_timeout={int(timeout_s * 1000)}"})
-        return Database(engine, sessionmaker(engine))
+        return Database(engine, sessionmaker(engine), hook_lock_wait_s)
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(parsed, pool_pre_ping=True)
-        return Database(engine, sessionmaker(engine))
+        return Database(engine, sessionmaker(engine), hook_lock_wait_s)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S})
@@ -84,6 +110,7 @@ def connect(url: str, timeout_s: float = 3.0) -> Database:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        _record.info["busy_timeout_ms"] = round(_SQLITE_BUSY_TIMEOUT_S * 1000)  # set by the timeout above
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
@@ -98,11 +125,16 @@ def connect(url: str, timeout_s: float = 3.0) -> Database:
         if info.get("synchronous") != level:
             connection.exec_driver_sql(f"PRAGMA synchronous={level}")
             info["synchronous"] = level
+        # the wait for the write lock: short on the hook path (brief_transaction), the full timeout elsewhere
+        wait_ms = options.get(_LOCK_WAIT_MS, round(_SQLITE_BUSY_TIMEOUT_S * 1000))
+        if info.get("busy_timeout_ms") != wait_ms:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_ms)}")
+            info["busy_timeout_ms"] = wait_ms
         # take the write lock up front: a deferred transaction that reads first can fail with SQLITE_BUSY
         # instead of waiting when another process writes in between
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    return Database(engine, sessionmaker(engine))
+    return Database(engine, sessionmaker(engine), hook_lock_wait_s)
 
 
 def upgrade(database: Database, revision: str = "head") -> None:
@@ -116,9 +148,9 @@ def upgrade(database: Database, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def open_database(url: str, timeout_s: float = 3.0) -> Database:
+def open_database(url: str, timeout_s: float = 3.0, hook_lock_wait_s: float = 0.2) -> Database:
     """Connect and migrate; pooled connections are then closed so that forked gunicorn workers open their own."""
-    database = connect(url, timeout_s)
+    database = connect(url, timeout_s, hook_lock_wait_s)
     upgrade(database)
     database.engine.dispose()
     return database

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import MemoryUnavailable
 from ..memory import IssuedCard, Recall
-from . import Database, Every
+from . import Database, Every, is_busy
 from .tables import CardIssued, ServiceSecret, Suppression
 
 SECRET_NAME = "patient-key"
@@ -85,7 +85,8 @@ class CardMemory:
     def record(self, cards: Iterable[IssuedCard], service_id: str, hook: str, hook_instance: str, patient_id: str,
                patient_key: str, context_key: str, user_key: str | None = None) -> int:
         """Remember the cards issued by one call, in one INSERT (a card uuid seen before is kept as it was);
-        now and then, forget records older than the retention. Raises MemoryUnavailable if the database fails."""
+        now and then, forget records older than the retention. On the hook path, so it waits only briefly for
+        SQLite's write lock (Database.brief_transaction). Raises MemoryUnavailable if the database fails or is busy."""
         now = self.now()
         rows: list[dict[str, Any]] = [
             {"card_uuid": c.card_uuid, "service_id": service_id, "hook": hook, "hook_instance": hook_instance,
@@ -95,12 +96,13 @@ class CardMemory:
         if not rows:
             return 0
         try:
-            with self.database.engine.begin() as conn:
+            with self.database.brief_transaction() as conn:
                 conn.execute(self._insert, rows)
                 if self._prune_schedule.due(now):
                     self._prune(conn, now)
         except SQLAlchemyError as exc:
-            raise MemoryUnavailable(type(exc).__name__) from exc
+            busy = is_busy(exc)
+            raise MemoryUnavailable("write lock busy" if busy else type(exc).__name__, busy=busy) from exc
         return len(rows)
 
     def _prune(self, conn, now: int) -> None:

@@ -69,7 +69,7 @@ def secure_settings(tmp_path_factory, keys, epic, attacker):
         EPIC_ISS: {"jku": [epic.jku]},
         TENANT_ISS: {"jwks_file": "tenanted-jwks.json", "tenants": ["hospital-a"]},
     }, jwks_files={"sandbox-jwks.json": keys["sandbox"].jwks(), "tenanted-jwks.json": keys["tenanted"].jwks()})
-    return Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", trusted_issuers=str(issuers),
+    return Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", public_url=BASE, trusted_issuers=str(issuers),
                     jwks_min_refetch_s=0.0)
 
 
@@ -291,7 +291,7 @@ def test_auth_defaults_to_off_and_the_setting_must_be_on_or_off(knowledge, tmp_p
 
 
 def test_auth_on_without_issuers_refuses_every_call(knowledge, keys, tmp_path):
-    client = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on"), knowledge).test_client()
+    client = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url=BASE), knowledge).test_client()
     assert call(client, keys["sandbox"].token(DISCOVERY)).status_code == 401
     assert client.get("/healthz").status_code == 200
 
@@ -306,7 +306,8 @@ def test_auth_on_without_issuers_refuses_every_call(knowledge, keys, tmp_path):
 def test_broken_trusted_issuers_file_stops_start_up_naming_the_problem(knowledge, keys, tmp_path, entry, problem):
     path = write_issuers(tmp_path / "config", {SANDBOX_ISS: entry}, jwks_files={"k.json": keys["sandbox"].jwks()})
     with pytest.raises(ValueError, match=problem):
-        create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", trusted_issuers=str(path)), knowledge)
+        create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url=BASE,
+                                 trusted_issuers=str(path)), knowledge)
 
 
 def test_unknown_kids_refetch_a_jwks_at_most_once_per_interval(epic):
@@ -323,3 +324,98 @@ def test_unknown_kids_refetch_a_jwks_at_most_once_per_interval(epic):
         now[0] += 301
         assert keysets.jwk(server.url, epic.kid) is not None
         assert len(server.seen) == 3
+
+
+# --- what a refusal tells the caller, the log and /metrics ----------------------------------------------------------
+
+
+def jwt_failures(client, reason: str) -> float:
+    from tests.api.test_ops import metric
+
+    return metric(client.get("/metrics").data.decode(), "spasm_cds_jwt_failures_total", reason=reason)
+
+
+@pytest.mark.parametrize("name,challenge", [
+    ("no-header", 'Bearer realm="cds-services"'),
+    ("basic", 'Bearer realm="cds-services"'),
+    ("huge-token", 'Bearer realm="cds-services", error="invalid_request"'),
+    ("wrong-key", 'Bearer realm="cds-services", error="invalid_token"'),
+    ("expired", 'Bearer realm="cds-services", error="invalid_token"'),
+])
+def test_a_401_carries_an_rfc6750_bearer_challenge_without_the_reason(secure_client, keys, epic, attacker, name,
+                                                                      challenge):
+    headers = {"no-header": {}, "basic": {"Authorization": "Basic dXNlcjpwYXNz"}}.get(name)
+    if headers is None:
+        headers = {"Authorization": f"Bearer {_matrix(keys, epic, attacker)[name][0]}"}
+    response = secure_client.get("/cds-services", headers=headers)
+    assert response.status_code == 401 and response.data == b""
+    assert response.headers["WWW-Authenticate"] == challenge
+
+
+def test_each_refusal_is_counted_under_its_reason(secure_client, keys):
+    before = {r: jwt_failures(secure_client, r) for r in ("wrong_aud", "untrusted_iss", "replayed_jti")}
+    call(secure_client, keys["sandbox"].token("https://other-service.example/cds-services"))
+    call(secure_client, keys["sandbox"].token(DISCOVERY, iss="https://unknown.example"))
+    token = keys["sandbox"].token(DISCOVERY)
+    call(secure_client, token)
+    call(secure_client, token)
+    assert {r: jwt_failures(secure_client, r) - before[r] for r in before} == \
+        {"wrong_aud": 1, "untrusted_iss": 1, "replayed_jti": 1}
+
+
+def test_the_refusal_log_names_the_iss_and_aud_received_and_never_the_token(secure_client, keys, auth_log):
+    other_service = keys["sandbox"].token("https://other-service.example/cds-services")
+    untrusted = keys["sandbox"].token("https://other-service.example/x\nforged line",
+                                      iss="https://unknown.example/" + "a" * 500)
+    call(secure_client, other_service)
+    call(secure_client, untrusted)
+    messages = [r.getMessage() for r in auth_log.records if r.getMessage().startswith("JWT refused")]
+    assert messages[0] == (f"JWT refused: wrong_aud (iss: {SANDBOX_ISS}, aud: https://other-service.example/"
+                           f"cds-services; expected aud: {DISCOVERY})")
+    assert messages[1].startswith("JWT refused: untrusted_iss (iss: https://unknown.example/aaa")
+    assert "aud: https://other-service.example/x?forged line;" in messages[1]  # control characters escaped
+    assert "a" * 250 not in messages[1]  # trimmed
+    assert not any(t.split(".")[1][:30] in m for m in messages for t in (other_service, untrusted))
+
+
+# --- aud never comes from the Host header -------------------------------------------------------------------------
+
+
+def test_auth_on_without_a_public_url_refuses_to_start_in_one_line(secure_settings, knowledge, tmp_path):
+    with pytest.raises(ValueError, match="SPASM_CDS_AUTH=on needs SPASM_CDS_PUBLIC_URL") as refused:
+        create_app(dataclasses.replace(secure_settings, public_url="", data_dir=tmp_path), knowledge)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["cds.example.org", "ftp://cds.example.org", "https://cds.example.org/?x=1", "/"])
+def test_a_public_url_that_is_not_an_absolute_http_url_refuses_to_start(secure_settings, knowledge, tmp_path, url):
+    with pytest.raises(ValueError, match="SPASM_CDS_PUBLIC_URL"):
+        create_app(dataclasses.replace(secure_settings, public_url=url, data_dir=tmp_path), knowledge)
+
+
+def test_a_token_for_the_host_header_is_refused_when_the_public_url_differs(secure_client, keys):
+    token = keys["sandbox"].token("http://evil.example/cds-services")
+    assert secure_client.get("/cds-services", headers={"Authorization": f"Bearer {token}", "Host": "evil.example"}
+                             ).status_code == 401
+
+
+def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_not_401(keys, tmp_path):
+    from cds_service.auth import Verifier, load_trusted_issuers
+    from cds_service.errors import StoreUnavailable
+    from cds_service.state import connect
+    from cds_service.state.replay import JtiStore
+
+    path = write_issuers(tmp_path, {SANDBOX_ISS: {"jwks_file": "jwks.json"}}, {"jwks.json": keys["sandbox"].jwks()})
+    unreachable = connect("postgresql://spasm:none@127.0.0.1:1/spasm", timeout_s=1)
+    verifier = Verifier(load_trusted_issuers(path), KeySets(300, 10, 2), JtiStore(unreachable, max_kept=1), 30, 3600)
+    try:
+        first = keys["sandbox"].token(DISCOVERY)
+        assert verifier.verify(f"Bearer {first}", DISCOVERY).issuer == SANDBOX_ISS
+        with pytest.raises(Exception) as replay:
+            verifier.verify(f"Bearer {first}", DISCOVERY)
+        assert replay.value.status == 401
+        with pytest.raises(StoreUnavailable) as full:
+            verifier.verify(f"Bearer {keys['sandbox'].token(DISCOVERY)}", DISCOVERY)
+        assert full.value.headers() == {"Retry-After": "5"}
+    finally:
+        unreachable.engine.dispose()

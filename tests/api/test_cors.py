@@ -19,7 +19,8 @@ def preflight(client, path: str, method: str, origin: str = SANDBOX):
 
 @pytest.fixture(scope="module")
 def secure_client(knowledge, tmp_path_factory):
-    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path_factory.mktemp("cors"), auth="on")
+    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path_factory.mktemp("cors"), auth="on",
+                        public_url="http://localhost")
     return create_app(settings, knowledge).test_client()
 
 

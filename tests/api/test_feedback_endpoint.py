@@ -139,7 +139,7 @@ def test_the_feedback_route_answers_a_cors_preflight(client):
 
 
 def test_with_authentication_on_feedback_needs_a_jwt(knowledge, tmp_path):
-    app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on"), knowledge)
+    app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url="http://localhost"), knowledge)
     response = app.test_client().post(PATH, json={"feedback": [OVERRIDDEN]})
     assert (response.status_code, response.data) == (401, b"")
     app.extensions["spasm_cds"].database.engine.dispose()

@@ -56,7 +56,8 @@ def test_the_document_is_valid_openapi_3_1():
 def test_the_document_is_served_without_a_token_and_the_api_still_asks_for_one(tmp_path, knowledge):
     issuer = ec_issuer()
     issuers = write_issuers(tmp_path, {SANDBOX_ISS: {"jwks_file": "jwks.json"}}, {"jwks.json": issuer.jwks()})
-    client = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", trusted_issuers=str(issuers)),
+    client = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url="http://localhost",
+                                 trusted_issuers=str(issuers)),
                         knowledge).test_client()
 
     served = client.get("/openapi.json")

@@ -65,3 +65,22 @@ def test_metrics_count_unread_lab_units_by_lab_only_never_by_unit(client, knowle
     assert unread_lines and all(re.fullmatch(r'spasm_cds_lab_units_unread_total\{lab="[a-z0-9-]+"\} \S+', line)
                                 for line in unread_lines)
     assert f'"{unit}"' not in after
+
+
+def test_readyz_checks_the_database(client):
+    assert client.get("/readyz").get_json()["checks"] == {"knowledge": True, "database": True}
+
+
+def test_cors_preflights_are_not_counted_as_hook_calls(client, knowledge):
+    service = next(iter(knowledge.services.values()))
+    before = client.get("/metrics").data.decode()
+    for _ in range(4):
+        response = client.options(f"/cds-services/{service.id}", headers={
+            "Origin": "http://127.0.0.1:8080", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert response.status_code == 200
+    after = client.get("/metrics").data.decode()
+    assert metric(after, "spasm_cds_requests_total", endpoint=service.id, status="200") == \
+        metric(before, "spasm_cds_requests_total", endpoint=service.id, status="200")
+    assert metric(after, "spasm_cds_requests_total", endpoint="cors-preflight", status="200") - \
+        metric(before, "spasm_cds_requests_total", endpoint="cors-preflight", status="200") == 4

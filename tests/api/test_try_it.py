@@ -277,7 +277,8 @@ def test_feedback_the_page_did_not_offer_is_refused_and_nothing_is_stored(client
     assert feedback_rows(client) == []
 
 
-@pytest.mark.parametrize("overrides", [{"try_it": "off"}, {"auth": "on"}, {"auth": "on", "try_it": ""}],
+@pytest.mark.parametrize("overrides", [{"try_it": "off"}, {"auth": "on", "public_url": "http://localhost"},
+                                       {"auth": "on", "try_it": "", "public_url": "http://localhost"}],
                          ids=["off", "auth-on-unset", "auth-on-empty"])
 @pytest.mark.parametrize("method,path", [("GET", "/"), ("POST", "/try-it"), ("POST", "/try-it/feedback")])
 def test_the_page_is_404_when_off_and_by_default_with_auth_on(knowledge, tmp_path, overrides, method, path):
@@ -292,7 +293,8 @@ def test_with_auth_on_the_page_is_served_only_when_asked_for_and_a_warning_is_lo
     logger = logging.getLogger("cds_service")  # the service's logger does not propagate to caplog's
     logger.addHandler(caplog.handler)
     try:
-        app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", try_it="on"), knowledge)
+        app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", try_it="on",
+                                  public_url="http://localhost"), knowledge)
     finally:
         logger.removeHandler(caplog.handler)
 

@@ -19,9 +19,9 @@ from sqlalchemy.engine import make_url
 from cds_service.knowledge.model import OverrideEffect
 from cds_service.memory import IssuedCard
 from cds_service.settings import Settings
-from cds_service.state import open_database
+from cds_service.state import connect, open_database
 from cds_service.state.feedback import FeedbackItem, FeedbackStore
-from cds_service.state.replay import JtiStore
+from cds_service.state.replay import JtiStore, ReplayMemoryFull
 from cds_service.state.suppression import CardMemory, read_secret
 from cds_service.state.tables import CardIssued, Feedback, JtiSeen, Suppression
 from tests.conftest import REPO
@@ -150,6 +150,39 @@ def test_expired_jtis_are_pruned(database_url, open_db):
     now[0] += 3600
     assert store.first_use("https://iss.example", "new", expires_at=int(now[0]) + 300)
     assert count(database, JtiSeen) == 1
+
+
+def test_ids_the_database_cannot_take_are_kept_per_worker_and_written_through_when_it_can(tmp_path, open_db):
+    now = [1_000_000.0]
+    url = sqlite_url(tmp_path)
+    database = open_db(url)
+    worker_a, worker_b = (JtiStore(open_db(url), clock=lambda: now[0]) for _ in range(2))
+    with closing(sqlite3.connect(make_url(url).database, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past hook_lock_wait_s
+        assert worker_a.first_use("https://iss.example", "j1", expires_at=1_000_300)
+        assert not worker_a.first_use("https://iss.example", "j1", expires_at=1_000_300)  # refused by its worker
+        assert worker_b.first_use("https://iss.example", "j1", expires_at=1_000_300)  # the residual risk
+        holder.execute("ROLLBACK")
+    assert count(database, JtiSeen) == 0 and worker_a.kept() == worker_b.kept() == 1
+    now[0] += 2  # past the retry interval
+    assert worker_a.first_use("https://iss.example", "j2", expires_at=1_000_300)
+    assert worker_b.first_use("https://iss.example", "j3", expires_at=1_000_300)  # j1 is already there: a conflict
+    assert count(database, JtiSeen) == 3 and worker_a.kept() == worker_b.kept() == 0
+    assert not JtiStore(database, clock=lambda: now[0]).first_use("https://iss.example", "j1", expires_at=1_000_300)
+
+
+def test_a_full_in_process_memory_takes_no_new_id_until_some_expire(open_db):
+    now = [1_000_000.0]
+    unreachable = connect("postgresql://spasm:none@127.0.0.1:1/spasm", timeout_s=1)
+    store = JtiStore(unreachable, clock=lambda: now[0], max_kept=2)
+    assert store.first_use("https://iss.example", "j1", expires_at=1_000_100)
+    assert store.first_use("https://iss.example", "j2", expires_at=1_000_300)
+    with pytest.raises(ReplayMemoryFull):
+        store.first_use("https://iss.example", "j3", expires_at=1_000_300)
+    assert not store.first_use("https://iss.example", "j2", expires_at=1_000_300)
+    now[0] = 1_000_101  # j1 has expired
+    assert store.first_use("https://iss.example", "j3", expires_at=1_000_300)
+    unreachable.engine.dispose()
 
 
 def test_patient_keys_are_keyed_hashes_and_raw_ids_are_stored_only_when_configured(database_url, open_db):
