@@ -63,9 +63,9 @@ class Settings:
         "help": "Most FHIR queries in flight at once for one hook call (each call has threads of its own for "
                 "them, so one call's stalled fetches never delay another's)."})
     fhir_max_calls: int = field(default=3, metadata={
-        "help": "Most hook calls of one worker fetching from FHIR at once; a call past it treats the data it would "
-                "fetch as unknown at once (412 if it is required), so calls waiting on a slow FHIR server cannot "
-                "take every request thread. Keep it below `threads`."})
+        "help": "Most hook calls of one worker fetching from FHIR at once; a call past it waits for a slot for a "
+                "quarter of `deadline_s`, then treats the data it would fetch as unknown (412 if it is required), "
+                "so calls waiting on a slow FHIR server cannot hold every request thread. Keep it below `threads`."})
     fhir_max_answer_bytes: int = field(default=8_388_608, metadata={
         "help": "Largest FHIR answer (one page) read; the read stops past it and that data is unknown."})
     fhir_max_call_bytes: int = field(default=16_777_216, metadata={

@@ -142,8 +142,10 @@ def test_synthea_folder_with_cramps_reports_the_figures_the_pipeline_gives(capsy
     print("\nalert burden with --assume-cramps:", json.dumps(figures, indent=1))
     assert code == 0
     assert figures["patients"] == 48
-    assert figures["patients_with_cards"] == 48
-    assert without_workup == []
+    assert 0 < figures["patients_with_cards"] < 48  # no card without a reason the data give (issue 17)
+    # a stale potassium alone is no reason for the work-up (issue 17): some patients have none, none is left
+    # without a card for another reason that would have wanted it
+    assert 0 < len(without_workup) < 48 and by_rule["missing-electrolytes"] < 48
     assert 1 <= figures["cards_per_patient"]["median"] <= figures["cards_per_patient"]["p90"]
     assert figures["cards_per_patient"]["p90"] <= figures["cards_per_patient"]["max"] <= 4
     assert figures["findings_by_rule"] == dict(by_rule)

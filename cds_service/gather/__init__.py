@@ -71,10 +71,13 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     draft_medications = found_in_request(references, call.context, (r for rs in resources.values() for r in rs))
     to_read = [ref for ref in references if ref not in draft_medications and readable(ref)] if client else []
     fetched = 0
-    holding = bool(to_fetch or to_read) and fhir_calls is not None and fhir_calls.acquire(blocking=False)
+    # past the cap, a call waits for a slot for a quarter of its budget (ordinary load queues briefly; a slow
+    # FHIR server holding every slot costs the others at most that wait), then treats its FHIR data as unknown
+    holding = bool(to_fetch or to_read) and fhir_calls is not None \
+        and fhir_calls.acquire(timeout=max(0.0, settings.deadline_s / 4))
     if (to_fetch or to_read) and fhir_calls is not None and not holding:
-        log.warning("%d other calls of this worker are fetching from FHIR (SPASM_CDS_FHIR_MAX_CALLS); this call's "
-                    "FHIR data is treated as unknown", settings.fhir_max_calls)
+        log.warning("%d other calls of this worker were fetching from FHIR (SPASM_CDS_FHIR_MAX_CALLS) for a quarter "
+                    "of the budget; this call's FHIR data is treated as unknown", settings.fhir_max_calls)
         FHIR_CALLS_BUSY.inc()
         for query, _ in to_fetch:
             resources.pop(query.kind, None)

@@ -45,13 +45,15 @@ def slow_fhir():
 
 
 def cramp_call(knowledge, fhir_base: str) -> dict:
-    concept = knowledge.concepts["muscle-cramp"]
-    condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
-                 "code": {"coding": [{"system": knowledge.systems["icd10cm"][0], "code": concept.codes["icd10cm"][0]}]}}
+    # cramps, and hypothyroidism: a reason for the electrolyte work-up
+    conditions = [{"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": "Patient/p1"},
+                   "code": {"coding": [{"system": knowledge.systems["icd10cm"][0],
+                                        "code": knowledge.concepts[cid].codes["icd10cm"][0]}]}}
+                  for i, cid in enumerate(("muscle-cramp", "hypothyroidism"))]
     return {"hook": "patient-view", "hookInstance": "0d3c8c3e-2b7e-4a55-9f5b-5d1f6a1e9c01", "fhirServer": fhir_base,
             "context": {"userId": "Practitioner/u1", "patientId": "p1"},
             "prefetch": {"conditions": {"resourceType": "Bundle", "type": "searchset",
-                                        "entry": [{"resource": condition}]}}}
+                                        "entry": [{"resource": c} for c in conditions]}}}
 
 
 @pytest.mark.parametrize("deadline_s, expect_notice", [(0.5, True), (SLOW_S + 3, False)],
