@@ -222,10 +222,12 @@ class Terminology:
 
     def __init__(self, concepts: Mapping[str, Concept], systems: Mapping[str, tuple[str, ...]],
                  products: Mapping[str, "ProductRow"], units: UnitConverter, routes: RouteTable | None = None,
-                 dosing: DosingTable | None = None):
+                 dosing: DosingTable | None = None, dose_concepts: frozenset[str] = frozenset()):
         self.units = units
         self.routes = routes or RouteTable.from_doc(None)
         self.dosing = dosing or DosingTable.from_doc(None, units)
+        # the medication concepts some rule tests a daily dose of: only their doses are worth reading
+        self.dose_concepts = dose_concepts
         self._system_names = {uri: name for name, uris in systems.items() for uri in uris}
         self._concepts = concepts
         by_ingredient: dict[str, set[str]] = defaultdict(set)

@@ -39,9 +39,12 @@ _Range = tuple[float, float]
 
 
 def daily_doses(resource: Mapping[str, Any], concept: Any, ingredients: tuple[str, ...],
-                terminology: Terminology) -> Mapping[str, DailyDose]:
+                terminology: Terminology, concepts: frozenset[str] | None = None) -> Mapping[str, DailyDose]:
     """ingredient -> its daily dose, for the ingredients whose dose can be read from the resource's dosage.
-    `concept` is the medication CodeableConcept (its RxNorm product names give strengths)."""
+    `concept` is the medication CodeableConcept (its RxNorm product names give strengths). Given the drug's
+    `concepts`, a drug no rule tests the dose of is not read (every medication of every call passes here)."""
+    if concepts is not None and not concepts & terminology.dose_concepts:
+        return NO_DOSES
     dosages = resource.get("dosageInstruction") if resource.get("resourceType") != "MedicationStatement" \
         else resource.get("dosage")
     if not isinstance(dosages, list) or not dosages or not ingredients:

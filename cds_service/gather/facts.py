@@ -191,7 +191,8 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
             log.info("a draft order's medication matched no concept")
         display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
         drafts.append(DraftOrder(ident, found.concepts, found.ingredients, display or "medication", selected,
-                                 route=found.route, doses=daily_doses(r, concept, found.ingredients, terminology)))
+                                 route=found.route, doses=daily_doses(r, concept, found.ingredients, terminology,
+                                                                     found.concepts)))
     return tuple(drafts)
 
 
@@ -293,7 +294,7 @@ def _medications(items, medications_by_id, terminology: Terminology):
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
         yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route,
                             found.by, found.unrecognised if found.by != "code" else (),
-                            daily_doses(r, concept, found.ingredients, terminology))
+                            daily_doses(r, concept, found.ingredients, terminology, found.concepts))
 
 
 # one coded result not yet converted: (sort key: newest first, then the concept's preferred code, then document

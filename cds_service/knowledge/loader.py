@@ -125,7 +125,7 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         card_groups=MappingProxyType({k: MappingProxyType(v) for k, v in
                                       (raw["services"].get("card_groups") or {}).items()}),
         terminology=Terminology(concepts, systems, MappingProxyType(products), units, routes,
-                                DosingTable.from_doc(raw["dosing"], units)),
+                                DosingTable.from_doc(raw["dosing"], units), _dose_concepts(rules)),
         override_effects=MappingProxyType({r["code"]: OverrideEffect(r["effect"], r.get("days"))
                                            for r in raw["services"]["override_reasons"] if "effect" in r}),
         repeat_windows=_build_repeat_windows(raw["services"].get("repeat_windows")),
@@ -133,6 +133,18 @@ def load_knowledge(root: Path, units=None) -> Knowledge:
         identity_cases=identity_cases,
         urgency=MappingProxyType(_build_urgency(raw["services"].get("card_order"), rules)),
         order_card=MappingProxyType(raw["services"]["order_card"]) if raw["services"].get("order_card") else None)
+
+
+def _dose_concepts(rules: dict[str, Rule]) -> frozenset[str]:
+    """The concepts of every criterion (nested ones included) that tests a daily dose."""
+    found: set[str] = set()
+    pending = [c for rule in rules.values() for c in (*rule.include, *rule.exclude)]
+    while pending:
+        criterion = pending.pop()
+        pending.extend(criterion.any_of)
+        if criterion.dose_above is not None:
+            found.update(criterion.concepts)
+    return frozenset(found)
 
 
 def _build_urgency(doc: dict | None, rules: dict[str, Rule]) -> dict[str, int]:
