@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # imported on first create_app, so tools that never serve ski
 
 @dataclass(frozen=True)
 class AppState:
-    """What every request reads: settings, knowledge, the slots of calls fetching from FHIR, the clocks, the database with the card
-    memory and feedback store on it, and the JWT verifier (None when SPASM_CDS_AUTH=off)."""
+    """What every request reads: settings, knowledge, the slots of calls fetching from FHIR, the clocks, the
+    database with the card memory and feedback store on it, and the JWT verifier (None when SPASM_CDS_AUTH=off)."""
 
     settings: Settings
     knowledge: Knowledge

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .configuration import Choices, choose, site_defaults
 from .errors import MemoryUnavailable
-from .evaluate.engine import Evaluation, Finding
+from .evaluate.engine import Evaluation, Finding, finding_key
 from .hook_request import HookCall
 from .knowledge.model import Knowledge, Service
 from .memory import IssuedCard, Recall
@@ -100,8 +100,7 @@ class Screening:
 
     def _fingerprint(self, card: dict[str, Any], rule: str) -> str:
         """The fingerprint of the card's finding of this rule (about the card's order, if it is about one)."""
-        order = card["extension"][EXTENSION_KEY].get("order")
-        return self.fingerprints[f"{rule}@{order}" if order else rule]
+        return self.fingerprints[finding_key(rule, card["extension"][EXTENSION_KEY].get("order"))]
 
     def _record(self, cards: list[dict[str, Any]]) -> None:
         if self.memory is None or self.recall is None:

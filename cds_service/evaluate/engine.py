@@ -24,7 +24,12 @@ class Finding:
     @property
     def key(self) -> str:
         """The rule, and the order it speaks about: a rule about orders gives one finding per draft."""
-        return f"{self.rule.id}@{self.drafts[0]}" if self.drafts else self.rule.id
+        return finding_key(self.rule.id, self.drafts[0] if self.drafts else None)
+
+
+def finding_key(rule_id: str, draft_id: str | None) -> str:
+    """What tells findings apart in one call: the rule id, and for a finding about an order, the draft's id."""
+    return f"{rule_id}@{draft_id}" if draft_id else rule_id
 
 
 @dataclass(frozen=True)

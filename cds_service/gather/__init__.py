@@ -44,8 +44,8 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
 
     The fetches run on threads of this call's own, and every FHIR connection is cut when the time budget is
     spent, so a stalled server holds nothing past it. `fhir_calls` (one per worker) bounds how many calls fetch at
-    once: a call that finds it taken fetches nothing. Raises DataUnavailable (412) when a required kind can be
-    neither prefetched nor fetched."""
+    once: a call that waits a quarter of its budget for a slot in vain fetches nothing. Raises DataUnavailable
+    (412) when a required kind can be neither prefetched nor fetched."""
     deadline = time.monotonic() + settings.deadline_s
     client = _client_for(call, settings, deadline)
     resources: dict[str, list[dict[str, Any]]] = {}
