@@ -1,6 +1,7 @@
 """Nesting at every depth from 1 to past orjson's limit (1,024), in every place a hook call or feedback body can
 nest: never a 5xx. Up to the limit the body parses and is answered on its merits (a deep value where a string
-belongs is a 400 naming the field); past it, a 400 saying the body is not valid JSON."""
+belongs is a 400 naming the field, and a value nested past Python's recursion limit where a step walks or prints it is
+a 400 "nested too deeply" (errors.py; it was a 500); past the limit, a 400 saying the body is not valid JSON."""
 from __future__ import annotations
 
 import json
@@ -39,6 +40,18 @@ def _feedback_body(field: str) -> str:
     return json.dumps({"feedback": [entry]})
 
 
+def _in_resource(key: str, resource: dict) -> str:
+    doc = valid_body()
+    doc["prefetch"][key] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": resource}]}
+    return json.dumps(doc)
+
+
+CONDITION = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p1"},
+             "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "__slot__"}]}}
+RESULT = {"resourceType": "Observation", "id": "o", "status": "final", "subject": {"reference": "Patient/p1"},
+          "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]}, "effectiveDateTime": "2026-01-01",
+          "valueQuantity": {"value": 3.1, "unit": "__slot__"}}
+
 PLACES = {
     "hook-whole-body": (SERVICE, SLOT),
     "hook-patient-id": (SERVICE, _hook_body(("context", "patientId"))),
@@ -47,6 +60,8 @@ PLACES = {
     "hook-extension": (SERVICE, _hook_body(("extension", "x"))),
     "hook-prefetch-resource": (SERVICE, _hook_body(("prefetch", "conditions", "entry"))),
     "hook-unknown-context-field": (SERVICE, _hook_body(("context", "somethingElse"))),
+    "hook-condition-code": (SERVICE, _in_resource("conditions", CONDITION)),
+    "hook-lab-unit": (SERVICE, _in_resource("labResults", RESULT)),
     "feedback-whole-body": (FEEDBACK, SLOT),
     "feedback-card": (FEEDBACK, _feedback_body("card")),
     "feedback-extension": (FEEDBACK, _feedback_body("extension")),
