@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     the database, and sets up JWT verification (raises ValueError on bad security or site settings).
     `today` and `now` (epoch seconds) are clocks tests may inject."""
     from .api import register_api
-    from .api.jsonio import OrjsonProvider
+    from .api.jsonio import CappedRequest, OrjsonProvider
     from .auth import build_verifier
     from .configuration import site_defaults
     from .knowledge.loader import load_knowledge
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     verifier = build_verifier(settings, database)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.request_class = CappedRequest
     app.json = OrjsonProvider(app)
     app.extensions["spasm_cds"] = AppState(
         settings=settings, knowledge=knowledge,

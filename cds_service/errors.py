@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
 _HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 413: "too-long",
                      415: "not-supported", 412: "processing", 503: "transient"}
+
+
+DEEP_NESTING = 500  # levels; FHIR resources in a CDS Hooks body nest a few dozen at most
 
 
 class ServiceError(Exception):
@@ -131,7 +134,29 @@ def register_error_handlers(app: Flask) -> None:
         return to_operation_outcome(status, _HTTP_ISSUE_CODES.get(status, "exception"),
                                     exc.description or exc.name)
 
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # orjson parses nesting up to 1,024 levels, past Python's recursion limit: a value nested that deep makes
+        # any step that walks or prints it (schema messages, facts, terminology) run out of stack
+        if _nesting_depth(request.get_json(silent=True)) < DEEP_NESTING:
+            return _unexpected(exc)
+        log.info("request failed: 400 invalid (nested too deeply)")
+        return to_operation_outcome(400, "invalid", f"the body is nested too deeply (over {DEEP_NESTING} levels)")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return to_operation_outcome(500, "exception", "internal error; see the service log")
+
+
+def _nesting_depth(doc: object) -> int:
+    """How many arrays and objects deep doc nests (without recursion)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest

@@ -2,7 +2,8 @@
 each with the effect of its override reason when that reason is one the service's cards offer."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidRequest
@@ -11,12 +12,19 @@ from .knowledge.model import Knowledge, Service
 from .render.cards import OVERRIDE_SYSTEM
 from .state.feedback import FeedbackItem
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
 
 def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> tuple[FeedbackItem, ...]:
     """The feedback items of a request, or InvalidRequest naming the first fields that are wrong (never values)."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    errors = sorted(validator("feedback").iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
+    try:
+        errors = sorted(validator("feedback").iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply to check") from None
     if errors:
         raise InvalidRequest("; ".join(_describe(e) for e in errors[:5]))
     offered = {code for code, _display in service.offered_reasons}
@@ -36,11 +44,17 @@ def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> tuple[F
 
 
 def _epoch_ms(text: str, where: str) -> int:
+    """Epoch milliseconds of an RFC 3339 date-time (the schema has checked its shape). Computed with timedelta,
+    which spans every year 0001-9999 at any offset (astimezone overflows at the ends of datetime's range); a leap
+    second (:60, which RFC 3339 allows and datetime does not) counts as the first second of the next minute."""
+    text = text.upper().replace("Z", "+00:00")
+    leap = text[17:19] == "60"
     try:
-        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text[:17] + "59" + text[19:] if leap else text)
     except ValueError:
         raise InvalidRequest(f"{where}: not a valid date-time") from None
-    return int(moment.astimezone(timezone.utc).timestamp() * 1000)
+    since_epoch = moment.replace(tzinfo=None) - _EPOCH - (moment.utcoffset() or timedelta(0))
+    return since_epoch // _MS + (1000 if leap else 0)
 
 
 def _describe(error) -> str:
@@ -49,6 +63,8 @@ def _describe(error) -> str:
         return f"{where}: missing {error.message.split(' ')[0]}"
     if error.validator == "not":
         return f"{where}: acceptedSuggestions go with accepted, overrideReason with overridden"
+    if error.validator == "pattern" and isinstance(error.instance, str) and _CONTROL.search(error.instance):
+        return f"{where}: holds a character that cannot be stored (NUL; in an identifier, any control character)"
     if error.validator in ("pattern", "const", "enum", "type", "minLength", "maxLength", "minItems", "maxItems"):
         return f"{where}: not a valid value ({error.validator})"
     return f"{where}: {error.validator} check failed"

@@ -14,7 +14,7 @@ from .. import AppState
 from ..errors import PayloadTooLarge
 from ..telemetry import request_id
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def state() -> AppState:
@@ -29,7 +29,7 @@ def register_api(app: Flask) -> None:
     @app.before_request
     def _assign_request_id() -> None:
         given = request.headers.get("X-Request-ID", "")
-        request_id.set(given if _SAFE_ID.match(given) else uuid.uuid4().hex)
+        request_id.set(given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex)
 
     @app.before_request
     def _authenticate() -> None:

@@ -22,8 +22,8 @@ DEMO_DIR = Path(__file__).resolve().parent
 # Patient ids on the page carry this prefix, so that a snooze set there can never hold back a real patient's cards
 PATIENT_PREFIX = "try-it-"
 NEWEST_DAYS_AGO = 2
-_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?)?$")
-_RXNORM = re.compile(r"^\d{1,12}$")
+_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?)?", re.ASCII)
+_RXNORM = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def demo_bundle(demo: Demo, today: date, folder: Path = DEMO_DIR) -> dict[str, A
 def shift_dates(document: Any, newest: date) -> Any:
     """A copy of the document with every full date and date-time string (YYYY-MM-DD...) moved by the same number
     of days, so that the latest of them falls on `newest` (intervals, ages and the order of events stay)."""
-    found = [date.fromisoformat(m.group(1)) for m in map(_DATE.match, _strings(document)) if m]
+    found = [date.fromisoformat(m.group(1)) for m in map(_DATE.fullmatch, _strings(document)) if m]
     if not found:
         return copy.deepcopy(document)
     return _shifted(document, newest - max(found))
@@ -102,7 +102,7 @@ def shift_dates(document: Any, newest: date) -> Any:
 def order_from_rxnorm(code: str) -> Order:
     """A drug to order given only its RxNorm code; InputError unless the code is digits."""
     code = code.strip()
-    if not _RXNORM.match(code):
+    if not _RXNORM.fullmatch(code):
         raise InputError("an RxNorm code is digits only")
     return Order(id="rxnorm", rxnorm=code)
 
@@ -156,7 +156,7 @@ def _shifted(value: Any, delta: timedelta) -> Any:
     if isinstance(value, list):
         return [_shifted(v, delta) for v in value]
     if isinstance(value, str):
-        match = _DATE.match(value)
+        match = _DATE.fullmatch(value)
         if match:
             return (date.fromisoformat(match.group(1)) + delta).isoformat() + (match.group(2) or "")
     return value

@@ -40,11 +40,53 @@ _CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex"
 
 
 @cache
+def schema(name: str) -> dict[str, Any]:
+    """schemas/<name>.schema.json as written (its patterns in JSON Schema's ECMA-262 dialect), checked."""
+    doc = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(doc)
+    return doc
+
+
+@cache
 def validator(name: str) -> Draft202012Validator:
-    """The validator for schemas/<name>.schema.json."""
-    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    """The validator for schemas/<name>.schema.json, its patterns translated for Python's re (python_pattern)."""
+    return Draft202012Validator(_with_python_patterns(schema(name)))
+
+
+def python_pattern(pattern: str) -> str:
+    """An ECMA-262 pattern as Python's re reads it the same way: a `$` outside a character class becomes `\\Z`.
+    In ECMA-262 (and jsonschema-rs) `$` matches only at the end, but re.search lets it match before a final
+    newline, so "p1\\n" would pass `^[a-z0-9]+$` here and fail in every other JSON Schema validator."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append("\\Z" if char == "$" and not in_class else char)
+        i += 1
+    return "".join(out)
+
+
+def _with_python_patterns(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_with_python_patterns(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "pattern" and isinstance(value, str):
+            out[key] = python_pattern(value)
+        elif key == "patternProperties" and isinstance(value, dict):
+            out[key] = {python_pattern(k): _with_python_patterns(v) for k, v in value.items()}
+        else:
+            out[key] = _with_python_patterns(value)
+    return out
 
 
 def schema_problems(doc: Any, schema: str, where: str) -> list[str]:

@@ -22,7 +22,7 @@ import yaml
 
 HEADER = ("rxcui", "tty", "ingredients", "dose_form", "display", "source")
 CODES_HEADER = ("rxcui", "tty", "name", "ingredients", "dose_form", "source")
-CODE_RE = re.compile(r"^[0-9]{1,8}$")
+CODE_RE = re.compile(r"[0-9]{1,8}")
 TTYS = frozenset({"IN", "PIN", "MIN", "BN", "SCDC", "SBDC", "SCD", "SBD", "GPCK", "BPCK"})
 INGREDIENT_TTYS = frozenset({"IN", "PIN", "MIN"})
 COMMAND = "spasm-cds terminology build"
@@ -93,7 +93,7 @@ def read_rows(path: str | Path, header: tuple[str, ...] = HEADER) -> list[Row]:
 
 
 def _row(rxcui: str, tty: str, ingredients: str, dose_form: str, display: str, source: str, where: str) -> Row:
-    if not CODE_RE.match(rxcui):
+    if not CODE_RE.fullmatch(rxcui):
         raise ValueError(f"{where}: rxcui {rxcui!r} does not match {CODE_RE.pattern}")
     if tty not in TTYS:
         raise ValueError(f"{where}: tty {tty!r} is not one of {sorted(TTYS)}")

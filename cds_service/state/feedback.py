@@ -54,7 +54,7 @@ class FeedbackStore:
                        .where(CardIssued.card_uuid.in_(bindparam("cards", expanding=True)),
                               CardIssued.service_id == bindparam("service_id")))
         self._insert = (database.insert(Feedback)
-                        .on_conflict_do_nothing(index_elements=["card_uuid", "outcome", "outcome_at_ms"])
+                        .on_conflict_do_nothing(index_elements=["service_id", "card_uuid", "outcome", "outcome_at_ms"])
                         .returning(Feedback.id))
 
     def store(self, service_id: str, items: Sequence[FeedbackItem]) -> StoredFeedback:

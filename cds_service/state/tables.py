@@ -75,7 +75,9 @@ class Feedback(Base):
     user_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
 
-    __table_args__ = (UniqueConstraint("card_uuid", "outcome", "outcome_at_ms", name="uq_feedback_outcome"),)
+    # per service (revision 0004): the same outcome sent to two services is two records
+    __table_args__ = (UniqueConstraint("service_id", "card_uuid", "outcome", "outcome_at_ms",
+                                       name="uq_feedback_service_outcome"),)
 
 
 class Suppression(Base):

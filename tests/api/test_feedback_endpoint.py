@@ -91,6 +91,77 @@ def test_malformed_feedback_is_a_4xx_operation_outcome_and_nothing_is_written(cl
     assert rows(client) == 0 and rows(client, Suppression) == 0
 
 
+_Y1 = -62_135_596_800_000  # 0001-01-01T00:00:00Z in epoch ms
+_Y9999_END = 253_402_300_799_000  # 9999-12-31T23:59:59Z
+
+
+@pytest.mark.parametrize("timestamp,epoch_ms", [
+    ("0001-01-01T00:00:00Z", _Y1),
+    ("0001-01-01T00:00:00+14:00", _Y1 - 14 * 3_600_000),  # before year 1 in UTC: datetime cannot say it
+    ("0001-01-01T00:00:00+23:59", _Y1 - (23 * 60 + 59) * 60_000),
+    ("9999-12-31T23:59:59Z", _Y9999_END),
+    ("9999-12-31T23:59:59-23:59", _Y9999_END + (23 * 60 + 59) * 60_000),  # after year 9999 in UTC
+    ("9999-12-31T23:59:59.999999999-23:59", _Y9999_END + (23 * 60 + 59) * 60_000 + 999),
+    ("2016-12-31T23:59:60Z", 1_483_228_800_000),  # a leap second: the first second of 2017
+    ("9999-12-31T23:59:60-23:59", _Y9999_END + (23 * 60 + 59) * 60_000 + 1000),
+    ("2027-01-15t08:00:00z", 1_800_000_000_000),
+], ids=["year-1", "year-1-east", "year-1-far-east", "year-9999", "year-9999-far-west", "year-9999-nanoseconds",
+        "leap-second", "leap-second-at-the-end-of-time", "lower-case"])
+def test_timestamps_at_the_ends_of_the_date_range_are_stored_exactly(client, timestamp, epoch_ms):
+    response = client.post(PATH, json={"feedback": [with_changes(OVERRIDDEN, outcomeTimestamp=timestamp)]})
+
+    assert (response.status_code, response.data) == (200, b"")
+    with client.application.extensions["spasm_cds"].database.engine.connect() as conn:
+        assert conn.execute(select(Feedback.outcome_at_ms)).scalar_one() == epoch_ms
+
+
+@pytest.mark.parametrize("timestamp", [
+    "0000-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "2027-02-29T00:00:00Z", "2027-01-15T24:00:00Z",
+    "2027-01-15T08:60:00Z", "2027-01-15T08:00:61Z", "2027-01-15T08:00:00+24:00", "2027-01-15T08:00:00+99:99",
+    "2027-01-15T08:00:00-00:60", "2027-01-15T08:00:00Z\n", "2027-01-15T08:00:00.Z", "+2027-01-15T08:00:00Z",
+    "2027-01-15T08:00:00.1234567890Z", "２０２７-01-15T08:00:00Z", "2027-01-15T08:00:00Z ",
+], ids=["year-0", "year-10000", "not-a-leap-year", "hour-24", "minute-60", "second-61", "offset-24h",
+        "offset-99", "offset-minute-60", "trailing-newline", "empty-fraction", "signed-year", "ten-fraction-digits",
+        "full-width-digits", "trailing-space"])
+def test_timestamps_that_are_not_rfc_3339_date_times_are_400_naming_the_field(client, timestamp):
+    response = client.post(PATH, json={"feedback": [with_changes(OVERRIDDEN, outcomeTimestamp=timestamp)]})
+
+    doc = assert_operation_outcome(response.status_code, response.headers["Content-Type"], response.data, 400)
+    assert doc["issue"][0]["diagnostics"].startswith("feedback/0/outcomeTimestamp")
+    assert rows(client) == 0
+
+
+@pytest.mark.parametrize("field,entry", [
+    ("card", with_changes(OVERRIDDEN, card="c-1\u0000")),
+    ("overrideReason/userComment", with_changes(OVERRIDDEN, overrideReason={"userComment": "see\u0000note"})),
+    ("overrideReason/reason/code", with_changes(OVERRIDDEN, overrideReason={"reason": {
+        "system": OVERRIDE_SYSTEM, "code": "snooze-30d\u0000"}})),
+    ("overrideReason/reason/system", with_changes(OVERRIDDEN, overrideReason={"reason": {
+        "system": "\u0000", "code": "snooze-30d"}})),
+    ("acceptedSuggestions/0/id", with_changes(ACCEPTED, acceptedSuggestions=[{"id": "s\u0000"}])),
+    ("card", with_changes(OVERRIDDEN, card="c-1\n")),
+    ("acceptedSuggestions/0/id", with_changes(ACCEPTED, acceptedSuggestions=[{"id": "s-1\n"}])),
+], ids=["nul-card", "nul-comment", "nul-reason-code", "nul-reason-system", "nul-suggestion", "newline-card",
+        "newline-suggestion"])
+def test_a_nul_or_an_identifier_with_a_control_character_is_400_on_every_database(client, field, entry):
+    """PostgreSQL text cannot hold NUL: it is refused here, the same on SQLite, rather than answered 503 'send it
+    again' for ever (tests/integration/test_postgres.py sends it to PostgreSQL)."""
+    response = client.post(PATH, json={"feedback": [entry]})
+
+    doc = assert_operation_outcome(response.status_code, response.headers["Content-Type"], response.data, 400)
+    assert doc["issue"][0]["diagnostics"].startswith(f"feedback/0/{field}: holds a character that cannot be stored")
+    assert rows(client) == 0
+
+
+def test_a_comment_may_hold_line_breaks_and_tabs(client):
+    comment = "line one\r\nline two\tand a tab"
+    response = client.post(PATH, json={"feedback": [with_changes(OVERRIDDEN, overrideReason={"userComment": comment})]})
+
+    assert response.status_code == 200
+    with client.application.extensions["spasm_cds"].database.engine.connect() as conn:
+        assert conn.execute(select(Feedback.user_comment)).scalar_one() == comment
+
+
 def test_diagnostics_name_the_field_not_its_value(client):
     comment = "patient Jane Example, MRN 123"
     body = {"feedback": [with_changes(OVERRIDDEN, outcome="dismissed", overrideReason={"userComment": comment})]}

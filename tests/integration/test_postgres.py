@@ -117,3 +117,25 @@ def test_with_the_database_down_hook_calls_answer_and_feedback_is_503_until_it_i
         assert send_feedback(server.url, service_id, item)[0] == 200
         assert rule not in shown_rules(call(server.url, service_id, body))
     assert feedback_rows(url) == (1, 1)
+
+
+def test_nul_and_edge_timestamps_on_postgresql_are_400_or_stored_never_503(postgres, knowledge):
+    """PostgreSQL text cannot hold NUL: a NUL where it would be stored is a 400 (it was a 503 'send it again' for
+    ever); a NUL where nothing is stored changes nothing; timestamps at the ends of the date range are stored."""
+    url = postgres.create_database()
+    rule, service_id, body = warning_request(knowledge)
+    feedback_url = f"/cds-services/{service_id}/feedback"
+    with ServiceServer(extra_env={"SPASM_CDS_DATABASE_URL": url}, workers=1) as server:
+        card = card_of(call(server.url, service_id, body), rule)
+        refused = [post_json(server.url + feedback_url, {"feedback": [overridden(card["uuid"], 1.8e9, comment="a\0b")]}),
+                   post_json(server.url + feedback_url, {"feedback": [{**overridden(card["uuid"], 1.8e9), "card": "c\0"}]}),
+                   post_json(f"{server.url}/cds-services/{service_id}", {**body, "hookInstance": "h\0"})]
+        elsewhere = call(server.url, service_id, {**body, "extension": {"note": "a\0b"}})
+        edges = [send_feedback(server.url, service_id, {**overridden(card["uuid"], 1.8e9), "outcomeTimestamp": at})[0]
+                 for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:60-23:59")]
+        log = server.log_text()
+    for status, content_type, answer in refused:
+        assert_operation_outcome(status, content_type, answer, 400)
+    assert card_of(elsewhere, rule) and "cards shown without de-duplication" not in log
+    assert edges == [200, 200] and "Traceback" not in log
+    assert feedback_rows(url) == (2, 2)

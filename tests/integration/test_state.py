@@ -11,10 +11,12 @@ import threading
 from contextlib import closing
 
 import pytest
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from cds_service.knowledge.model import OverrideEffect
 from cds_service.memory import IssuedCard
@@ -243,6 +245,74 @@ def test_feedback_is_stored_once_and_unknown_cards_are_kept_and_flagged(database
                             .order_by(Feedback.id)).all()
     assert rows == [("c1", True, ["s1"]), ("no-such-card", False, None), ("c1", True, ["s1"])]
     assert store.store("other-svc", [feedback("c1")]).unknown_cards == 1  # a card of another service
+
+
+def test_the_same_feedback_sent_to_two_services_is_two_records(database_url, open_db):
+    """Feedback sent first to the wrong service must not make the right service's copy a repeat (revision 0004)."""
+    database = open_db(database_url)
+    now = [T0 + 10]
+    memory, store = memory_at(database, now), FeedbackStore(database, clock=lambda: now[0])
+    issue(memory, "p1", IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "warning"), service="right")
+
+    wrong = store.store("wrong", [feedback("c1", code="snooze-30d", effect=SNOOZE)])
+    right = store.store("right", [feedback("c1", code="snooze-30d", effect=SNOOZE)])
+    again = store.store("right", [feedback("c1", code="snooze-30d", effect=SNOOZE)])
+
+    assert (wrong.stored, wrong.unknown_cards) == (1, 1)
+    assert (right.stored, right.repeated, right.unknown_cards) == (1, 0, 0)
+    assert (again.stored, again.repeated) == (0, 1)
+    with database.engine.connect() as conn:
+        rows = conn.execute(select(Feedback.service_id, Feedback.card_known).order_by(Feedback.id)).all()
+    assert rows == [("wrong", False), ("right", True)]
+    assert count(database, Suppression) == 2  # the right service's copy acknowledged the card and snoozed its rule
+
+
+def migrate(database, action: str, revision: str) -> None:
+    """alembic upgrade or downgrade to revision, as state.upgrade runs it."""
+    config = Config()
+    config.set_main_option("script_location", str(REPO / "cds_service" / "state" / "migrations"))
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+
+def test_revision_0004_keeps_every_feedback_row_and_makes_it_unique_per_service(database_url, open_db):
+    database = connect(database_url)
+    try:
+        migrate(database, "upgrade", "0003")
+        row = {"card_uuid": "c1", "card_known": False, "outcome": "overridden", "outcome_at_ms": T0 * 1000,
+               "received_at": T0}
+        with database.engine.begin() as conn:
+            conn.execute(Feedback.__table__.insert(), [{**row, "service_id": "a"},
+                                                       {**row, "service_id": "a", "outcome_at_ms": 1}])
+            with pytest.raises(IntegrityError):  # 0003: one row per card, outcome and moment, whichever service
+                with conn.begin_nested():
+                    conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+
+        migrate(database, "upgrade", "head")
+
+        with database.engine.begin() as conn:
+            conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+            with pytest.raises(IntegrityError):
+                with conn.begin_nested():
+                    conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+        with database.engine.connect() as conn:
+            kept = conn.execute(select(Feedback.service_id, Feedback.outcome_at_ms).order_by(Feedback.id)).all()
+            unique = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints("feedback")}
+        assert kept == [("a", T0 * 1000), ("a", 1), ("b", T0 * 1000)]
+        assert unique == {("service_id", "card_uuid", "outcome", "outcome_at_ms")}
+
+        with pytest.raises(IntegrityError):  # the same outcome at two services cannot go back to 0003's constraint
+            migrate(database, "downgrade", "0003")
+        with database.engine.begin() as conn:
+            conn.execute(Feedback.__table__.delete().where(Feedback.service_id == "b"))
+        migrate(database, "downgrade", "0003")
+        with database.engine.connect() as conn:
+            unique = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints("feedback")}
+            assert conn.execute(select(func.count()).select_from(Feedback)).scalar_one() == 2
+        assert unique == {("card_uuid", "outcome", "outcome_at_ms")}
+    finally:
+        database.engine.dispose()
 
 
 def test_a_snooze_on_a_group_card_snoozes_every_rule_on_it_and_acknowledges_the_card(database_url, open_db):
