@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from flask import Flask
 
+from .cpu_gate import OPEN, CpuGate
 from .errors import register_error_handlers
 from .knowledge.model import Knowledge
 from .settings import Settings
@@ -35,6 +36,7 @@ class AppState:
     now: Callable[[], float] = time.time  # epoch seconds: snoozes, repeat windows, feedback receipt
     memory: CardMemory | None = None
     feedback: FeedbackStore | None = None
+    cpu_gate: CpuGate = OPEN  # hook calls of this worker take turns computing (cpu_gate.py)
 
 
 def create_app(settings: Settings | None = None, knowledge: Knowledge | None = None,
@@ -56,10 +58,11 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
     site_defaults(knowledge, settings.configuration_defaults)
-    for name in ("store_patient_ids", "deduplicate"):
+    for name in ("store_patient_ids", "deduplicate", "cpu_gate"):
         if getattr(settings, name).strip().lower() not in ("on", "off"):
             raise ValueError(f"SPASM_CDS_{name.upper()}: {getattr(settings, name)!r} is neither 'on' nor 'off'")
     now = now or time.time
+    gate = CpuGate(enabled=settings.cpu_gate.strip().lower() == "on" and settings.threads > 1)
     database = open_database(settings.effective_database_url, settings.database_timeout_s, settings.hook_lock_wait_s)
     memory = CardMemory(database, read_secret(database, settings.patient_key_secret), now,
                         settings.store_patient_ids.strip().lower() == "on", settings.card_retention_days)
@@ -72,7 +75,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
         settings=settings, knowledge=knowledge,
         fhir_calls=threading.BoundedSemaphore(max(1, settings.fhir_max_calls)),
         today=today or date.today, database=database, verifier=verifier, now=now, memory=memory,
-        feedback=FeedbackStore(database, now), readiness_checks={"database": database.ping})
+        feedback=FeedbackStore(database, now), readiness_checks={"database": database.ping}, cpu_gate=gate)
     register_error_handlers(app)
     register_api(app)
     return app

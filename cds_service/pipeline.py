@@ -8,6 +8,7 @@ import threading
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
+from .cpu_gate import OPEN, CpuGate
 from .evaluate.engine import evaluate, passes_gate
 from .gather import gather_resources
 from .gather.facts import PatientFacts, condition_facts, extract_drafts, extract_facts
@@ -26,14 +27,15 @@ log = logging.getLogger(__name__)
 
 def respond(body: Any, service: Service, knowledge: Knowledge, settings: Settings, today: date,
             fhir_calls: threading.Semaphore | None = None, base_url: str = "",
-            memory: CardMemory | None = None,
+            memory: CardMemory | None = None, gate: CpuGate = OPEN,
             observe: Callable[[PatientFacts], None] | None = None) -> dict[str, Any]:
     """The CDS Hooks response for one request body. Raises InvalidRequest (400) or DataUnavailable (412).
     With a card memory, snoozed and repeated cards are held back and the cards returned are recorded; `observe`
     sees the patient's facts (the evaluate report counts unrecognised drugs and unread lab units with it);
-    `fhir_calls` bounds the calls of this process fetching from FHIR at once (gather_resources)."""
+    `fhir_calls` bounds the calls of this process fetching from FHIR at once, and the call steps out of the CPU
+    `gate` while it fetches (gather_resources)."""
     call = parse_hook_request(body, service)
-    gathered = gather_resources(call, service, settings, fhir_calls)
+    gathered = gather_resources(call, service, settings, fhir_calls, gate)
     conditions = condition_facts(gathered.resources, knowledge.terminology, today)
     if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)

@@ -39,8 +39,12 @@ class Settings:
     threads: int = field(default=4, metadata={
         "help": "Request threads per worker. Keep it above `fhir_max_calls`: the threads left over answer calls that "
                 "need no FHIR while others wait on a slow FHIR server. Threads of one worker contend for Python's "
-                "GIL when all are busy computing: 4 cost about 15% more CPU per call than 1 under saturation "
-                "(docs/performance.md, 'FHIR neighbours'); 1 suits a site whose EHR always prefetches everything."})
+                "GIL when all compute at once; `cpu_gate` makes them take turns."})
+    cpu_gate: str = field(default="on", metadata={
+        "help": "`on`: the hook calls of one worker do their CPU work one at a time and overlap only their waits "
+                "on FHIR and the database, which keeps the CPU per call of several threads at that of one "
+                "(docs/performance.md, 'CPU gate'). `off`: threads compute at once and contend for the GIL. "
+                "Has no effect with one thread."})
     proxy: str = field(default="none", metadata={
         "help": "`nginx`: `spasm-cds serve` runs Debian's nginx in front of gunicorn (gunicorn then listens on a "
                 "private unix socket), so that clients sending slowly cannot tie up the workers; the Docker image "

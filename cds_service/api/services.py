@@ -20,7 +20,7 @@ def call_service(service_id: str) -> dict[str, Any]:
     if service is None:
         raise UnknownService(f"no service {service_id!r}; see GET /cds-services")
     return respond(json_body(), service, app.knowledge, app.settings, app.today(), app.fhir_calls,
-                   base_url=request.host_url, memory=app.memory)
+                   base_url=request.host_url, memory=app.memory, gate=app.cpu_gate)
 
 
 def json_body() -> Any:

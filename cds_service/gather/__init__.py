@@ -8,11 +8,13 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from ..cpu_gate import OPEN, CpuGate
 from ..errors import DataUnavailable, FhirError
 from ..hook_request import HookCall
 from ..knowledge.model import DataQuery, Service
@@ -39,12 +41,13 @@ class Gathered:
 
 
 def gather_resources(call: HookCall, service: Service, settings: Settings,
-                     fhir_calls: threading.Semaphore | None = None) -> Gathered:
+                     fhir_calls: threading.Semaphore | None = None, gate: CpuGate = OPEN) -> Gathered:
     """Decide per prefetch key (use / null / OperationOutcome / absent), fetch what is missing in parallel.
 
     The fetches run on threads of this call's own, and every FHIR connection is cut when the time budget is
     spent, so a stalled server holds nothing past it. `fhir_calls` (one per worker) bounds how many calls fetch at
-    once: a call that waits a quarter of its budget for a slot in vain fetches nothing. Raises DataUnavailable
+    once: a call that waits a quarter of its budget for a slot in vain fetches nothing. The call lets go of the
+    worker's CPU `gate` while it waits. Raises DataUnavailable
     (412) when a required kind can be neither prefetched nor fetched."""
     deadline = time.monotonic() + settings.deadline_s
     client = _client_for(call, settings, deadline)
@@ -71,56 +74,59 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     draft_medications = found_in_request(references, call.context, (r for rs in resources.values() for r in rs))
     to_read = [ref for ref in references if ref not in draft_medications and readable(ref)] if client else []
     fetched = 0
-    # past the cap, a call waits for a slot for a quarter of its budget (ordinary load queues briefly; a slow
-    # FHIR server holding every slot costs the others at most that wait), then treats its FHIR data as unknown
-    holding = bool(to_fetch or to_read) and fhir_calls is not None \
-        and fhir_calls.acquire(timeout=max(0.0, settings.deadline_s / 4))
-    if (to_fetch or to_read) and fhir_calls is not None and not holding:
-        log.warning("%d other calls of this worker were fetching from FHIR (SPASM_CDS_FHIR_MAX_CALLS) for a quarter "
-                    "of the budget; this call's FHIR data is treated as unknown", settings.fhir_max_calls)
-        FHIR_CALLS_BUSY.inc()
-        for query, _ in to_fetch:
-            resources.pop(query.kind, None)
-            _unavailable(query, service, PrefetchState.BUSY, unknown)
-        to_fetch, to_read = [], []
-    if to_fetch or to_read:
-        pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
-        try:
-            futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
-            # the drafts' Medications are read alongside the searches: the references are known from the start
-            reads = [(ref, pool.submit(client.read, ref)) for ref in to_read[:_MAX_REFERENCE_READS]]
-            wait([f for _, f in futures + reads], timeout=max(0.0, deadline - time.monotonic()))
-            for query, future in futures:
-                if not future.done():
-                    future.cancel()
-                    log.warning("FHIR fetch for prefetch key %s passed the time budget; treated as unknown", query.key)
-                    FHIR_ERRORS.labels(reason="deadline").inc()
-                    resources.pop(query.kind, None)
-                    _unavailable(query, service, PrefetchState.TIMED_OUT, unknown)
-                    continue
-                try:
-                    result = future.result()
-                    fetched += 1
-                except FhirError as exc:
-                    log.warning("FHIR fetch failed for prefetch key %s: %s", query.key, exc)
-                    resources.pop(query.kind, None)
-                    _unavailable(query, service, PrefetchState.FAILED, unknown)
-                    continue
-                resources.setdefault(query.kind, []).extend(result)
-            drafts_read = _medications_read(reads, "a draft order's Medication")
-            draft_medications.update(drafts_read)
-            fetched += len(drafts_read)
-            if to_fetch:
-                fetched += _resolve_medication_references(resources, client, pool, deadline)
-        finally:
-            # fetches still running are cut (their sockets shut down), so the threads end now, not when the
-            # server lets go
+    # while it waits for a slot and for FHIR, other calls of this worker compute (cpu_gate.py)
+    with gate.released() if to_fetch or to_read else nullcontext():
+        # past the cap, a call waits for a slot for a quarter of its budget (ordinary load queues briefly; a slow
+        # FHIR server holding every slot costs the others at most that wait), then treats its FHIR data as unknown
+        holding = bool(to_fetch or to_read) and fhir_calls is not None \
+            and fhir_calls.acquire(timeout=max(0.0, settings.deadline_s / 4))
+        if (to_fetch or to_read) and fhir_calls is not None and not holding:
+            log.warning("%d other calls of this worker were fetching from FHIR (SPASM_CDS_FHIR_MAX_CALLS) for a "
+                        "quarter of the budget; this call's FHIR data is treated as unknown", settings.fhir_max_calls)
+            FHIR_CALLS_BUSY.inc()
+            for query, _ in to_fetch:
+                resources.pop(query.kind, None)
+                _unavailable(query, service, PrefetchState.BUSY, unknown)
+            to_fetch, to_read = [], []
+        if to_fetch or to_read:
+            pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
+            try:
+                futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
+                # the drafts' Medications are read alongside the searches: the references are known from the start
+                reads = [(ref, pool.submit(client.read, ref)) for ref in to_read[:_MAX_REFERENCE_READS]]
+                wait([f for _, f in futures + reads], timeout=max(0.0, deadline - time.monotonic()))
+                for query, future in futures:
+                    if not future.done():
+                        future.cancel()
+                        log.warning("FHIR fetch for prefetch key %s passed the time budget; treated as unknown",
+                                    query.key)
+                        FHIR_ERRORS.labels(reason="deadline").inc()
+                        resources.pop(query.kind, None)
+                        _unavailable(query, service, PrefetchState.TIMED_OUT, unknown)
+                        continue
+                    try:
+                        result = future.result()
+                        fetched += 1
+                    except FhirError as exc:
+                        log.warning("FHIR fetch failed for prefetch key %s: %s", query.key, exc)
+                        resources.pop(query.kind, None)
+                        _unavailable(query, service, PrefetchState.FAILED, unknown)
+                        continue
+                    resources.setdefault(query.kind, []).extend(result)
+                drafts_read = _medications_read(reads, "a draft order's Medication")
+                draft_medications.update(drafts_read)
+                fetched += len(drafts_read)
+                if to_fetch:
+                    fetched += _resolve_medication_references(resources, client, pool, deadline)
+            finally:
+                # fetches still running are cut (their sockets shut down), so the threads end now, not when the
+                # server lets go
+                client.close()
+                pool.shutdown(wait=False, cancel_futures=True)
+                if holding:
+                    fhir_calls.release()
+        elif client is not None:
             client.close()
-            pool.shutdown(wait=False, cancel_futures=True)
-            if holding:
-                fhir_calls.release()
-    elif client is not None:
-        client.close()
     return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched,
                     draft_medications=MappingProxyType(draft_medications))
 
