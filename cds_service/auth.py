@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ ALGORITHMS = ("ES384", "RS384")
 _MAX_TOKEN_CHARS = 16_384
 _MAX_JWKS_BYTES = 512 * 1024
 _MAX_JTI_CHARS = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_RSA_BITS = 2048
 _MAX_LOGGED_CHARS = 200
 # every reason a refusal can give: the metric's label values and the log's codes stay a closed set
@@ -274,7 +276,8 @@ class Verifier:
         if issuer.tenants is not None and tenant not in issuer.tenants:
             raise _Refused("tenant_not_allowed")
         jti = claims["jti"]
-        if not jti or len(jti) > _MAX_JTI_CHARS:
+        # control characters are refused: PostgreSQL cannot store NUL, and no issuer needs them in an id
+        if not jti or len(jti) > _MAX_JTI_CHARS or _CONTROL.search(jti):
             raise _Refused("bad_jti")
         if not self._replay.first_use(issuer.issuer, jti, int(exp) + self._leeway_s):
             raise _Refused("replayed_jti")

@@ -181,6 +181,8 @@ def _matrix(keys, epic, attacker) -> dict[str, tuple[str, str]]:
         "no-kid": (sandbox.token(DISCOVERY, header={"kid": None}), "no_kid"),
         "no-jti": (sandbox.token(DISCOVERY, jti=None), "no_jti"),
         "empty-jti": (sandbox.token(DISCOVERY, jti=""), "bad_jti"),
+        "jti-with-a-nul": (sandbox.token(DISCOVERY, jti="a\x00b"), "bad_jti"),
+        "jti-with-a-newline": (sandbox.token(DISCOVERY, jti="a\nb"), "bad_jti"),
         "no-exp": (sandbox.token(DISCOVERY, exp=None), "no_exp"),
         "no-iat": (sandbox.token(DISCOVERY, iat=None), "no_iat"),
         "no-aud": (sandbox.token(DISCOVERY, aud=None), "no_aud"),
@@ -198,7 +200,8 @@ MATRIX_NAMES = ["wrong-key", "alg-none", "hs256-with-the-public-key-as-secret", 
                 "es256-not-allowed", "rs256-not-allowed", "rs384-header-on-the-es384-key", "expired",
                 "not-yet-valid", "issued-in-the-future", "lifetime-too-long", "exp-as-a-string", "wrong-aud-path",
                 "wrong-aud-host", "unknown-iss", "no-iss", "jku-off-the-allow-list", "jku-missing-for-a-jku-issuer",
-                "unknown-kid", "no-kid", "no-jti", "empty-jti", "no-exp", "no-iat", "no-aud", "tampered-payload",
+                "unknown-kid", "no-kid", "no-jti", "empty-jti", "jti-with-a-nul", "jti-with-a-newline", "no-exp",
+                "no-iat", "no-aud", "tampered-payload",
                 "tenant-missing", "tenant-not-listed", "not-a-jwt", "three-garbage-parts", "huge-token"]
 
 

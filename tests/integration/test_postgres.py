@@ -95,6 +95,20 @@ def test_a_jwt_used_on_one_instance_is_refused_by_the_other(replicas):
     assert "JWT refused: replayed_jti" in second.log_text()
 
 
+@pytest.mark.parametrize("jti", ["nul\x00inside", "line\nbreak", "del\x7f"])
+def test_a_jti_with_control_characters_is_refused_and_the_replay_store_keeps_working(replicas, jti):
+    """PostgreSQL cannot store NUL in text: such an id must be refused as a bad jti, not taken for a database
+    outage (which would keep the id in process and fail every write-through after it)."""
+    first, second = replicas
+    token = {"Authorization": f"Bearer {ISSUER.token(PUBLIC_URL + '/cds-services', jti=jti)}"}
+    assert http_request("GET", f"{first.url}/cds-services", headers=token) == (401, b"")
+    assert "JWT refused: bad_jti" in first.log_text()
+    good = bearer("/cds-services")
+    assert http_request("GET", f"{first.url}/cds-services", headers=good)[0] == 200
+    assert http_request("GET", f"{second.url}/cds-services", headers=good) == (401, b"")  # it reached the database
+    assert "cannot take JWT ids" not in first.log_text()
+
+
 def test_with_the_database_down_hook_calls_answer_and_feedback_is_503_until_it_is_back(postgres, knowledge):
     url = postgres.create_database()
     rule, service_id, body = warning_request(knowledge)
