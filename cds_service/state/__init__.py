@@ -90,9 +90,14 @@ def connect(url: str, timeout_s: float = 3.0, hook_lock_wait_s: float = 0.2) -> 
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        # a server that stops answering (host down, packets dropped) breaks the connection after timeout_s of
+        # unacknowledged data (tcp_user_timeout) or of silence on an idle one (keepalives), not after the
+        # kernel's 15 minutes of retransmissions
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={
             "connect_timeout": max(1, round(timeout_s)),
-            "options": f"-c statement_timeout={int(timeout_s * 1000)}"})
+            "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+            "tcp_user_timeout": int(timeout_s * 1000), "keepalives": 1, "keepalives_idle": max(1, round(timeout_s)),
+            "keepalives_interval": 1, "keepalives_count": 3})
         return Database(engine, sessionmaker(engine), hook_lock_wait_s)
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(parsed, pool_pre_ping=True)

@@ -33,12 +33,18 @@ def read_secret(database: Database, configured: str = "") -> bytes:
     return value.encode("utf-8")
 
 
+_RETRY_S = 1.0  # after a database failure, the next try is at most this often
+
+
 class CardMemory:
     """Reads and writes the card memory of one database; safe to share across threads."""
 
     def __init__(self, database: Database, secret: bytes, clock: Callable[[], float] = time.time,
-                 store_patient_ids: bool = False, retention_days: int = 90):
+                 store_patient_ids: bool = False, retention_days: int = 90,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.database = database
+        self._monotonic = monotonic
+        self._retry_at = 0.0  # after a failure (not a busy lock), calls skip the database until then
         self._secret = secret
         self._clock = clock
         self._store_patient_ids = store_patient_ids
@@ -62,12 +68,14 @@ class CardMemory:
                select_service: str | None = None, context_key: str = "", select_since: int = 0,
                user_key: str = "") -> Recall:
         """Everything that may hold a card back for this patient and clinician (`user_key`: repeats and
-        acknowledgements are the clinician's). Raises MemoryUnavailable if the database fails."""
+        acknowledgements are the clinician's). Raises MemoryUnavailable if the database fails, or failed less
+        than a second ago (so an unreachable database costs one call a second its timeout, not every call)."""
+        self._backing_off()
         try:
             return self._recall(patient_key, service_id, hook_instance, shown_since, select_service, context_key,
                                 select_since, user_key)
         except SQLAlchemyError as exc:
-            raise MemoryUnavailable(type(exc).__name__) from exc
+            raise self._failed(exc) from exc
 
     def _recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
                 select_service: str | None, context_key: str, select_since: int, user_key: str) -> Recall:
@@ -95,15 +103,26 @@ class CardMemory:
              "patient_id": patient_id if self._store_patient_ids else None, "issued_at": now} for c in cards]
         if not rows:
             return 0
+        self._backing_off()
         try:
             with self.database.brief_transaction() as conn:
                 conn.execute(self._insert, rows)
                 if self._prune_schedule.due(now):
                     self._prune(conn, now)
         except SQLAlchemyError as exc:
-            busy = is_busy(exc)
-            raise MemoryUnavailable("write lock busy" if busy else type(exc).__name__, busy=busy) from exc
+            raise self._failed(exc) from exc
         return len(rows)
+
+    def _backing_off(self) -> None:
+        if self._monotonic() < self._retry_at:
+            raise MemoryUnavailable("database failed less than a second ago; not tried")
+
+    def _failed(self, exc: SQLAlchemyError) -> MemoryUnavailable:
+        """The error to raise for a database failure; a failure other than a busy write lock starts a back-off."""
+        if is_busy(exc):
+            return MemoryUnavailable("write lock busy", busy=True)
+        self._retry_at = self._monotonic() + _RETRY_S
+        return MemoryUnavailable(type(exc).__name__)
 
     def _prune(self, conn, now: int) -> None:
         old = now - self._retention_s

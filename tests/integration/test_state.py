@@ -435,3 +435,29 @@ def test_repeats_and_acknowledgements_are_the_clinicians_but_snoozes_are_the_pat
     assert first.acknowledged_since("rule-a", "fp-1", T0) and first.last_shown[("rule-b", "fp-2")] == T0
     assert not second.acknowledged_since("rule-a", "fp-1", T0) and second.last_shown == {}
     assert first.snoozed("rule-b", now[0]) and second.snoozed("rule-b", now[0])
+
+
+def test_after_a_database_failure_the_memory_is_not_tried_again_for_a_second(database_url, open_db):
+    """An unreachable database costs each call its timeout; after a failure, calls within the next second are
+    answered at once without the memory (MemoryUnavailable), and the memory is tried again after it."""
+    from cds_service.errors import MemoryUnavailable
+    database = open_db(database_url)
+    tick = [100.0]
+    memory = CardMemory(database, read_secret(database), monotonic=lambda: tick[0])
+    card = IssuedCard("uuid-backoff", "rule-a", "fp", {"rule-a": "fp"}, "warning")
+    with database.engine.begin() as conn:  # the database fails every statement on the memory's table
+        conn.execute(text("ALTER TABLE card_issued RENAME TO card_issued_away"))
+    with pytest.raises(MemoryUnavailable) as failed:
+        recall_of(memory, "p1", "svc", "h2", 0)
+    assert not failed.value.busy
+    with database.engine.begin() as conn:  # the database is fine again at once, but not yet tried
+        conn.execute(text("ALTER TABLE card_issued_away RENAME TO card_issued"))
+    tick[0] += 0.5
+    for attempt in (lambda: recall_of(memory, "p1", "svc", "h2", 0), lambda: issue(memory, "p1", card)):
+        with pytest.raises(MemoryUnavailable, match="not tried"):
+            attempt()
+    assert count(database, CardIssued) == 0
+    tick[0] += 0.6
+    issue(memory, "p1", card)
+    assert count(database, CardIssued) == 1
+    assert recall_of(memory, "p1", "svc", "h2", 0).last_shown == {("rule-a", "fp"): memory.now()}
