@@ -3,8 +3,9 @@ connections open by sending their request head, or their body, one byte every tw
 
 Usage: .venv/bin/python bench/slow_clients.py [--attackers 8,64] [--seconds 12]
 
-Setups: gunicorn alone (gthread, 2 workers, 1 thread: the default), gunicorn with 8 threads per worker, and
-`SPASM_CDS_PROXY=nginx` (Debian's nginx in front, gunicorn on a unix socket). All traffic stays on 127.0.0.1; each
+Setups: gunicorn alone (gthread, 2 workers) with 1 thread, with 4 threads and the CPU gate (the defaults), with 4
+threads and no gate, with 8 threads and no gate, and `SPASM_CDS_PROXY=nginx` (Debian's nginx in front, gunicorn on a
+unix socket, default threads). All traffic stays on 127.0.0.1; each
 attack is bounded in sockets and seconds; every server started here is stopped on exit. Prints a Markdown table."""
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ from tests.support.loopback import http_request  # noqa: E402
 from tests.support.service_server import ServiceServer  # noqa: E402
 
 SETUPS = {
-    "gunicorn (gthread, 2 workers x 1 thread)": {},
-    "gunicorn (gthread, 2 workers x 8 threads)": {"SPASM_CDS_THREADS": "8"},
+    "gunicorn alone, 2 workers x 1 thread": {"SPASM_CDS_THREADS": "1"},
+    "gunicorn alone, 2 workers x 4 threads, CPU gate on (defaults)": {},
+    "gunicorn alone, 2 workers x 4 threads, CPU gate off": {"SPASM_CDS_CPU_GATE": "off"},
+    "gunicorn alone, 2 workers x 8 threads, CPU gate off": {"SPASM_CDS_THREADS": "8", "SPASM_CDS_CPU_GATE": "off"},
     "nginx in front (SPASM_CDS_PROXY=nginx)": {"SPASM_CDS_PROXY": "nginx"},
 }
 PROBES = 16
