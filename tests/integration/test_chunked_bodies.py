@@ -30,16 +30,28 @@ def _pieces(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
         yield data[i:i + size]
 
 
+RESET = (0, "", b"connection reset while sending")
+
+
 def post(port: int, path: str, data: bytes, chunked: bool = True) -> tuple[int, str, bytes]:
+    """Status, content type and body of the answer; RESET when the server closed the connection before the body was
+    sent and its answer could not be read (gunicorn answers 413 as soon as the limit is passed and closes without
+    draining the rest, so the kernel may reset the connection under a client still sending)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        if chunked:
-            connection.request("POST", path, body=_pieces(data), encode_chunked=True,
-                               headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
-        else:
-            connection.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, response.getheader("Content-Type") or "", response.read()
+        try:
+            if chunked:
+                connection.request("POST", path, body=_pieces(data), encode_chunked=True,
+                                   headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+            else:
+                connection.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the answer may still be waiting in the socket
+        try:
+            response = connection.getresponse()
+            return response.status, response.getheader("Content-Type") or "", response.read()
+        except (ConnectionResetError, http.client.RemoteDisconnected):
+            return RESET
     finally:
         connection.close()
 
@@ -55,5 +67,6 @@ def test_a_body_one_byte_over_the_limit_is_413_and_one_at_the_limit_is_read_whol
 
     assert at_limit[0] == 200, at_limit
     assert_operation_outcome(*over, 413)
-    assert_operation_outcome(*far_over, 413)
+    if far_over != RESET:  # twice the limit: the server may close before the client has sent it all (see post)
+        assert_operation_outcome(*far_over, 413)
     assert "Traceback" not in service_server.log_text()
