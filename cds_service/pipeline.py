@@ -50,7 +50,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     cards = render_cards(screening.evaluation, knowledge, call.hook_instance, call.patient_id,
                          tuple(sorted(gathered.unknown)), base_url=settings.public_url or base_url,
                          override_reasons=service.override_reasons,
-                         group_reasons=service.group_override_reasons)
+                         group_reasons=service.group_override_reasons, incomplete=gathered.incomplete)
     cards = screening.settle(cards)
     record_cards(cards, EXTENSION_KEY, evaluation.silenced)
     log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",

@@ -60,6 +60,9 @@ SILENCED = Counter("spasm_cds_rules_silenced_total", "Rules that could not decid
 FHIR_LATENCY = Histogram("spasm_cds_fhir_request_seconds", "Time of one call to the EHR's FHIR server",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 FHIR_ERRORS = Counter("spasm_cds_fhir_errors_total", "Failed calls to the EHR's FHIR server, by reason", ["reason"])
+DATA_INCOMPLETE = Counter("spasm_cds_data_incomplete_total",
+                          "Hook calls where only part of a kind of data arrived (a next page not followed, paging "
+                          "stopped at its cap): what arrived is used, the rest is unknown", ["kind"])
 FHIR_OVER_CAP = Counter("spasm_cds_fhir_answers_over_cap_total",
                         "FHIR answers given up because they passed a byte cap (their data is unknown), by cap: "
                         "`answer` (SPASM_CDS_FHIR_MAX_ANSWER_BYTES) or `call` (SPASM_CDS_FHIR_MAX_CALL_BYTES)",

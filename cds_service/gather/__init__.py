@@ -19,7 +19,7 @@ from ..errors import DataUnavailable, FhirError
 from ..hook_request import HookCall
 from ..knowledge.model import DataQuery, Service
 from ..settings import Settings
-from ..telemetry import FHIR_CALLS_BUSY, FHIR_ERRORS
+from ..telemetry import DATA_INCOMPLETE, FHIR_CALLS_BUSY, FHIR_ERRORS
 from .draft_medications import draft_references, found_in_request, readable
 from .fhir_client import FhirClient
 from .prefetch import PrefetchState, classify, render_template
@@ -38,6 +38,9 @@ class Gathered:
     # the Medications that draft orders name by reference, by reference as written; a reference missing here
     # could not be resolved (not in the request, no server, not found, not allowed, or past the time budget)
     draft_medications: Mapping[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # kinds of which only part arrived (a page with a `next` link that could not be followed, paging stopped at its
+    # cap): what arrived is kept, and the kind is also in `unknown`, so absence proves nothing
+    incomplete: frozenset[str] = frozenset()
 
 
 def gather_resources(call: HookCall, service: Service, settings: Settings,
@@ -53,6 +56,8 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     client = _client_for(call, settings, deadline)
     resources: dict[str, list[dict[str, Any]]] = {}
     unknown: set[str] = set()
+    incomplete: set[str] = set()
+    continued: set[str] = set()  # prefetch keys whose next page is fetched: page 1 stands if that fails
     to_fetch: list[tuple[DataQuery, str]] = []
     for query in service.queries:
         state, found = classify(call.prefetch, query.key)
@@ -61,6 +66,10 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
             next_url = _next_link(call.prefetch[query.key])
             if next_url and client:
                 to_fetch.append((query, next_url))  # the EHR paginated: follow its next link
+                continued.add(query.key)
+            elif next_url:
+                _cut_short(query, "the EHR sent one page and no usable fhirServer to fetch the rest", incomplete,
+                           unknown)
             continue
         if state is PrefetchState.EMPTY:
             resources[query.kind] = []
@@ -85,13 +94,17 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                         "quarter of the budget; this call's FHIR data is treated as unknown", settings.fhir_max_calls)
             FHIR_CALLS_BUSY.inc()
             for query, _ in to_fetch:
+                if query.key in continued:
+                    _cut_short(query, "its next page was not fetched: other calls were fetching", incomplete,
+                               unknown)
+                    continue
                 resources.pop(query.kind, None)
                 _unavailable(query, service, PrefetchState.BUSY, unknown)
             to_fetch, to_read = [], []
         if to_fetch or to_read:
             pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
             try:
-                futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
+                futures = [(q, pool.submit(client.search_pages, url)) for q, url in to_fetch]
                 # the drafts' Medications are read alongside the searches: the references are known from the start
                 reads = [(ref, pool.submit(client.read, ref)) for ref in to_read[:_MAX_REFERENCE_READS]]
                 wait([f for _, f in futures + reads], timeout=max(0.0, deadline - time.monotonic()))
@@ -101,18 +114,26 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                         log.warning("FHIR fetch for prefetch key %s passed the time budget; treated as unknown",
                                     query.key)
                         FHIR_ERRORS.labels(reason="deadline").inc()
+                        if query.key in continued:
+                            _cut_short(query, "its next page passed the time budget", incomplete, unknown)
+                            continue
                         resources.pop(query.kind, None)
                         _unavailable(query, service, PrefetchState.TIMED_OUT, unknown)
                         continue
                     try:
-                        result = future.result()
+                        result, complete = future.result()
                         fetched += 1
                     except FhirError as exc:
                         log.warning("FHIR fetch failed for prefetch key %s: %s", query.key, exc)
+                        if query.key in continued:
+                            _cut_short(query, "its next page could not be fetched", incomplete, unknown)
+                            continue
                         resources.pop(query.kind, None)
                         _unavailable(query, service, PrefetchState.FAILED, unknown)
                         continue
                     resources.setdefault(query.kind, []).extend(result)
+                    if not complete:
+                        _cut_short(query, "paging stopped with pages left", incomplete, unknown)
                 drafts_read = _medications_read(reads, "a draft order's Medication")
                 draft_medications.update(drafts_read)
                 fetched += len(drafts_read)
@@ -128,7 +149,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
         elif client is not None:
             client.close()
     return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched,
-                    draft_medications=MappingProxyType(draft_medications))
+                    draft_medications=MappingProxyType(draft_medications), incomplete=frozenset(incomplete))
 
 
 def _client_for(call: HookCall, settings: Settings, deadline: float) -> FhirClient | None:
@@ -152,6 +173,14 @@ def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unk
                else "the service was busy fetching for other calls" if state is PrefetchState.BUSY
                else f"it was {state.value} and there is no usable fhirServer to fetch it from")
         raise DataUnavailable(f"prefetch key {query.key!r} is required: {how}")
+    unknown.add(query.kind)
+
+
+def _cut_short(query: DataQuery, why: str, incomplete: set[str], unknown: set[str]) -> None:
+    """Only part of a kind arrived: keep it (a result or drug found there is real), but absence proves nothing."""
+    log.warning("prefetch key %s is incomplete (%s); what arrived is used, the rest is unknown", query.key, why)
+    DATA_INCOMPLETE.labels(kind=query.kind).inc()
+    incomplete.add(query.kind)
     unknown.add(query.kind)
 
 

@@ -70,6 +70,12 @@ class FhirClient:
 
     def search(self, relative_or_next: str) -> list[dict[str, Any]]:
         """All resources of a search (or a read), following `next` links up to fhir_max_pages. Raises FhirError."""
+        return self.search_pages(relative_or_next)[0]
+
+    def search_pages(self, relative_or_next: str) -> tuple[list[dict[str, Any]], bool]:
+        """The resources of a search (or a read), following `next` links up to fhir_max_pages, and whether they are
+        all of them: False when paging stopped with pages left (the page or resource cap, or a next link outside
+        fhirServer), so that the caller treats what is missing as unknown. Raises FhirError."""
         url: str | None = self._absolute(relative_or_next)
         out: list[dict[str, Any]] = []
         pages = 0
@@ -88,22 +94,24 @@ class FhirClient:
             if kind == "OperationOutcome":
                 raise FhirError("the server answered with an OperationOutcome")
             if kind != "Bundle":
-                return [body]
+                return [body], True
             if not isinstance(body.get("entry", []), list) or not isinstance(body.get("link", []), list):
                 raise FhirError("the FHIR server answered with a malformed Bundle")
             out.extend(bundle_resources(body))
             if len(out) >= _MAX_RESOURCES:
-                log.warning("stopped paging at %d resources", len(out))
-                break
+                log.warning("stopped paging at %d resources; the rest is unknown", len(out))
+                return out, False
             url = next((urljoin(url, link["url"]) for link in body.get("link") or ()
                         if isinstance(link, dict) and link.get("relation") == "next"
                         and isinstance(link.get("url"), str)), None)
             if url and not self._under_base(url):
-                log.warning("ignored a next link outside fhirServer")
-                url = None
+                log.warning("ignored a next link outside fhirServer; the rest is unknown")
+                return out, False
+        complete = True
         if url and pages >= self._max_pages:
-            log.info("stopped paging after %d pages", pages)
-        return out
+            log.info("stopped paging after %d pages (SPASM_CDS_FHIR_MAX_PAGES); the rest is unknown", pages)
+            complete = False
+        return out, complete
 
     def close(self) -> None:
         """Cut every connection this client opened (a fetch still reading fails at once) and refuse new ones."""

@@ -84,10 +84,12 @@ def flatten_brackets(text: str) -> str:
 def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: str, patient_id: str,
                  missing_data: tuple[str, ...] = (), base_url: str = "",
                  override_reasons: tuple[tuple[str, str], ...] | None = None,
-                 group_reasons: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> list[dict[str, Any]]:
+                 group_reasons: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+                 incomplete: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
     when unknown data silenced rules, when the drug of a draft order the call speaks about could not be identified,
-    or when the rules met a lab result whose unit could not be read."""
+    or when the rules met a lab result whose unit could not be read. `incomplete`: the missing kinds of which part
+    arrived, named so."""
     reasons = knowledge.override_reasons if override_reasons is None else override_reasons
     groups: dict[str, list[Finding]] = {}
     orders: dict[str, list[Finding]] = {}  # draft id -> the findings about it (the first draft a finding names)
@@ -119,7 +121,7 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
     if knowledge.missing_data_card and (evaluation.unchecked_drafts or unread
                                         or (evaluation.silenced and missing_data)):
         cards.append(_missing_data_card(knowledge, hook_instance, missing_data if evaluation.silenced else (),
-                                        len(evaluation.silenced), evaluation.unchecked_drafts, unread))
+                                        len(evaluation.silenced), evaluation.unchecked_drafts, unread, incomplete))
     return cards
 
 
@@ -268,11 +270,13 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
 
 
 def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...], skipped: int,
-                       unchecked_drafts: tuple[str, ...] = (), unread_labs: tuple[str, ...] = ()) -> dict[str, Any]:
+                       unchecked_drafts: tuple[str, ...] = (), unread_labs: tuple[str, ...] = (),
+                       incomplete: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The notice: which data could not be retrieved or read, or (first, being about the order itself) which draft
     orders could not be checked because their drug could not be identified."""
     template = knowledge.missing_data_card
-    named = [template["labels"].get(k, k) for k in kinds]
+    named = [template["incomplete"].replace("{data}", template["labels"].get(k, k)) if k in incomplete
+             else template["labels"].get(k, k) for k in kinds]
     named += [template["unread_lab"].replace("{lab}", knowledge.concepts[cid].label) for cid in unread_labs]
     fields = {"missing.data": ", ".join(named), "missing.count": str(skipped),
               "missing.orders": str(len(unchecked_drafts))}
@@ -280,6 +284,8 @@ def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[st
     extension: dict[str, Any] = {"missingData": list(kinds)}
     if unread_labs:
         extension["unreadLabs"] = list(unread_labs)
+    if incomplete & set(kinds):
+        extension["incompleteData"] = [k for k in kinds if k in incomplete]
     if unchecked_drafts:
         orders = template["unidentified_orders"]
         summary = orders["summary"]

@@ -52,11 +52,13 @@ def test_read_returns_the_resource(fhir_server, patient_with_25_results):
 
 
 @integration
-@pytest.mark.parametrize(("max_pages", "found"), [(3, 25), (5, 25), (2, 20)],
+@pytest.mark.parametrize(("max_pages", "found", "complete"), [(3, 25, True), (5, 25, True), (2, 20, False)],
                          ids=["three-pages-get-all", "spare-pages", "capped-at-two-pages"])
-def test_search_follows_next_links_up_to_max_pages(fhir_server, patient_with_25_results, max_pages, found):
+def test_search_follows_next_links_up_to_max_pages(fhir_server, patient_with_25_results, max_pages, found,
+                                                   complete):
     query = f"Observation?patient={patient_with_25_results}&code={FAKE_SYSTEM}|{FAKE_CODE}&_count=10"
-    results = client(fhir_server.base_url, fhir_max_pages=max_pages).search(query)
+    results, all_of_them = client(fhir_server.base_url, fhir_max_pages=max_pages).search_pages(query)
+    assert all_of_them is complete  # paging stopped with pages left: the caller must treat the rest as unknown
     assert len(results) == found
     assert len({r["id"] for r in results}) == found
     assert {r["resourceType"] for r in results} == {"Observation"}
