@@ -26,6 +26,7 @@ from .prefetch import PrefetchState, classify, render_template
 
 log = logging.getLogger(__name__)
 _MAX_REFERENCE_READS = 25
+MEDICATION_KINDS = ("medication-requests", "medication-statements")
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,16 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     references = draft_references(call.context)
     draft_medications = found_in_request(references, call.context, (r for rs in resources.values() for r in rs))
     to_read = [ref for ref in references if ref not in draft_medications and readable(ref)] if client else []
+    # the EHR may ignore _include: Medications that prefetched orders and statements reference are read too
+    medications_wanted = client is not None and bool(_unresolved_medications(resources))
+    work = bool(to_fetch or to_read or medications_wanted)
     fetched = 0
     # while it waits for a slot and for FHIR, other calls of this worker compute (cpu_gate.py)
-    with gate.released() if to_fetch or to_read else nullcontext():
+    with gate.released() if work else nullcontext():
         # past the cap, a call waits for a slot for a quarter of its budget (ordinary load queues briefly; a slow
         # FHIR server holding every slot costs the others at most that wait), then treats its FHIR data as unknown
-        holding = bool(to_fetch or to_read) and fhir_calls is not None \
-            and fhir_calls.acquire(timeout=max(0.0, settings.deadline_s / 4))
-        if (to_fetch or to_read) and fhir_calls is not None and not holding:
+        holding = work and fhir_calls is not None and fhir_calls.acquire(timeout=max(0.0, settings.deadline_s / 4))
+        if work and fhir_calls is not None and not holding:
             log.warning("%d other calls of this worker were fetching from FHIR (SPASM_CDS_FHIR_MAX_CALLS) for a "
                         "quarter of the budget; this call's FHIR data is treated as unknown", settings.fhir_max_calls)
             FHIR_CALLS_BUSY.inc()
@@ -100,8 +103,8 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                     continue
                 resources.pop(query.kind, None)
                 _unavailable(query, service, PrefetchState.BUSY, unknown)
-            to_fetch, to_read = [], []
-        if to_fetch or to_read:
+            to_fetch, to_read, work = [], [], False
+        if work:
             pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
             try:
                 futures = [(q, pool.submit(client.search_pages, url)) for q, url in to_fetch]
@@ -137,8 +140,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                 drafts_read = _medications_read(reads, "a draft order's Medication")
                 draft_medications.update(drafts_read)
                 fetched += len(drafts_read)
-                if to_fetch:
-                    fetched += _resolve_medication_references(resources, client, pool, deadline)
+                fetched += _resolve_medication_references(resources, client, pool, deadline)
             finally:
                 # fetches still running are cut (their sockets shut down), so the threads end now, not when the
                 # server lets go
@@ -148,6 +150,10 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                     fhir_calls.release()
         elif client is not None:
             client.close()
+    for kind, refs in _unresolved_medications(resources).items():
+        if kind not in unknown:  # a drug that cannot be identified may be any drug: absence proves nothing
+            query = next(q for q in service.queries if q.kind == kind)
+            _cut_short(query, f"{len(refs)} referenced Medication(s) could not be read", incomplete, unknown)
     return Gathered(resources=resources, unknown=frozenset(unknown), fetched=fetched,
                     draft_medications=MappingProxyType(draft_medications), incomplete=frozenset(incomplete))
 
@@ -197,14 +203,8 @@ def _resolve_medication_references(resources: dict[str, list[dict]], client: Fhi
     """Read referenced Medications that neither _include nor contained supplied; they are added as resources."""
     if client is None:
         return 0
-    have = {f"Medication/{r.get('id')}" for rs in resources.values() for r in rs
-            if r.get("resourceType") == "Medication"}
-    wanted: set[str] = set()
-    for kind in ("medication-requests", "medication-statements"):
-        for r in resources.get(kind, ()):
-            ref = (r.get("medicationReference") or {}).get("reference")
-            if isinstance(ref, str) and ref.startswith("Medication/") and ref not in have:
-                wanted.add(ref)
+    wanted = {ref for refs in _unresolved_medications(resources).values() for ref in refs
+              if ref.startswith("Medication/")}
     if not wanted:
         return 0
     refs = sorted(wanted)[:_MAX_REFERENCE_READS]
@@ -213,6 +213,30 @@ def _resolve_medication_references(resources: dict[str, list[dict]], client: Fhi
     read = _medications_read(futures, "a referenced Medication")
     resources.setdefault("medication-requests", []).extend(read.values())
     return len(read)
+
+
+def _unresolved_medications(resources: Mapping[str, list[dict[str, Any]]]) -> dict[str, set[str]]:
+    """Per medication kind, the medicationReference references that no Medication in the resources (nor a
+    contained one) answers: Medication/id references can be read from the server; others cannot be resolved."""
+    have = {f"Medication/{r.get('id')}" for rs in resources.values() for r in rs
+            if isinstance(r, dict) and r.get("resourceType") == "Medication"}
+    out: dict[str, set[str]] = {}
+    for kind in MEDICATION_KINDS:
+        for r in resources.get(kind, ()):
+            medication = r.get("medicationReference") if isinstance(r, dict) else None
+            ref = medication.get("reference") if isinstance(medication, dict) else None
+            if not isinstance(ref, str) or r.get("resourceType") == "Medication" \
+                    or isinstance(r.get("medicationCodeableConcept"), dict):
+                continue
+            if ref.startswith("#"):
+                contained = r.get("contained") if isinstance(r.get("contained"), list) else []
+                if any(isinstance(c, dict) and c.get("resourceType") == "Medication" and c.get("id") == ref[1:]
+                       for c in contained):
+                    continue
+            elif ref in have:
+                continue
+            out.setdefault(kind, set()).add(ref)
+    return out
 
 
 def _medications_read(futures: list[tuple[str, Future]], what: str) -> dict[str, dict[str, Any]]:

@@ -122,3 +122,38 @@ def test_fetch_mode_paging_stopped_at_its_cap_is_incomplete(one_page_service, se
     assert not work_up(cards)
     found = notice(cards)
     assert found is not None and "lab results (only part received)" in found["summary"]
+
+
+def by_reference(body: dict, medication_id: str) -> tuple[dict, dict]:
+    """The call with its atorvastatin order naming the drug by a reference to a Medication the prefetch does not
+    include (an EHR that ignores _include), and that Medication."""
+    body = copy.deepcopy(body)
+    body.pop("fhirServer", None)
+    order = next(e["resource"] for e in body["prefetch"]["medicationRequests"]["entry"]
+                 if "atorvastatin" in e["resource"]["medicationCodeableConcept"]["text"])
+    medication = {"resourceType": "Medication", "id": medication_id, "code": order.pop("medicationCodeableConcept")}
+    order["medicationReference"] = {"reference": f"Medication/{medication_id}"}
+    return body, medication
+
+
+def contributor_card(cards: list[dict]) -> dict:
+    return next(c for c in cards if c["summary"].startswith("Possible cramp contributors"))
+
+
+def test_a_medication_the_ehr_did_not_include_is_read_from_the_fhir_server(service_server, fhir_server,
+                                                                           contributors):
+    body, medication = by_reference(contributors, f"atorva-{uuid.uuid4().hex[:8]}")
+    fhir_server.load_transaction({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": medication, "request": {"method": "PUT", "url": f"Medication/{medication['id']}"}}]})
+    cards = call(service_server.url, SERVICE, {**body, "fhirServer": fhir_server.base_url})
+    assert "atorvastatin" in contributor_card(cards)["summary"]
+    assert notice(cards) is None
+
+
+def test_a_medication_that_cannot_be_read_makes_the_orders_incomplete(service_server, contributors):
+    body, _ = by_reference(contributors, "not-sent-anywhere")
+    cards = call(service_server.url, SERVICE, body)
+    summary = contributor_card(cards)["summary"]
+    assert "hydrochlorothiazide" in summary and "atorvastatin" not in summary  # what is known still counts
+    found = notice(cards)
+    assert found is not None and "medication orders (only part received)" in found["summary"]
