@@ -3,6 +3,7 @@ each with the effect of its override reason when that reason is one the service'
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,30 +18,55 @@ _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
 
-def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> tuple[FeedbackItem, ...]:
-    """The feedback items of a request, or InvalidRequest naming the first fields that are wrong (never values)."""
+@dataclass(frozen=True)
+class ParsedFeedback:
+    """The entries that can be stored, and what was wrong with each of the others (by index, never values)."""
+
+    items: tuple[FeedbackItem, ...]
+    rejected: tuple[str, ...] = ()
+
+
+def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> ParsedFeedback:
+    """The feedback items of a request. A body that is not a feedback request at all (not an object, no feedback
+    array, too many entries) raises InvalidRequest naming the first fields that are wrong (never values); so does
+    one whose every entry is wrong. Otherwise a wrong entry is left out and described, and the others are kept:
+    one malformed outcome does not throw away a clinician's other outcomes."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     try:
         errors = sorted(validator("feedback").iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
     except RecursionError:
         raise InvalidRequest("the body is nested too deeply to check") from None
-    if errors:
-        raise InvalidRequest("; ".join(_describe(e) for e in errors[:5]))
+    by_entry: dict[int, list[str]] = {}
+    for error in errors:
+        path = list(error.absolute_path)
+        if len(path) >= 2 and path[0] == "feedback" and isinstance(path[1], int):
+            by_entry.setdefault(path[1], []).append(_describe(error))
+        else:
+            raise InvalidRequest("; ".join(_describe(e) for e in errors[:5]))
     offered = {code for code, _display in service.offered_reasons}
     items = []
     for i, entry in enumerate(body["feedback"]):
+        if i in by_entry:
+            continue
+        try:
+            outcome_at_ms = _epoch_ms(entry["outcomeTimestamp"], f"feedback/{i}/outcomeTimestamp")
+        except InvalidRequest as exc:
+            by_entry[i] = [str(exc)]
+            continue
         reason = (entry.get("overrideReason") or {}).get("reason") or {}
         code = reason.get("code")
         ours = reason.get("system") == OVERRIDE_SYSTEM and code in offered
         items.append(FeedbackItem(
-            card=entry["card"], outcome=entry["outcome"],
-            outcome_at_ms=_epoch_ms(entry["outcomeTimestamp"], f"feedback/{i}/outcomeTimestamp"),
+            card=entry["card"], outcome=entry["outcome"], outcome_at_ms=outcome_at_ms,
             accepted_suggestions=tuple(s["id"] for s in entry.get("acceptedSuggestions", ())),
             reason_system=reason.get("system"), reason_code=code,
             user_comment=(entry.get("overrideReason") or {}).get("userComment"),
             effect=knowledge.override_effects.get(code) if ours else None))
-    return tuple(items)
+    rejected = tuple("; ".join(by_entry[i][:3]) for i in sorted(by_entry))
+    if not items:
+        raise InvalidRequest("; ".join(rejected[:5]))
+    return ParsedFeedback(tuple(items), rejected)
 
 
 def _epoch_ms(text: str, where: str) -> int:

@@ -9,7 +9,7 @@ from . import state
 bp = Blueprint("discovery", __name__)
 
 
-@bp.get("/cds-services")
+@bp.get("/cds-services", strict_slashes=False)  # "/cds-services/" too: EHRs are configured by hand
 def list_services() -> dict:
     """Every service this deployment offers, with the configuration options an EHR may choose (site defaults)."""
     app = state()

@@ -12,7 +12,7 @@ from . import state
 bp = Blueprint("services", __name__)
 
 
-@bp.post("/cds-services/<service_id>")
+@bp.post("/cds-services/<service_id>", strict_slashes=False)  # a trailing slash works too
 def call_service(service_id: str) -> dict[str, Any]:
     """Answer one hook call with cards (possibly none)."""
     app = state()

@@ -101,7 +101,7 @@ def feedback() -> str | tuple[str, int]:
     chosen = {k: form.get(k, "") if k in ("patient", "hook", "order") else "" for k in _CHOICES}
     try:
         service_id, body, said = _feedback_body(form)
-        result = record_feedback(service_id, body)
+        result, _rejected = record_feedback(service_id, body)  # the page sends one well-formed entry
     except PageError as exc:
         return _page(chosen, error=exc.message), exc.status
     except ServiceError as exc:

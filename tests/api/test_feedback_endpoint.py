@@ -71,8 +71,8 @@ MALFORMED = [
      "application/json", 400),
     ("reason-without-system", json.dumps({"feedback": [with_changes(
         OVERRIDDEN, overrideReason={"reason": {"code": "snooze-30d"}})]}).encode(), "application/json", 400),
-    ("one-good-one-bad", json.dumps({"feedback": [OVERRIDDEN, with_changes(ACCEPTED, outcome=None)]}).encode(),
-     "application/json", 400),
+    ("every-entry-bad", json.dumps({"feedback": [with_changes(OVERRIDDEN, outcome=None),
+                                                 {**ACCEPTED, "unknownField": 1}]}).encode(), "application/json", 400),
     ("too-many-entries", json.dumps({"feedback": [with_changes(OVERRIDDEN, outcomeTimestamp=f"2027-01-15T08:00:"
                                                                f"{i % 60:02d}Z", card=f"c-{i}")
                                                   for i in range(101)]}).encode(), "application/json", 400),
@@ -214,3 +214,21 @@ def test_with_authentication_on_feedback_needs_a_jwt(knowledge, tmp_path):
     response = app.test_client().post(PATH, json={"feedback": [OVERRIDDEN]})
     assert (response.status_code, response.data) == (401, b"")
     app.extensions["spasm_cds"].database.engine.dispose()
+
+
+def test_a_malformed_entry_is_left_out_and_named_and_the_good_ones_are_kept(client):
+    """Issue 14: one bad entry (an unknown field, a bad timestamp) no longer throws away a clinician's other
+    outcomes: they are stored, and the 200 carries an OperationOutcome naming each entry left out by index."""
+    good = with_changes(OVERRIDDEN, card="c-kept")
+    body = {"feedback": [{**ACCEPTED, "card": "c-unknown-field", "vendorField": "vendor-private-value"}, good,
+                         with_changes(OVERRIDDEN, card="c-bad-time", outcomeTimestamp="2027-02-30T08:00:00Z")]}
+    before = rows(client)
+    response = client.post(PATH, json=body)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/fhir+json")
+    issues = response.get_json()["issue"]
+    assert [i["severity"] for i in issues] == ["error", "error"]
+    assert issues[0]["diagnostics"].startswith("not stored: feedback/0")
+    assert "feedback/2/outcomeTimestamp" in issues[1]["diagnostics"]
+    assert "vendor-private-value" not in issues[0]["diagnostics"]  # fields are named, never their values
+    assert rows(client) == before + 1

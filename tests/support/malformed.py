@@ -74,6 +74,9 @@ def _bad_json() -> Iterator[Malformed]:
         yield Malformed(f"bad-json-{name}", body)
 
 
+OPTIONAL = {("prefetch",), ("fhirServer",), ("fhirAuthorization",), ("context", "encounterId")}
+
+
 def _wrong_types() -> Iterator[Malformed]:
     fields = [("hook",), ("hookInstance",), ("context",), ("prefetch",), ("fhirServer",), ("fhirAuthorization",),
               ("context", "patientId"), ("context", "userId"), ("context", "encounterId"),
@@ -88,6 +91,8 @@ def _wrong_types() -> Iterator[Malformed]:
                 continue  # an empty prefetch is well-formed (and gives 412, tested elsewhere)
             if path == ("prefetch", "conditions") and value is None:
                 continue  # null means "searched, nothing found"
+            if path in OPTIONAL and value is None:
+                continue  # an optional field may be null (tests/integration/test_lenient_requests.py)
             yield Malformed(f"wrong-type-{'.'.join(path)}-{type(value).__name__}-{json.dumps(value)[:8]}",
                             _dump(_changed(path, value)))
 
@@ -99,11 +104,14 @@ def _missing() -> Iterator[Malformed]:
     yield Malformed("missing-required-prefetch-and-no-fhir-server", _dump(_removed(("prefetch", "conditions"))))
     auth = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "c"}
     yield Malformed("fhir-authorization-without-fhir-server", _dump(_changed(("fhirAuthorization",), auth)))
-    for field in auth:
-        partial = {k: v for k, v in auth.items() if k != field}
-        doc = _changed(("fhirAuthorization",), partial)
+    # only the access token is needed; the other fields may be missing (tests/integration/test_lenient_requests.py)
+    doc = _changed(("fhirAuthorization",), {k: v for k, v in auth.items() if k != "access_token"})
+    doc["fhirServer"] = "http://127.0.0.1:9/fhir"
+    yield Malformed("fhir-authorization-missing-access_token", _dump(doc))
+    for token_type in ("Basic", "MAC", ""):
+        doc = _changed(("fhirAuthorization",), {**auth, "token_type": token_type})
         doc["fhirServer"] = "http://127.0.0.1:9/fhir"
-        yield Malformed(f"fhir-authorization-missing-{field}", _dump(doc))
+        yield Malformed(f"fhir-authorization-token-type-{token_type or 'empty'}", _dump(doc))
 
 
 def _bad_values() -> Iterator[Malformed]:
