@@ -50,12 +50,16 @@ REALM = "cds-services"
 
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """One issuer (iss) and where its keys come from: a JWKS file, or only the jku URLs listed for it."""
+    """One issuer (iss) and where its keys come from (a JWKS file, a JWKS URL, or only the jku URLs listed for it),
+    the aud values it may send besides the URL called, and the algorithms it may sign with."""
 
     issuer: str
     jwks_file: Path | None
     jku: tuple[str, ...]
     tenants: frozenset[str] | None
+    jwks_url: str | None = None
+    audiences: tuple[str, ...] = ()
+    algorithms: frozenset[str] | None = None  # None: every algorithm the service accepts (ALGORITHMS)
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def load_trusted_issuers(path: str | Path) -> dict[str, TrustedIssuer]:
                 problems.append(f"{path}: issuers.{iss}.jwks_file: {jwks_file} is not a readable JWK Set "
                                 "with at least one key that has a kid")
         issuers[iss] = TrustedIssuer(issuer=iss, jwks_file=jwks_file, jku=tuple(entry.get("jku", ())),
-                                     tenants=frozenset(entry["tenants"]) if "tenants" in entry else None)
+                                     tenants=frozenset(entry["tenants"]) if "tenants" in entry else None,
+                                     jwks_url=entry.get("jwks_url"), audiences=tuple(entry.get("audiences", ())),
+                                     algorithms=frozenset(entry["algorithms"]) if "algorithms" in entry else None)
     if problems:
         raise ValueError("\n  ".join(["SPASM_CDS_TRUSTED_ISSUERS is not valid:", *problems]))
     return issuers
@@ -245,8 +251,12 @@ class Verifier:
 
     def _check(self, token: str, header: dict[str, Any], issuer: TrustedIssuer, audience: str) -> Caller:
         alg = header["alg"]
+        if issuer.algorithms is not None and alg not in issuer.algorithms:
+            raise _Refused("alg_not_allowed")
         if issuer.jwks_file is not None:
             source = str(issuer.jwks_file)  # keys exchanged out of band: a jku in the token is never fetched
+        elif issuer.jwks_url is not None:
+            source = issuer.jwks_url  # the issuer's one published JWK Set: a jku in the token is never fetched
         else:
             source = header.get("jku")
             if source not in issuer.jku:
@@ -256,7 +266,8 @@ class Verifier:
             raise _Refused("unknown_kid")
         key = _public_key(jwk_data, alg)
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], audience=audience, issuer=issuer.issuer,
+            claims = jwt.decode(token, key, algorithms=[alg], audience=[audience, *issuer.audiences],
+                                issuer=issuer.issuer,
                                 leeway=self._leeway_s,
                                 options={"require": ["iss", "aud", "exp", "iat", "jti"], "strict_aud": False,
                                          "enforce_minimum_key_length": True})

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service import create_app
-from cds_service.auth import KeySets
+from cds_service.auth import KeySets, load_trusted_issuers
 from cds_service.settings import Settings
 from tests.conftest import REPO
 from tests.support.assertions import assert_operation_outcome
@@ -422,3 +422,65 @@ def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_
         assert full.value.headers() == {"Retry-After": "5"}
     finally:
         unreachable.engine.dispose()
+
+
+# --- per-issuer trust: audiences, algorithms, a JWK Set URL (issue 14) ------------------------------------------
+
+HAND_ISS = "https://hand-configured.example"
+
+
+@pytest.fixture(scope="module")
+def hand_jwks():
+    with JwksServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hand(hand_jwks):
+    """An EHR that publishes one JWK Set, sends no jku, signs RS384 only, and whose aud was typed by hand."""
+    issuer = rsa_issuer(iss=HAND_ISS, kid="hand-1", jku=None)
+    hand_jwks.jwks = issuer.jwks()
+    return issuer
+
+
+@pytest.fixture(scope="module")
+def per_issuer_client(tmp_path_factory, keys, hand, hand_jwks, knowledge):
+    folder = tmp_path_factory.mktemp("auth-per-issuer")
+    issuers = write_issuers(folder / "config", {
+        SANDBOX_ISS: {"jwks_file": "sandbox-jwks.json"},
+        HAND_ISS: {"jwks_url": hand_jwks.url, "audiences": [BASE, f"{BASE}/"], "algorithms": ["RS384"]},
+    }, jwks_files={"sandbox-jwks.json": keys["sandbox"].jwks()})
+    settings = Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", public_url=BASE,
+                        trusted_issuers=str(issuers), jwks_min_refetch_s=0.0)
+    return create_app(settings, knowledge).test_client()
+
+
+@pytest.mark.parametrize("aud", [DISCOVERY, BASE, f"{BASE}/"], ids=["called-url", "base-url", "base-url-slash"])
+def test_an_issuer_may_send_the_audiences_listed_for_it(per_issuer_client, hand, aud):
+    assert call(per_issuer_client, hand.token(aud)).status_code == 200
+
+
+def test_listed_audiences_are_that_issuers_only(per_issuer_client, keys, hand, auth_log):
+    assert call(per_issuer_client, hand.token(f"{DISCOVERY}/x")).status_code == 401  # not listed
+    assert call(per_issuer_client, keys["sandbox"].token(BASE)).status_code == 401  # another issuer
+    assert "JWT refused: wrong_aud" in auth_log.text
+
+
+def test_keys_come_from_the_issuers_jwks_url_and_a_jku_in_the_token_is_never_fetched(per_issuer_client, hand,
+                                                                                      hand_jwks, attacker_jwks):
+    before = len(attacker_jwks.seen)
+    token = hand.token(DISCOVERY, header={"jku": attacker_jwks.url})
+    assert call(per_issuer_client, token).status_code == 200
+    assert len(attacker_jwks.seen) == before and "/jwks.json" in hand_jwks.seen
+
+
+def test_an_algorithm_not_listed_for_the_issuer_is_refused(per_issuer_client, auth_log):
+    impostor = ec_issuer(iss=HAND_ISS, kid="hand-1", jku=None)  # ES384 is accepted by the service, not for this iss
+    assert call(per_issuer_client, impostor.token(DISCOVERY)).status_code == 401
+    assert "JWT refused: alg_not_allowed" in auth_log.text
+
+
+def test_a_trusted_issuers_file_with_two_key_sources_is_refused(tmp_path, hand_jwks):
+    path = write_issuers(tmp_path, {HAND_ISS: {"jwks_url": hand_jwks.url, "jku": [hand_jwks.url]}})
+    with pytest.raises(ValueError, match="SPASM_CDS_TRUSTED_ISSUERS is not valid"):
+        load_trusted_issuers(path)
