@@ -120,14 +120,22 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
         knowledge.missing_data_card.get("unread_lab") else ()
     if knowledge.missing_data_card and (evaluation.unchecked_drafts or unread
                                         or (evaluation.silenced and missing_data)):
-        cards.append(_missing_data_card(knowledge, hook_instance, missing_data if evaluation.silenced else (),
+        cards.append(_missing_data_card(knowledge, hook_instance, patient_id,
+                                        missing_data if evaluation.silenced else (),
                                         len(evaluation.silenced), evaluation.unchecked_drafts, unread, incomplete))
     return cards
 
 
+def card_id(hook_instance: str, patient_id: str, key: str) -> str:
+    """A card's uuid: stable for the same hook instance, patient and finding (so a repeat is the same card), and
+    different for another patient even when an EHR reuses a hookInstance (feedback must never reach the wrong
+    patient's card)."""
+    return str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{patient_id}|{key}"))
+
+
 def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id: str) -> dict[str, Any]:
     rule = finding.rule
-    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{finding.key}"))
+    card_uuid = card_id(hook_instance, patient_id, finding.key)
     names, dx = knowledge.proper_names, _diagnoses(rule)
     summary = _clip(fill(rule.card.summary, finding.fields, names, diagnoses=dx), knowledge.max_summary_chars)
     detail = f"{fill(rule.card.detail, finding.fields, names, diagnoses=dx)}\n\n{_cite(rule.sources, knowledge)}"
@@ -172,7 +180,7 @@ def _order_card(draft_id: str, findings: list[Finding], knowledge: Knowledge, ho
     sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
     detail = "\n\n".join([fill(template["detail"], fields), *_sections(findings, knowledge),
                            _cite(sources, knowledge)])
-    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|order:{draft_id}"))
+    card_uuid = card_id(hook_instance, patient_id, f"order:{draft_id}")
     rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, first.rule.severity, detail, knowledge, first.rule.sources[0],
                   (RULE_TOPIC_SYSTEM, first.rule.id, first.rule.title),
@@ -194,7 +202,7 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
     sources = tuple(dict.fromkeys(s for f in findings for s in f.rule.sources))
     intro = fill(template["detail"], {"group.count": str(len(findings))})
     detail = "\n\n".join([intro, *_sections(findings, knowledge), _cite(sources, knowledge)])
-    card_uuid = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|group:{group}"))
+    card_uuid = card_id(hook_instance, patient_id, f"group:{group}")
     rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, findings[0].rule.severity, detail, knowledge, findings[0].rule.sources[0],
                   (GROUP_TOPIC_SYSTEM, group, group), {"group": group, "rules": rules,
@@ -263,13 +271,17 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
                 removals.setdefault(draft_id, f.fields.get("draft.name", "the drug"))
     suggestions = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card["uuid"], reason)
                    for cid, reason in wanted.items()]
-    suggestions += [remove_draft_suggestion(draft_id, name, card["uuid"]) for draft_id, name in removals.items()]
+    # a draft without an id cannot be named in a delete action ("MedicationRequest/" would delete nothing, or the
+    # wrong thing): the card still warns, without the button
+    suggestions += [remove_draft_suggestion(draft_id, name, card["uuid"]) for draft_id, name in removals.items()
+                    if draft_id]
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one" if removals and not wanted else "any"
 
 
-def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[str, ...], skipped: int,
+def _missing_data_card(knowledge: Knowledge, hook_instance: str, patient_id: str, kinds: tuple[str, ...],
+                       skipped: int,
                        unchecked_drafts: tuple[str, ...] = (), unread_labs: tuple[str, ...] = (),
                        incomplete: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The notice: which data could not be retrieved or read, or (first, being about the order itself) which draft
@@ -292,7 +304,7 @@ def _missing_data_card(knowledge: Knowledge, hook_instance: str, kinds: tuple[st
         detail = f"{orders['detail']}\n\n{detail}" if named else orders["detail"]
         extension.update({"missingData": [*kinds, "draft-orders"], "uncheckedOrders": list(unchecked_drafts)})
     return {
-        "uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|missing-data")),
+        "uuid": card_id(hook_instance, patient_id, "missing-data"),
         "summary": _clip(fill(summary, fields), knowledge.max_summary_chars),
         "indicator": "info",
         "detail": fill(detail, fields),
