@@ -176,7 +176,7 @@ class Tally:
             ours = card.get("extension", {}).get(EXTENSION_KEY, {})
             self.indicators[card["indicator"]] += 1
             summary = card["summary"]
-            if len(summary) > SUMMARY_LIMIT or summary.endswith("…") or "{" in summary:
+            if len(summary) >= SUMMARY_LIMIT or summary.endswith("…") or "{" in summary:
                 self.problems.append(f"{name}: summary too long, clipped or unfilled ({len(summary)}): {summary!r}")
             if "missingData" in ours:
                 self.missing_data_cards += 1
