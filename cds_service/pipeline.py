@@ -35,7 +35,7 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     `fhir_calls` bounds the calls of this process fetching from FHIR at once, and the call steps out of the CPU
     `gate` while it fetches (gather_resources)."""
     call = parse_hook_request(body, service)
-    gathered = gather_resources(call, service, settings, fhir_calls, gate)
+    gathered = gather_resources(call, service, settings, fhir_calls, gate, today)
     conditions = condition_facts(gathered.resources, knowledge.terminology, today)
     if not passes_gate(service.gate_conditions, conditions):
         log.info("service %s: relevance gate closed; no cards", service.id)

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import date
 from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -45,7 +46,8 @@ class Gathered:
 
 
 def gather_resources(call: HookCall, service: Service, settings: Settings,
-                     fhir_calls: threading.Semaphore | None = None, gate: CpuGate = OPEN) -> Gathered:
+                     fhir_calls: threading.Semaphore | None = None, gate: CpuGate = OPEN,
+                     today: date | None = None) -> Gathered:
     """Decide per prefetch key (use / null / OperationOutcome / absent), fetch what is missing in parallel.
 
     The fetches run on threads of this call's own, and every FHIR connection is cut when the time budget is
@@ -75,7 +77,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
         if state is PrefetchState.EMPTY:
             resources[query.kind] = []
             continue
-        url = render_template(query.template, call)
+        url = render_template(query.template, call, today)
         if client is None or url is None:
             _unavailable(query, service, state, unknown)
             continue

@@ -258,6 +258,7 @@ def _check_cases(entries, rules: dict[str, Rule], cases: list[Case]) -> list[str
 
 
 def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
+    from ..gather.prefetch import unknown_tokens  # here: the gather package imports the loader, which imports lint
     problems: list[str] = []
     groups = {r.group for r in rules.values()}
     seen: Counter[str] = Counter(s["id"] for s in doc["services"])
@@ -270,6 +271,11 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
         for code in codes:
             if code not in catalogue:
                 problems.append(f"{where}: {code!r} is not in the override_reasons catalogue")
+    for kind, query in (doc.get("data") or {}).items():
+        for token in unknown_tokens(str(query.get("template", ""))):
+            problems.append(f"cards/services.yaml: data.{kind}.template: {token} is not a token this service fills "
+                            "(context.patientId/userId/encounterId, the user* ids, today() with an optional +/- N "
+                            "days/weeks/months/years)")
     for i, s in enumerate(doc["services"]):
         where = f"cards/services.yaml: services[{i}]"
         if seen[s["id"]] > 1:
@@ -285,6 +291,11 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
         for code in s.get("override_reasons", ()):
             if code not in codes:
                 problems.append(f"{where}.override_reasons: {code!r} is not in the override_reasons catalogue")
+        for key, template in (s.get("prefetch") or {}).items():
+            for token in unknown_tokens(str(template)):
+                problems.append(f"{where}.prefetch.{key}: {token} is not a token this service fills (context."
+                                "patientId/userId/encounterId, the user* ids, today() with an optional +/- N "
+                                "days/weeks/months/years)")
         for kind in s.get("required_data", ()):
             if kind not in VALID_DATA_KINDS:
                 problems.append(f"{where}.required_data: {kind!r} is not one of {sorted(VALID_DATA_KINDS)}")
@@ -383,9 +394,9 @@ def _check_notice(template: dict | None, policy: dict) -> list[str]:
             if pattern.search(text):
                 problems.append(f"{where}: says {pattern.pattern!r}, which policy forbids: {why}")
     summary = PLACEHOLDER.sub("99", orders.get("summary", ""))
-    if len(summary) > policy.get("max_summary_chars", 140):
+    if len(summary) > policy.get("max_summary_chars", 139):
         problems.append(f"cards/services.yaml: missing_data_card.unidentified_orders.summary: {len(summary)} "
-                        f"characters once filled in; at most {policy.get('max_summary_chars', 140)}")
+                        f"characters once filled in; at most {policy.get('max_summary_chars', 139)}")
     return problems
 
 

@@ -195,7 +195,15 @@ def notice_summary_too_long(root):
         summary="Not checked: {missing.orders} " + "very " * 30 + "long"))
 
 
+def template_has_a_token_the_service_cannot_fill(root):
+    edit(root, SERVICES, lambda d: d["data"]["observations"].update(
+        template=d["data"]["observations"]["template"] + "&date=ge{{today - 90 days}}"))
+
+
 BROKEN = [
+    (template_has_a_token_the_service_cannot_fill,
+     f"{SERVICES}: data.observations.template: {{{{today - 90 days}}}} is not a token this service fills "
+     "(context.patientId/userId/encounterId, the user* ids, today() with an optional +/- N days/weeks/months/years)"),
     (rule_id_differs_from_file_name,
      f"{RULE}: id: 'examplinol-renamed' must equal the file name 'examplinol-low-examplium'"),
     (concept_id_differs_from_file_name,
@@ -268,7 +276,7 @@ BROKEN = [
     (dosing_table_cites_an_unknown_source,
      "mappings/dosing.yaml: sources[0]: 'no-such-source' is not in cards/sources.yaml"),
     (notice_summary_too_long,
-     f"{SERVICES}: missing_data_card.unidentified_orders.summary: 170 characters once filled in; at most 140"),
+     f"{SERVICES}: missing_data_card.unidentified_orders.summary: 170 characters once filled in; at most 139"),
 ]
 
 

@@ -1,11 +1,12 @@
 """Prefetch: {{token}} rendering from the hook context and user, and what the EHR sent under each key."""
 from __future__ import annotations
 
+from datetime import date
 from types import MappingProxyType
 
 import pytest
 
-from cds_service.gather.prefetch import PrefetchState, classify, render_template
+from cds_service.gather.prefetch import PrefetchState, classify, render_template, unknown_tokens
 from cds_service.hook_request import HookCall
 
 PATIENT = {"resourceType": "Patient", "id": "p1"}
@@ -73,3 +74,23 @@ OBSERVATIONS = [{"resourceType": "Observation", "id": f"o{i}", "status": "final"
 def test_prefetch_value_is_classified(prefetch, state, resources):
     assert classify(prefetch, "k") == (state, resources)
 
+
+
+@pytest.mark.parametrize("token, rendered", [
+    ("{{today()}}", "2026-03-31"), ("{{ today() }}", "2026-03-31"), ("{{today() - 90 days}}", "2025-12-31"),
+    ("{{today() - 3 weeks}}", "2026-03-10"), ("{{today() - 1 month}}", "2026-02-28"),
+    ("{{today() + 2 years}}", "2028-03-31"), ("{{today() - 1 year}}", "2025-03-31")])
+def test_date_tokens_are_filled_as_fhir_dates(token, rendered):
+    call = HookCall("patient-view", "h", "p1", "Practitioner/u1", MappingProxyType({"patientId": "p1"}),
+                    MappingProxyType({}), None, None, MappingProxyType({}))
+    assert render_template(f"Observation?date=ge{token}", call, date(2026, 3, 31)) == f"Observation?date=ge{rendered}"
+    assert unknown_tokens(token) == []
+
+
+@pytest.mark.parametrize("token", ["{{today}}", "{{today() - 90 fortnights}}", "{{context.foo}}", "{{now()}}",
+                                   "{{patientId}}"])
+def test_a_token_the_service_cannot_fill_leaves_the_query_unrendered_and_is_named(token):
+    call = HookCall("patient-view", "h", "p1", "Practitioner/u1", MappingProxyType({"patientId": "p1"}),
+                    MappingProxyType({}), None, None, MappingProxyType({}))
+    assert render_template(f"Observation?x={token}", call, date(2026, 3, 31)) is None  # never sent half-filled
+    assert unknown_tokens(f"Observation?patient={{{{context.patientId}}}}&x={token}") == [token]
