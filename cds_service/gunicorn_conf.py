@@ -33,3 +33,17 @@ def pre_fork(server, worker) -> None:
     GC headers)."""
     gc.collect()
     gc.freeze()
+
+
+def post_worker_init(worker) -> None:
+    """In each new worker, before its first call: open its database connection (connections are not shared across
+    fork) and run the card memory's read once, so the first hook call does not pay for connecting and compiling
+    (bench/startup.py, docs/performance.md). A database that is down now is not an error here: calls handle it."""
+    state = worker.wsgi.extensions.get("spasm_cds") if hasattr(worker.wsgi, "extensions") else None
+    if state is None or state.memory is None:
+        return
+    try:
+        state.database.ping()
+        state.memory.recall("warm-up", "warm-up", "warm-up", 0, "warm-up", "warm-up", 0, "warm-up")
+    except Exception:  # noqa: BLE001 - a warm-up must never stop a worker
+        pass
