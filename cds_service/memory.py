@@ -39,3 +39,4 @@ class IssuedCard:
     fingerprint: str
     rules: dict[str, str]  # rule id -> finding fingerprint
     indicator: str
+    rule_versions: dict[str, int] = field(default_factory=dict)  # rule id -> version (revision 0005)

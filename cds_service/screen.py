@@ -106,7 +106,8 @@ class Screening:
         if self.memory is None or self.recall is None:
             return  # no memory, or it could not be read: recording now would only fail or mislead
         issued = [IssuedCard(c["uuid"], card_key(c), self._card_fingerprint(c, _rules_of(c)),
-                             {r: self._fingerprint(c, r) for r in _rules_of(c)}, c["indicator"]) for c in cards]
+                             {r: self._fingerprint(c, r) for r in _rules_of(c)}, c["indicator"],
+                             dict(c["extension"][EXTENSION_KEY].get("ruleVersions") or {})) for c in cards]
         try:
             self.memory.record(issued, self.service.id, self.call.hook, self.call.hook_instance,
                                self.call.patient_id, self.patient_key, self.context_key, self.user_key)

@@ -309,7 +309,7 @@ def _build_rules(entries, concepts, units, problems, dose_unit: str = "") -> dic
             id=doc["id"], group=group, title=doc["title"], hooks=tuple(doc["hooks"]),
             severity=doc["grading"]["severity"], evidence=doc["grading"]["evidence"],
             sources=tuple(doc["sources"]), rationale=doc["rationale"].strip(),
-            include=crit["include"], exclude=crit["exclude"],
+            include=crit["include"], exclude=crit["exclude"], version=int(doc.get("version", 1)),
             card=CardTemplate(summary=card["summary"].strip(), detail=card["detail"].strip(),
                               suggest_missing_labs=bool(card.get("suggest_missing_labs")),
                               links=tuple((link["label"], link["url"]) for link in card.get("links", ())),

@@ -131,6 +131,7 @@ class Rule:
     include: tuple[Criterion, ...]
     exclude: tuple[Criterion, ...]
     card: CardTemplate
+    version: int = 1  # raised when what the rule decides or says changes
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id
     names, dx = knowledge.proper_names, _diagnoses(rule)
     summary = _clip(fill(rule.card.summary, finding.fields, names, diagnoses=dx), knowledge.max_summary_chars)
     detail = f"{fill(rule.card.detail, finding.fields, names, diagnoses=dx)}\n\n{_cite(rule.sources, knowledge)}"
-    extension: dict[str, Any] = {"rule": rule.id, "rules": [rule.id], "evidence": rule.evidence}
+    extension: dict[str, Any] = {"rule": rule.id, "rules": [rule.id], "ruleVersions": {rule.id: rule.version},
+                                 "evidence": rule.evidence}
     if finding.drafts:
         extension["order"] = finding.drafts[0]
     card = _frame(card_uuid, summary, rule.severity, detail, knowledge, rule.sources[0],
@@ -184,7 +185,8 @@ def _order_card(draft_id: str, findings: list[Finding], knowledge: Knowledge, ho
     rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, first.rule.severity, detail, knowledge, first.rule.sources[0],
                   (RULE_TOPIC_SYSTEM, first.rule.id, first.rule.title),
-                  {"order": draft_id, "rules": rules, "evidence": {f.rule.id: f.rule.evidence for f in findings}})
+                  {"order": draft_id, "rules": rules, "ruleVersions": {f.rule.id: f.rule.version for f in findings},
+                   "evidence": {f.rule.id: f.rule.evidence for f in findings}})
     _add_suggestions(card, findings, knowledge, patient_id)
     return card
 
@@ -205,8 +207,9 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
     card_uuid = card_id(hook_instance, patient_id, f"group:{group}")
     rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, findings[0].rule.severity, detail, knowledge, findings[0].rule.sources[0],
-                  (GROUP_TOPIC_SYSTEM, group, group), {"group": group, "rules": rules,
-                                                       "evidence": {f.rule.id: f.rule.evidence for f in findings}})
+                  (GROUP_TOPIC_SYSTEM, group, group),
+                  {"group": group, "rules": rules, "ruleVersions": {f.rule.id: f.rule.version for f in findings},
+                   "evidence": {f.rule.id: f.rule.evidence for f in findings}})
     _add_suggestions(card, findings, knowledge, patient_id)
     return card
 

@@ -98,7 +98,8 @@ class CardMemory:
         now = self.now()
         rows: list[dict[str, Any]] = [
             {"card_uuid": c.card_uuid, "service_id": service_id, "hook": hook, "hook_instance": hook_instance,
-             "card_key": c.card_key, "fingerprint": c.fingerprint, "rules": c.rules, "indicator": c.indicator,
+             "card_key": c.card_key, "fingerprint": c.fingerprint, "rules": c.rules,
+             "rule_versions": c.rule_versions or None, "indicator": c.indicator,
              "patient_key": patient_key, "context_key": context_key, "user_key": user_key,
              "patient_id": patient_id if self._store_patient_ids else None, "issued_at": now} for c in cards]
         if not rows:

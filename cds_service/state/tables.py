@@ -44,6 +44,7 @@ class CardIssued(Base):
     card_key: Mapped[str] = mapped_column(String(200), nullable=False)  # rule id, group:<name> or missing-data
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)  # of the card's triggering data
     rules: Mapped[dict] = mapped_column(JSON, nullable=False)  # rule id -> fingerprint of its finding
+    rule_versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # rule id -> version (0005)
     indicator: Mapped[str] = mapped_column(String(16), nullable=False)
     patient_key: Mapped[str] = mapped_column(String(64), nullable=False)
     context_key: Mapped[str] = mapped_column(String(64), nullable=False)  # patient, user and encounter

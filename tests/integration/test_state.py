@@ -461,3 +461,15 @@ def test_after_a_database_failure_the_memory_is_not_tried_again_for_a_second(dat
     issue(memory, "p1", card)
     assert count(database, CardIssued) == 1
     assert recall_of(memory, "p1", "svc", "h2", 0).last_shown == {("rule-a", "fp"): memory.now()}
+
+
+def test_cards_issued_keep_the_version_of_each_rule(database_url, open_db):
+    """Revision 0005: the rule versions a card was issued under are stored with it (NULL for rows from before)."""
+    database = open_db(database_url)
+    memory = memory_at(database, [1_000_000.0])
+    issue(memory, "p1", IssuedCard("uuid-v2", "rule-a", "fp", {"rule-a": "fp", "rule-b": "fp2"}, "warning",
+                                   {"rule-a": 2, "rule-b": 1}))
+    issue(memory, "p1", IssuedCard("uuid-unversioned", "rule-c", "fp", {"rule-c": "fp"}, "info"))
+    with database.engine.connect() as conn:
+        rows = dict(conn.execute(select(CardIssued.card_uuid, CardIssued.rule_versions)).all())
+    assert rows == {"uuid-v2": {"rule-a": 2, "rule-b": 1}, "uuid-unversioned": None}

@@ -357,3 +357,28 @@ def test_bundled_policy_refuses_doses_quinine_and_regenerative_products(tree, un
 def test_bundled_policy_lets_lab_values_through(tree, units, detail):
     with_bundled_policy(tree, detail)
     load_knowledge(tree, units)
+
+
+def test_a_rule_carries_its_version_onto_its_cards(tree, units):
+    """Issue 16: a rule's `version` (default 1) is on the rule and in the extension of every card it shows, so
+    feedback and cards issued can be told apart once the rule changes; 0 is refused."""
+    from datetime import date
+
+    from cds_service.case_runner import build_request, service_for
+    from cds_service.pipeline import respond
+    from cds_service.render.cards import EXTENSION_KEY
+    from cds_service.settings import Settings
+
+    assert load_knowledge(tree, units).rules["examplinol-low-examplium"].version == 1
+    edit(tree, RULE, lambda d: d.update(version=2))
+    knowledge = load_knowledge(tree, units)
+    assert knowledge.rules["examplinol-low-examplium"].version == 2
+    case = next(c for c in knowledge.cases if c.expect == "card")
+    service = service_for(knowledge, case)
+    cards = respond(build_request(knowledge, case, service, date.today()), service, knowledge,
+                    Settings(knowledge_dir=tree), date.today())["cards"]
+    versions = [c["extension"][EXTENSION_KEY].get("ruleVersions") for c in cards if "rules" in c["extension"][
+        EXTENSION_KEY]]
+    assert versions and all(v == {"examplinol-low-examplium": 2} for v in versions)
+    edit(tree, RULE, lambda d: d.update(version=0))
+    assert any("version" in p for p in problems_of(tree, units))
