@@ -24,6 +24,8 @@ KIND_FIELDS = {
 DOSE_FIELDS = {"daily_dose"}  # what a medication or draft-order criterion with a daily_dose test adds
 _DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab",
                    "draft-order": "medication"}
+# the hookVersion of each hook definition this service answers (CDS Hooks library, hooks at version 1.0)
+HOOK_VERSIONS = {"patient-view": "1.0", "order-select": "1.0", "order-sign": "1.0"}
 VALID_DATA_KINDS = {"patient", "medication-requests", "medication-statements", "conditions", "observations"}
 
 
@@ -296,6 +298,9 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
                 problems.append(f"{where}.prefetch.{key}: {token} is not a token this service fills (context."
                                 "patientId/userId/encounterId, the user* ids, today() with an optional +/- N "
                                 "days/weeks/months/years)")
+        if "hookVersion" in s and HOOK_VERSIONS.get(s["hook"], s["hookVersion"]) != s["hookVersion"]:
+            problems.append(f"{where}.hookVersion: {s['hookVersion']!r} is not the version of the {s['hook']} hook "
+                            f"definition ({HOOK_VERSIONS[s['hook']]})")
         for kind in s.get("required_data", ()):
             if kind not in VALID_DATA_KINDS:
                 problems.append(f"{where}.required_data: {kind!r} is not one of {sorted(VALID_DATA_KINDS)}")

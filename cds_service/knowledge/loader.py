@@ -398,5 +398,6 @@ def _build_services(doc, rules, concepts, systems, options: dict[str, ConfigOpti
             deduplicate=bool(s.get("deduplicate")),
             skip_shown_at=((s["skip_cards_shown_at"]["service"], s["skip_cards_shown_at"]["within_minutes"])
                            if "skip_cards_shown_at" in s else None),
-            configuration=tuple(options[code] for code in s.get("configuration", ()) if code in options))
+            configuration=tuple(options[code] for code in s.get("configuration", ()) if code in options),
+            hook_version=s.get("hookVersion"), specification_version=doc.get("specification_version"))
     return services

@@ -229,6 +229,8 @@ class Service:
     deduplicate: bool = False  # repeat_windows apply to its cards
     skip_shown_at: tuple[str, int] | None = None  # (order-select service id, minutes)
     configuration: tuple[ConfigOption, ...] = ()
+    hook_version: str | None = None  # CDS Hooks 3.0 discovery: the hook definition's version it implements
+    specification_version: str | None = None  # CDS Hooks 3.0 discovery `version`: the spec version implemented
 
     def reasons_for(self, rule_group: str) -> tuple[tuple[str, str], ...]:
         """The override reasons a card of this rule folder offers."""
@@ -248,6 +250,10 @@ class Service:
                                  "description": self.description, "prefetch": dict(self.prefetch)}
         if self.usage_requirements:
             entry["usageRequirements"] = self.usage_requirements
+        if self.specification_version:
+            entry["version"] = self.specification_version
+        if self.hook_version:
+            entry["hookVersion"] = self.hook_version
         if self.configuration:
             defaults = defaults or {}
             entry["extension"] = {CONFIGURATION_OPTIONS_KEY: [o.advertised(defaults.get(o.code, o.default))

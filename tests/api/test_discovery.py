@@ -41,3 +41,11 @@ def test_discovery_entries_have_no_empty_fields(client):
     for service in client.get("/cds-services").get_json()["services"]:
         for key, value in service.items():
             assert value not in (None, "", [], {}), key
+
+
+def test_discovery_advertises_the_spec_and_hook_versions_of_cds_hooks_3(client):
+    """CDS Hooks 3.0 discovery fields, from cards/services.yaml: `version` (the spec implemented) and `hookVersion`
+    (the hook definition implemented); 2.0 clients ignore them."""
+    services = client.get("/cds-services").get_json()["services"]
+    assert {(s["hook"], s["version"], s["hookVersion"]) for s in services} == {
+        ("patient-view", "2.0.1", "1.0"), ("order-select", "2.0.1", "1.0"), ("order-sign", "2.0.1", "1.0")}

@@ -200,7 +200,13 @@ def template_has_a_token_the_service_cannot_fill(root):
         template=d["data"]["observations"]["template"] + "&date=ge{{today - 90 days}}"))
 
 
+def service_claims_a_hook_version_that_does_not_exist(root):
+    edit(root, SERVICES, lambda d: d["services"][0].update(hookVersion="2.0"))
+
+
 BROKEN = [
+    (service_claims_a_hook_version_that_does_not_exist,
+     f"{SERVICES}: services[0].hookVersion: '2.0' is not the version of the patient-view hook definition (1.0)"),
     (template_has_a_token_the_service_cannot_fill,
      f"{SERVICES}: data.observations.template: {{{{today - 90 days}}}} is not a token this service fills "
      "(context.patientId/userId/encounterId, the user* ids, today() with an optional +/- N days/weeks/months/years)"),
