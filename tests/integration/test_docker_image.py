@@ -1,7 +1,8 @@
 """The Docker image, built from this checkout with podman on a local python:3.11-slim stand-in
 (tests/support/container_image.py) and run on 127.0.0.1: it serves behind nginx, refuses calls without a JWT and
-answers a signed one (authentication is on in the image), runs as a non-root user, stops at start in one line without
-SPASM_CDS_PUBLIC_URL, and its HEALTHCHECK passes, on the port SPASM_CDS_PORT names.
+answers a signed one (authentication is on in the image), runs as a non-root user, holds the dependencies at the
+versions requirements.lock pins, stops at start in one line without SPASM_CDS_PUBLIC_URL, and its HEALTHCHECK
+passes, on the port SPASM_CDS_PORT names.
 
 Skipped only where podman cannot run (not installed and not installable, or no user namespaces), and never under CI,
 whose install phase (.ci/run) installs podman and makes the base image. Bounded: the first build takes about a minute
@@ -123,6 +124,13 @@ def test_the_service_runs_as_a_non_root_user(served):
     # every process in the container, nginx's workers included
     ps = served.exec("sh", "-c", "for p in /proc/[0-9]*; do awk '/^Uid:/ {print $2}' $p/status; done")
     assert ps.returncode == 0 and ps.stdout.split() and "0" not in ps.stdout.split(), ps.stdout
+
+
+def test_the_image_holds_exactly_the_locked_dependencies(served):
+    frozen = served.exec("pip", "freeze", "--exclude", "spasm-cds")
+    assert frozen.returncode == 0, frozen.stderr
+    lock = (REPO / "requirements.lock").read_text(encoding="utf-8").splitlines()
+    assert sorted(frozen.stdout.split()) == sorted(line for line in lock if line.strip() and not line.startswith("#"))
 
 
 def test_the_healthcheck_passes(served):
