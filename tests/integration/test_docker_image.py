@@ -23,7 +23,7 @@ import pytest
 
 from cds_service.case_runner import build_request, service_for
 from tests.support.container_image import (Container, PodmanUnavailable, build_image, ensure_base_image,
-                                           ensure_podman)
+                                           ensure_podman, remove_stale_containers)
 from tests.support.jwt_issuer import SANDBOX_ISS, ec_issuer, write_issuers
 from tests.support.loopback import http_request
 
@@ -43,6 +43,7 @@ def image() -> str:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"podman cannot run here: {error}")
+    remove_stale_containers()
     ensure_base_image()
     build_image(REPO, TAG)
     return TAG

@@ -32,6 +32,7 @@ BASE_IMAGE = "docker.io/library/python:3.11-slim"
 # bumped whenever the recipe below changes, so that an older stand-in is made again
 BASE_RECIPE = "spasm-cds-debootstrap-1"
 BASE_LABEL = "org.spasm-cds.base-recipe"
+TEST_LABEL = "org.spasm-cds.test=1"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # what the base adds to minbase: python3.11 with venv/ensurepip (python3.11-venv needs python3.11-distutils,
@@ -119,6 +120,20 @@ def ensure_podman() -> None:
         max_namespaces = 1
     if max_namespaces == 0:
         raise PodmanUnavailable("user namespaces are off (user.max_user_namespaces = 0)")
+    info = podman("info", "--format", "{{.Host.OCIRuntime.Name}}", check=False, timeout_s=60)
+    if info.returncode != 0:
+        raise PodmanUnavailable(f"podman info exited {info.returncode}: {info.stderr.strip()[-500:]}")
+
+
+def remove_stale_containers() -> None:
+    """Remove the test containers a killed test run left behind (their names carry the pid of a process that is
+    gone), so that they hold no port or memory; those of runs still going are left alone."""
+    found = podman("ps", "--all", "--filter", f"label={TEST_LABEL}", "--format", "{{.Names}}", check=False,
+                   timeout_s=60)
+    for name in found.stdout.split():
+        pid = name.split("-")[-2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            podman("rm", "--force", "--time", "5", name, check=False, timeout_s=60)
 
 
 def host_mirror() -> str:
@@ -234,7 +249,7 @@ class Container:
         env = [arg for key, value in self.env.items() for arg in ("--env", f"{key}={value}")]
         mounts = [arg for volume in self.volumes for arg in ("--volume", volume)]
         try:
-            podman("run", "--detach", "--name", self.name, "--label", "org.spasm-cds.test=1", *ulimits(), *env,
+            podman("run", "--detach", "--name", self.name, "--label", TEST_LABEL, *ulimits(), *env,
                    *mounts, "--publish", f"127.0.0.1:{self.port}:{self.port_inside}", self.image, timeout_s=120)
         except BaseException:
             self.__exit__(None, None, None)
