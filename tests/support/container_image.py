@@ -39,7 +39,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # which only python3-distutils provides: debootstrap does not resolve virtual packages), and the CA bundle for pip
 BASE_PACKAGES = ("python3.11", "python3.11-venv", "python3-distutils", "ca-certificates")
 # podman with runc; uidmap, fuse-overlayfs and slirp4netns for rootless use; netavark, aardvark-dns and the CNI
-# plugins for its networks; catatonit as --init; debootstrap for the base image
+# plugins for its networks; catatonit for --init; debootstrap for the base image
 PACKAGES = ("podman", "runc", "conmon", "uidmap", "fuse-overlayfs", "slirp4netns", "netavark", "aardvark-dns",
             "containernetworking-plugins", "catatonit", "debootstrap")
 PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file")
@@ -50,14 +50,13 @@ _LOCK = Path(tempfile.gettempdir()) / "spasm-cds-container-image.lock"
 
 
 class PodmanUnavailable(RuntimeError):
-    """podman is missing and cannot be installed here, or cannot run containers (no user namespaces)."""
+    """podman is missing and cannot be installed here, or cannot work (no user namespaces, podman info fails)."""
 
 
-def podman(*args: str, timeout_s: float = 120.0, check: bool = True, input_bytes: bytes | None = None,
-           stdin=None) -> subprocess.CompletedProcess[str]:
+def podman(*args: str, timeout_s: float = 120.0, check: bool = True,
+           stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
     """Run one podman command (runc, cgroupfs, file events) with its output captured; raise on failure if check."""
-    done = subprocess.run([*PODMAN, *args], capture_output=True, timeout=timeout_s, input=input_bytes,
-                          stdin=stdin if input_bytes is None else None)
+    done = subprocess.run([*PODMAN, *args], capture_output=True, timeout=timeout_s, stdin=stdin)
     result = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
                                          done.stderr.decode(errors="replace"))
     if check and result.returncode != 0:
@@ -97,9 +96,10 @@ def _run_logged(command: list[str], timeout_s: float, env: dict[str, str] | None
 
 def ensure_podman() -> None:
     """Install podman, runc, debootstrap and podman's helpers from Debian when any is missing (root only), then
-    check that podman can run a container at all.
+    check that user namespaces are on and `podman info` works.
 
-    Raises PodmanUnavailable when they are missing and cannot be installed, or user namespaces are off."""
+    Raises PodmanUnavailable when they are missing and cannot be installed, user namespaces are off, or podman
+    cannot work here."""
     if _missing_tools():
         if os.geteuid() != 0:
             raise PodmanUnavailable(f"not installed and only root can install them: {' '.join(_missing_tools())}")
