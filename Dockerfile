@@ -19,9 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SPASM_CDS_TRY_IT=off
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY cds_service ./cds_service
-RUN pip install --no-cache-dir . \
+# the dependencies at the versions requirements.lock pins, so that a rebuild installs what was tested
+RUN pip install --no-cache-dir --constraint requirements.lock . \
     && useradd --system --home-dir /var/lib/spasm-cds --create-home spasm
 COPY cards ./cards
 COPY mappings ./mappings
