@@ -40,16 +40,23 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's cds_service and tests.support, whatever the working directory
 
+from bench.fhir_standin import FhirStandIn  # noqa: E402
 from cds_service.case_runner import build_request  # noqa: E402
 from cds_service.knowledge.loader import load_knowledge  # noqa: E402
 from cds_service.knowledge.model import Knowledge  # noqa: E402
 from cds_service.pipeline import respond  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
 from tests.support.loopback import free_port, http_request, log_tail, stop_process_group, wait_until_ok  # noqa: E402
-from tests.support.synthea import (BUNDLE_DIR, SYNTHEA, SyntheaChart, all_prefetched, cramp_condition,  # noqa: E402
-                                   prefetch_request, rewrite_references, synthea_chart)
-
-from bench.fhir_standin import FhirStandIn  # noqa: E402
+from tests.support.synthea import (  # noqa: E402
+    BUNDLE_DIR,
+    SYNTHEA,
+    SyntheaChart,
+    all_prefetched,
+    cramp_condition,
+    prefetch_request,
+    rewrite_references,
+    synthea_chart,
+)
 
 LUA = REPO / "bench" / "post.lua"
 CAPTURE = SYNTHEA.parent / "cds-sandbox-captures" / "patient-view-request.json"
@@ -615,9 +622,8 @@ def app_cost(request: Request, workdir: Path, runs: int = 100) -> tuple[float, f
     """(floor ms, service ms) per request through Flask's test client in this process: no gunicorn, no sockets,
     one thread, so the ratio is what the two apps cost, without the load generator or thread switching."""
     try:
-        from cds_service import create_app
-
         from bench.floor import app as floor_app
+        from cds_service import create_app
         settings = dataclasses.replace(in_process_settings(), data_dir=workdir / "app-cost-data", log_level="WARNING")
         service_app = create_app(settings)
     except Exception as exc:  # the app factory is not this tool's to fix; say why and go on

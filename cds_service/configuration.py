@@ -5,8 +5,9 @@ choose() turns a request's extension into Choices: which indicators and rule gro
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidRequest
 from .knowledge.model import ConfigOption, Knowledge, Service

@@ -16,8 +16,8 @@ bundled proxy (SPASM_CDS_PROXY=nginx, the Docker image's default) forwards a req
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class CpuGate:

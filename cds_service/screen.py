@@ -8,8 +8,9 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .configuration import Choices, choose, site_defaults
 from .errors import MemoryUnavailable

@@ -157,7 +157,7 @@ class Settings:
         return self.database_url or f"sqlite:///{(self.data_dir / 'spasm-cds.sqlite3').resolve()}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from SPASM_CDS_* variables; explicit overrides win. Raises ValueError on a bad value."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}

@@ -144,7 +144,7 @@ class RouteTable:
     words: tuple[tuple[str, str], ...]  # (normalised phrase, route), in the file's order
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any] | None) -> "RouteTable":
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> RouteTable:
         doc = doc or {}
         routes = doc.get("routes") or {}
         return cls(frozenset(r for r, spec in routes.items() if spec.get("systemic")),
@@ -177,7 +177,7 @@ class DosingTable:
     sources: tuple[str, ...] = ()  # cards/sources.yaml ids the table cites
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any] | None, units: UnitConverter) -> "DosingTable":
+    def from_doc(cls, doc: Mapping[str, Any] | None, units: UnitConverter) -> DosingTable:
         """The table of a dosing.yaml document; a timing whose period unit cannot be converted to days is left out
         (lint reports it)."""
         doc = doc or {}
@@ -221,7 +221,7 @@ class Terminology:
     """Look-ups from FHIR codings to concept ids, built from the concepts and the RxNorm roll-up table."""
 
     def __init__(self, concepts: Mapping[str, Concept], systems: Mapping[str, tuple[str, ...]],
-                 products: Mapping[str, "ProductRow"], units: UnitConverter, routes: RouteTable | None = None,
+                 products: Mapping[str, ProductRow], units: UnitConverter, routes: RouteTable | None = None,
                  dosing: DosingTable | None = None, dose_concepts: frozenset[str] = frozenset()):
         self.units = units
         self.routes = routes or RouteTable.from_doc(None)
@@ -407,7 +407,7 @@ def normalise_words(text: str) -> str:
     return " ".join(_NON_WORD.split(text.lower())).strip()
 
 
-def _brands(row: "ProductRow") -> list[str]:
+def _brands(row: ProductRow) -> list[str]:
     """Brand names a table row gives: a BN row's name, or the [Brand] that ends a branded product's name."""
     if row.tty == "BN":
         return [row.display]

@@ -3,9 +3,9 @@
 A Match holds True, False, or None (unknown: the data it needs could not be had)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Callable, Mapping
 
 from ..gather.dosage import DailyDose
 from ..gather.facts import LabResult, MedicationUse, PatientFacts, flag_of, shown_unit

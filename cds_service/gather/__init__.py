@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..cpu_gate import OPEN, CpuGate
@@ -144,7 +145,7 @@ def _client_for(call: HookCall, settings: Settings, deadline: float) -> FhirClie
         return None
 
 
-def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unknown: set[str]) -> None:
+def _unavailable(query: DataQuery, service: Service, state: PrefetchState, unknown: set[str]) -> None:
     if query.kind in service.required_data:
         how = ("fetching it from fhirServer failed" if state is PrefetchState.FAILED
                else "fetching it from fhirServer did not finish within the time budget"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..terminology import Terminology
 from .dosage import NO_DOSES, DailyDose, daily_doses
@@ -377,10 +378,10 @@ def _instant(stamp: Any, day: date) -> float:
     if isinstance(stamp, str) and len(stamp) > 10:
         try:
             moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-            return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
         except ValueError:
             pass
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _corrected(result: LabResult, correction, other: LabResult, terminology: Terminology) -> LabResult:

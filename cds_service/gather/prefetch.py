@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 _USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",

@@ -14,10 +14,25 @@ from jsonschema import Draft202012Validator
 
 from ..errors import KnowledgeError
 from . import lint
-from .model import (AlternateUnit, Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
-                    OverrideEffect, RepeatWindows, Rule, Service, Source)
 from .identity import build_cases as build_identity_cases
 from .identity import concept_problems as identity_concept_problems
+from .model import (
+    AlternateUnit,
+    CardTemplate,
+    Case,
+    Concept,
+    ConfigOption,
+    Correction,
+    Criterion,
+    DataQuery,
+    Knowledge,
+    LabSpec,
+    OverrideEffect,
+    RepeatWindows,
+    Rule,
+    Service,
+    Source,
+)
 from .rxnorm_table import read_rows
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

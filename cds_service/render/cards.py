@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..evaluate.engine import Evaluation, Finding
 from ..knowledge.lint import PLACEHOLDER

@@ -16,8 +16,18 @@ from cds_service.auth import KeySets
 from cds_service.settings import Settings
 from tests.conftest import REPO
 from tests.support.assertions import assert_operation_outcome
-from tests.support.jwt_issuer import (EPIC_ISS, SANDBOX_ISS, SANDBOX_KID, JwksServer, ec_issuer, hmac_token,
-                                      rsa_issuer, unsigned_token, with_payload, write_issuers)
+from tests.support.jwt_issuer import (
+    EPIC_ISS,
+    SANDBOX_ISS,
+    SANDBOX_KID,
+    JwksServer,
+    ec_issuer,
+    hmac_token,
+    rsa_issuer,
+    unsigned_token,
+    with_payload,
+    write_issuers,
+)
 
 BASE = "http://localhost"
 DISCOVERY = f"{BASE}/cds-services"
@@ -78,7 +88,7 @@ def secure_client(secure_settings, knowledge):
     return create_app(secure_settings, knowledge).test_client()
 
 
-@pytest.fixture()
+@pytest.fixture
 def auth_log(caplog):
     """The service's log records (its logger does not propagate, so caplog's handler is attached to it)."""
     logger = logging.getLogger("cds_service")
@@ -299,7 +309,7 @@ def test_auth_on_without_issuers_refuses_every_call(knowledge, keys, tmp_path):
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("entry,problem", [
+@pytest.mark.parametrize(("entry", "problem"), [
     ({"jwks_file": "k.json", "jku": ["https://a.example/jwks"]}, "issuers"),
     ({}, "issuers"),
     ({"jku": ["not a url"]}, "jku"),
@@ -338,7 +348,7 @@ def jwt_failures(client, reason: str) -> float:
     return metric(client.get("/metrics").data.decode(), "spasm_cds_jwt_failures_total", reason=reason)
 
 
-@pytest.mark.parametrize("name,challenge", [
+@pytest.mark.parametrize(("name", "challenge"), [
     ("no-header", 'Bearer realm="cds-services"'),
     ("basic", 'Bearer realm="cds-services"'),
     ("huge-token", 'Bearer realm="cds-services", error="invalid_request"'),

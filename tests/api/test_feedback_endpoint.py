@@ -23,7 +23,7 @@ OVERRIDDEN = {"card": "c-1", "outcome": "overridden", "outcomeTimestamp": WHEN,
 ACCEPTED = {"card": "c-1", "outcome": "accepted", "acceptedSuggestions": [{"id": "s-1"}], "outcomeTimestamp": WHEN}
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(knowledge, tmp_path):
     app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path), knowledge)
     yield app.test_client()
@@ -82,7 +82,7 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("name,data,content_type,status", MALFORMED, ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(("name", "data", "content_type", "status"), MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_feedback_is_a_4xx_operation_outcome_and_nothing_is_written(client, name, data, content_type,
                                                                               status):
     response = client.post(PATH, data=data, headers={"Content-Type": content_type})
@@ -95,7 +95,7 @@ _Y1 = -62_135_596_800_000  # 0001-01-01T00:00:00Z in epoch ms
 _Y9999_END = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 
 
-@pytest.mark.parametrize("timestamp,epoch_ms", [
+@pytest.mark.parametrize(("timestamp", "epoch_ms"), [
     ("0001-01-01T00:00:00Z", _Y1),
     ("0001-01-01T00:00:00+14:00", _Y1 - 14 * 3_600_000),  # before year 1 in UTC: datetime cannot say it
     ("0001-01-01T00:00:00+23:59", _Y1 - (23 * 60 + 59) * 60_000),
@@ -131,7 +131,7 @@ def test_timestamps_that_are_not_rfc_3339_date_times_are_400_naming_the_field(cl
     assert rows(client) == 0
 
 
-@pytest.mark.parametrize("field,entry", [
+@pytest.mark.parametrize(("field", "entry"), [
     ("card", with_changes(OVERRIDDEN, card="c-1\u0000")),
     ("overrideReason/userComment", with_changes(OVERRIDDEN, overrideReason={"userComment": "see\u0000note"})),
     ("overrideReason/reason/code", with_changes(OVERRIDDEN, overrideReason={"reason": {

@@ -15,8 +15,16 @@ from cds_service.case_runner import build_request, service_for
 from cds_service.state import open_database
 from cds_service.state.tables import Feedback
 from tests.support.assertions import assert_operation_outcome
-from tests.support.cds_client import (call, card_of, feedback_bodies, overridden, post_concurrently, post_json,
-                                      send_feedback, shown_rules)
+from tests.support.cds_client import (
+    call,
+    card_of,
+    feedback_bodies,
+    overridden,
+    post_concurrently,
+    post_json,
+    send_feedback,
+    shown_rules,
+)
 from tests.support.jwt_issuer import SANDBOX_ISS, ec_issuer, write_issuers
 from tests.support.loopback import http_request
 from tests.support.service_server import ServiceServer

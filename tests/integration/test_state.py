@@ -52,7 +52,7 @@ def database_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres").create_database()
 
 
-@pytest.fixture()
+@pytest.fixture
 def open_db():
     """open_database, with every pooled connection closed at the end so none is left to the garbage collector."""
     opened = []
@@ -293,9 +293,8 @@ def test_revision_0004_keeps_every_feedback_row_and_makes_it_unique_per_service(
 
         with database.engine.begin() as conn:
             conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
-            with pytest.raises(IntegrityError):
-                with conn.begin_nested():
-                    conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
         with database.engine.connect() as conn:
             kept = conn.execute(select(Feedback.service_id, Feedback.outcome_at_ms).order_by(Feedback.id)).all()
             unique = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints("feedback")}

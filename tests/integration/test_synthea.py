@@ -23,9 +23,21 @@ from cds_service.render.cards import EXTENSION_KEY
 from cds_service.settings import Settings
 from tests.support.cds_schema import schema_errors
 from tests.support.fhir_server import http_request
-from tests.support.synthea import (BUNDLE_DIR, SyntheaChart, all_prefetched, codings, cramp_condition, criterion,
-                                   expected_missing_labs, facts_of, lab_observations, manifest, prefetch_request,
-                                   synthea_chart, view_day)
+from tests.support.synthea import (
+    BUNDLE_DIR,
+    SyntheaChart,
+    all_prefetched,
+    codings,
+    cramp_condition,
+    criterion,
+    expected_missing_labs,
+    facts_of,
+    lab_observations,
+    manifest,
+    prefetch_request,
+    synthea_chart,
+    view_day,
+)
 
 BUNDLE_NAMES = sorted(p.name for p in BUNDLE_DIR.glob("*.json")) if BUNDLE_DIR.is_dir() else []
 EXPECTED_BUNDLES = 48  # shared/synthea/README.md

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,7 +51,7 @@ def post_json(url: str, doc: dict[str, Any], headers: dict[str, str] | None = No
 def timestamp(epoch_s: float) -> str:
     """RFC 3339 UTC to the millisecond, as CDS Hooks feedback carries it."""
     ms = round(epoch_s * 1000)
-    moment = datetime.fromtimestamp(ms // 1000, timezone.utc) + timedelta(milliseconds=ms % 1000)
+    moment = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -98,7 +98,7 @@ class Recorder:
 
 def _handler(recorder: Recorder):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             recorder.seen.append((self.path, self.headers.get("Authorization")))
             if self.path == "/fhir/Patient/p1":
                 self._answer(200, "application/fhir+json", json.dumps({"resourceType": "Patient", "id": "p1"}))
@@ -133,7 +133,7 @@ def _handler(recorder: Recorder):
     return Handler
 
 
-@pytest.fixture()
+@pytest.fixture
 def recorder() -> Iterator[Recorder]:
     rec = Recorder()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
@@ -191,7 +191,7 @@ def test_relative_next_link_is_followed_against_the_server_base(recorder):
 # --- hostile answers and escaping URLs (tests/support/hostile_fhir.py) ------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def hostile() -> Iterator[HostileFhir]:
     with HostileFhir(trickle_s=0.2, huge_bytes=64 * 1024 * 1024) as server:
         yield server
