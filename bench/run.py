@@ -12,6 +12,7 @@ started here is stopped on exit, also on Ctrl-C, SIGTERM or an exception.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import cProfile
 import dataclasses
@@ -183,10 +184,8 @@ def wrk(url: str, body: Path, seconds: int, threads: int = THREADS, connections:
 
 def _kill_group(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
 
@@ -371,7 +370,7 @@ def measure(request: Request, servers: tuple[Server, Server], plan: Plan) -> tup
             wrk(url, request.path, plan.warmup_s)
     rounds: list[list[Load]] = [[], []]
     for _ in range(plan.rounds):
-        for i, (server, url) in enumerate(zip(servers, urls)):
+        for i, (server, url) in enumerate(zip(servers, urls, strict=True)):
             workers = server.workers()
             before = sum(cpu_seconds(p) for p in workers)
             result = wrk(url, request.path, plan.duration_s)

@@ -114,8 +114,9 @@ def _docs(args: argparse.Namespace) -> int:
         (args.out / p).write_text(pages[p])
     if readme is not None:
         args.readme.write_text(readme)
+    table = "rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"
     print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}; settings table in "
-          f"{args.readme}: " + ("rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"))
+          f"{args.readme}: {table}")
     return 0
 
 

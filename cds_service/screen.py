@@ -1,7 +1,8 @@
 """STEP 5b, around render (step 6): what this patient should see now. Before render, findings turned off by the
 site or the request, snoozed, or called not relevant (data unchanged) are dropped; after render, cards already shown
 to this clinician within their repeat window, or at order-select (unless critical and not acted on), are held back,
-the rest is capped at the maximum number of cards and recorded as issued. Without a card memory, or with its database down, only the configuration applies (logged)."""
+the rest is capped at the maximum number of cards and recorded as issued. Without a card memory, or with its
+database down, only the configuration applies (logged)."""
 from __future__ import annotations
 
 import hashlib
@@ -86,10 +87,11 @@ class Screening:
                 return "acknowledged"
             if days and card["indicator"] == "info" and self.recall.last_shown.get((key, fingerprint), -1) >= since:
                 return "repeat-window"
-        if self.service.skip_shown_at and (key, fingerprint) in self.recall.shown_at_select:
-            # a critical card nobody acted on at selection is shown again at signing
-            if card["indicator"] != "critical" or self.recall.acknowledged_since(key, fingerprint, self.select_since):
-                return "shown-at-order-select"
+        # a critical card nobody acted on at selection is shown again at signing
+        if (self.service.skip_shown_at and (key, fingerprint) in self.recall.shown_at_select
+                and (card["indicator"] != "critical"
+                     or self.recall.acknowledged_since(key, fingerprint, self.select_since))):
+            return "shown-at-order-select"
         return None
 
     def _card_fingerprint(self, card: dict[str, Any], rules: tuple[str, ...]) -> str:

@@ -189,7 +189,7 @@ class DosingTable:
             return spec["frequency"] / days if days else None
 
         codes = (doc.get("timing_codes") or {}).get("codes") or {}
-        texts = {**{k: v for k, v in codes.items()}, **(doc.get("timing_texts") or {})}
+        texts = {**codes, **(doc.get("timing_texts") or {})}
         presentation = doc.get("presentation_units") or {}
         return cls(
             mass_unit=names.get("mass", ""), volume_unit=names.get("volume", ""), day_unit=day,

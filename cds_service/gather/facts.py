@@ -37,7 +37,8 @@ class MedicationUse:
     route: str | None = None  # where it acts (mappings/routes.yaml); None: not told
     by: str = "code"  # how it was recognised: code, name or none
     unrecognised: tuple[str, ...] = ()  # its RxNorm codes the roll-up table does not know, when not by code
-    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)  # ingredient -> daily dose, for those its dosage tells
+    # ingredient -> daily dose, for those its dosage tells
+    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class DraftOrder:
     # ordered (never read as "no interaction": rules that ask about it are unknown)
     identified: bool = True
     route: str | None = None
-    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)  # ingredient -> daily dose, for those its dosage tells
+    # ingredient -> daily dose, for those its dosage tells
+    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
                                      form=_obj(medication).get("form"))
         if not found.concepts:
             log.info("a draft order's medication matched no concept")
-        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
+        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings
+                                                     if _str(c.get("display"))), "")
         drafts.append(DraftOrder(ident, found.concepts, found.ingredients, display or "medication", selected,
                                  route=found.route, doses=daily_doses(r, concept, found.ingredients, terminology,
                                                                      found.concepts)))
@@ -290,7 +293,8 @@ def _medications(items, medications_by_id, terminology: Terminology):
         codings = _codings(concept)
         found = terminology.identify(codings, _str(concept.get("text")), route=_route(r),
                                      form=_obj(_medication_resource(r, medications_by_id)).get("form"))
-        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
+        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings
+                                                     if _str(c.get("display"))), "")
         started = _date(r.get("authoredOn") or _obj(r.get("effectivePeriod")).get("start")
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
         yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route,

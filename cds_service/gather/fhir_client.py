@@ -3,6 +3,7 @@
 capped paging that stops on a repeated next link, and every socket cut when the call's time budget is spent."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -200,10 +201,8 @@ def _cut_all(sockets: list[socket.socket], lock: threading.Lock) -> None:
 
 
 def _cut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed by the other side
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed by the other side
     sock.close()
 
 

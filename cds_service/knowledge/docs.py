@@ -70,7 +70,8 @@ def index_page(knowledge: Knowledge) -> str:
              f"{len(knowledge.rules)} rules, {cases} cases, {len(knowledge.concepts)} concepts, "
              f"{len(knowledge.sources)} sources.", ""]
     for group in sorted({r.group for r in knowledge.rules.values()}):
-        lines += [f"## {group}", "", "| rule | when | severity | evidence | sources | cases |", "|---|---|---|---|---|---|"]
+        lines += [f"## {group}", "", "| rule | when | severity | evidence | sources | cases |",
+                  "|---|---|---|---|---|---|"]
         for rule in sorted((r for r in knowledge.rules.values() if r.group == group), key=lambda r: r.id):
             when = "; ".join(describe(c, knowledge) for c in rule.include)
             n = sum(1 for c in knowledge.cases if c.rule == rule.id)

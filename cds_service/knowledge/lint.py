@@ -59,7 +59,8 @@ def _check_dosing(doc: dict, sources, units) -> list[str]:
         for key, unit in (doc.get(field) or {}).items():
             if units.convert(1.0, unit, target) is None:
                 problems.append(f"{where}: {field}.{key}: {unit!r} does not convert to {target!r}")
-    timings = {**{f"timing_codes.codes.{k}": v for k, v in ((doc.get("timing_codes") or {}).get("codes") or {}).items()},
+    coded = (doc.get("timing_codes") or {}).get("codes") or {}
+    timings = {**{f"timing_codes.codes.{k}": v for k, v in coded.items()},
                **{f"timing_texts.{k}": v for k, v in (doc.get("timing_texts") or {}).items()}}
     for key, spec in timings.items():
         if not units.convert(float(spec["period"]), spec["unit"], day):

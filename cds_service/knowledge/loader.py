@@ -340,7 +340,7 @@ def _build_cases(entries, rules) -> list[Case]:
         defaults = doc.get("defaults") or {}
         rule = rules.get(doc["rule"])
         for c in doc["cases"]:
-            chart = {k: v for k, v in defaults.items()}
+            chart = dict(defaults)
             for key, value in c.items():
                 if key in ("name", "expect", "hook", "summary_contains", "detail_contains", "suggestions", "note",
                            "notice_contains", "cards"):

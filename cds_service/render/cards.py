@@ -68,8 +68,10 @@ def flatten_brackets(text: str) -> str:
         if ch == "(":
             if (i and text[i - 1] == "]") or "link" in stack:
                 kind = "link"
+            elif stack:
+                kind = "flat"
             else:
-                kind = "flat" if stack else "kept"
+                kind = "kept"
             stack.append(kind)
             if kind == "flat":
                 while out and out[-1] == " ":

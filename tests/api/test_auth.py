@@ -79,8 +79,8 @@ def secure_settings(tmp_path_factory, keys, epic, attacker):
         EPIC_ISS: {"jku": [epic.jku]},
         TENANT_ISS: {"jwks_file": "tenanted-jwks.json", "tenants": ["hospital-a"]},
     }, jwks_files={"sandbox-jwks.json": keys["sandbox"].jwks(), "tenanted-jwks.json": keys["tenanted"].jwks()})
-    return Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", public_url=BASE, trusted_issuers=str(issuers),
-                    jwks_min_refetch_s=0.0)
+    return Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", public_url=BASE,
+                    trusted_issuers=str(issuers), jwks_min_refetch_s=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +304,8 @@ def test_auth_defaults_to_off_and_the_setting_must_be_on_or_off(knowledge, tmp_p
 
 
 def test_auth_on_without_issuers_refuses_every_call(knowledge, keys, tmp_path):
-    client = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url=BASE), knowledge).test_client()
+    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url=BASE)
+    client = create_app(settings, knowledge).test_client()
     assert call(client, keys["sandbox"].token(DISCOVERY)).status_code == 401
     assert client.get("/healthz").status_code == 200
 
@@ -414,7 +415,7 @@ def test_a_token_for_the_host_header_is_refused_when_the_public_url_differs(secu
 
 def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_not_401(keys, tmp_path):
     from cds_service.auth import Verifier, load_trusted_issuers
-    from cds_service.errors import StoreUnavailable
+    from cds_service.errors import StoreUnavailable, Unauthorized
     from cds_service.state import connect
     from cds_service.state.replay import JtiStore
 
@@ -424,7 +425,7 @@ def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_
     try:
         first = keys["sandbox"].token(DISCOVERY)
         assert verifier.verify(f"Bearer {first}", DISCOVERY).issuer == SANDBOX_ISS
-        with pytest.raises(Exception) as replay:
+        with pytest.raises(Unauthorized) as replay:
             verifier.verify(f"Bearer {first}", DISCOVERY)
         assert replay.value.status == 401
         with pytest.raises(StoreUnavailable) as full:

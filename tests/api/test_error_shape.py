@@ -89,7 +89,8 @@ FAILURES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "method", "path", "data", "content_type", "status"), FAILURES, ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize(("name", "method", "path", "data", "content_type", "status"), FAILURES,
+                         ids=[f[0] for f in FAILURES])
 def test_failure_is_an_operation_outcome(client, name, method, path, data, content_type, status):
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.open(path, method=method, data=data, headers=headers)

@@ -119,7 +119,7 @@ def test_timestamps_at_the_ends_of_the_date_range_are_stored_exactly(client, tim
     "0000-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "2027-02-29T00:00:00Z", "2027-01-15T24:00:00Z",
     "2027-01-15T08:60:00Z", "2027-01-15T08:00:61Z", "2027-01-15T08:00:00+24:00", "2027-01-15T08:00:00+99:99",
     "2027-01-15T08:00:00-00:60", "2027-01-15T08:00:00Z\n", "2027-01-15T08:00:00.Z", "+2027-01-15T08:00:00Z",
-    "2027-01-15T08:00:00.1234567890Z", "２０２７-01-15T08:00:00Z", "2027-01-15T08:00:00Z ",
+    "2027-01-15T08:00:00.1234567890Z", "２０２７-01-15T08:00:00Z", "2027-01-15T08:00:00Z ",  # noqa: RUF001 - full-width digits on purpose
 ], ids=["year-0", "year-10000", "not-a-leap-year", "hour-24", "minute-60", "second-61", "offset-24h",
         "offset-99", "offset-minute-60", "trailing-newline", "empty-fraction", "signed-year", "ten-fraction-digits",
         "full-width-digits", "trailing-space"])
@@ -210,7 +210,8 @@ def test_the_feedback_route_answers_a_cors_preflight(client):
 
 
 def test_with_authentication_on_feedback_needs_a_jwt(knowledge, tmp_path):
-    app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url="http://localhost"), knowledge)
+    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url="http://localhost")
+    app = create_app(settings, knowledge)
     response = app.test_client().post(PATH, json={"feedback": [OVERRIDDEN]})
     assert (response.status_code, response.data) == (401, b"")
     app.extensions["spasm_cds"].database.engine.dispose()

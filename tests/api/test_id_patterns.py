@@ -100,7 +100,7 @@ def test_every_pattern_in_the_request_schemas_means_the_same_to_both_validators(
 
     for name in ("hook-request", "feedback"):
         python_schema = validator(name).schema
-        for ecma, python in zip(patterns(copy.deepcopy(schema(name))), patterns(python_schema)):
+        for ecma, python in zip(patterns(copy.deepcopy(schema(name))), patterns(python_schema), strict=True):
             assert python == python_pattern(ecma) and "$" not in python.replace("\\$", "")
 
 

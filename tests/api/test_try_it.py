@@ -106,7 +106,7 @@ def test_each_demo_patient_gives_its_cards_on_its_hook(client, demo):
 
     assert response.status_code == 200, alert(page)
     assert len(shown) == len(demo.cards), shown
-    for expected, summary in zip(demo.cards, shown):
+    for expected, summary in zip(demo.cards, shown, strict=True):
         assert expected in summary
     if not demo.cards:
         assert "No cards: the service stays silent for this patient." in page

@@ -285,9 +285,9 @@ def test_revision_0004_keeps_every_feedback_row_and_makes_it_unique_per_service(
         with database.engine.begin() as conn:
             conn.execute(Feedback.__table__.insert(), [{**row, "service_id": "a"},
                                                        {**row, "service_id": "a", "outcome_at_ms": 1}])
-            with pytest.raises(IntegrityError):  # 0003: one row per card, outcome and moment, whichever service
-                with conn.begin_nested():
-                    conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+            # 0003: one row per card, outcome and moment, whichever service
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
 
         migrate(database, "upgrade", "head")
 

@@ -153,7 +153,8 @@ def test_a_newest_result_without_a_number_gives_way_to_the_one_before(k):
 
 def test_results_of_one_day_are_ordered_by_their_time(k):
     morning = observation(k, "potassium", 2.3, "mmol/L", when="2026-05-20")
-    evening = dict(observation(k, "potassium", 4.0, "mmol/L", when="2026-05-20"), effectiveDateTime="2026-05-20T20:00:00Z")
+    evening = dict(observation(k, "potassium", 4.0, "mmol/L", when="2026-05-20"),
+                   effectiveDateTime="2026-05-20T20:00:00Z")
     for order in ([morning, evening], [evening, morning]):
         assert facts(k, observations=order).labs["potassium"].shown_value == "4.0"
         every = lab_results(order, k["knowledge"].terminology)["potassium"]

@@ -109,11 +109,13 @@ def _handler(recorder: Recorder):
                 self.end_headers()
             elif self.path == "/fhir/Observation?page=1":
                 self._answer(200, "application/fhir+json", json.dumps({
-                    "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Observation", "id": "a"}}],
+                    "resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": {"resourceType": "Observation", "id": "a"}}],
                     "link": [{"relation": "next", "url": "Observation?page=2"}]}))
             elif self.path == "/fhir/Observation?page=2":
                 self._answer(200, "application/fhir+json", json.dumps({
-                    "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Observation", "id": "b"}}]}))
+                    "resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": {"resourceType": "Observation", "id": "b"}}]}))
             elif self.path == "/fhir/Patient/garbage":
                 self._answer(200, "text/html", "<html>not FHIR</html>")
             else:
@@ -203,7 +205,7 @@ def test_answer_over_the_byte_cap_is_given_up_and_counted(hostile, behaviour):
     with pytest.raises(FhirError, match="SPASM_CDS_FHIR_MAX_ANSWER_BYTES"):
         client(hostile.base(behaviour), fhir_max_answer_bytes=1_000_000).search("Observation")
     assert REGISTRY.get_sample_value("spasm_cds_fhir_answers_over_cap_total", {"cap": "answer"}) == before + 1
-    (path, out, _), = hostile.answers_ended("/huge")
+    (_path, out, _), = hostile.answers_ended("/huge")
     # the reading stopped near the cap (socket buffers hold a few MiB more), far short of the 64 MiB answer
     assert out < 16 * 1024 * 1024
 
