@@ -75,10 +75,10 @@ class Screening:
 
     def _repeat(self, card: dict[str, Any], rules: tuple[str, ...]) -> str | None:
         """Why this card must not be shown again now, or None."""
-        if self.recall is None or not self.deduplicate:
-            return None
+        if self.memory is None or self.recall is None or not self.deduplicate:
+            return None  # recall is read only with a memory
         key, fingerprint = card_key(card), self._card_fingerprint(card, rules)
-        now = self.memory.now()  # type: ignore[union-attr]
+        now = self.memory.now()
         if self.service.deduplicate:
             group = card["extension"][EXTENSION_KEY].get("group")
             days = self.knowledge.repeat_windows.days(card["indicator"], group, rules)

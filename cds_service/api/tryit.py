@@ -195,7 +195,8 @@ def _feedback_body(form) -> tuple[str, dict[str, Any], str]:
         reason: dict[str, Any] = {}
         code = form.get("reason", "")
         if code:
-            offered = dict(state().knowledge.service(service_id).offered_reasons)
+            service = state().knowledge.service(service_id)
+            offered = dict(service.offered_reasons) if service is not None else {}
             if code not in offered:
                 raise PageError("that override reason is not one this service offers")
             reason["reason"] = {"system": OVERRIDE_SYSTEM, "code": code, "display": offered[code]}

@@ -150,7 +150,7 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> 
     if latest is None:
         # a result whose unit cannot be read is present with an unknown value: never judged normal
         return Match(None, unread=(concept.id,)) if _unread_within(facts, concept.id, c.within_days) else NO
-    spec = concept.lab
+    spec = concept.lab_spec
     if c.corrected and latest.correction_unknown and spec.correction:
         return Match(None, unread=(spec.correction.by,))
     value = latest.corrected if c.corrected and latest.corrected is not None else latest.value

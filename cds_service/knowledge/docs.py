@@ -14,7 +14,7 @@ def describe(c: Criterion, knowledge: Knowledge) -> str:
     if c.kind == "condition":
         return f"an active {names} on the problem list"
     if c.kind == "lab":
-        spec = knowledge.concepts[c.concepts[0]].lab
+        spec = knowledge.concepts[c.concepts[0]].lab_spec
         parts = []
         if c.flag:
             parts.append({"low": "below", "high": "above", "abnormal": "outside"}[c.flag] + " its reference range")

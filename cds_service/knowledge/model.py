@@ -64,6 +64,14 @@ class Concept:
     except_with: tuple[str, ...] = ()  # medications: a product also holding one of these is not this concept
     max_age_days: int | None = None  # conditions only: how long after onset an acute condition still counts
 
+    @property
+    def lab_spec(self) -> LabSpec:
+        """The LabSpec of a lab concept (the loader gives every concept under mappings/labs one); TypeError for a
+        concept of another domain."""
+        if self.lab is None:
+            raise TypeError(f"concept {self.id!r} is not a lab")
+        return self.lab
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -268,10 +276,10 @@ class Knowledge:
     override_reasons: tuple[tuple[str, str], ...]
     forbidden: tuple[tuple[str, str], ...]
     max_summary_chars: int
+    terminology: Terminology
+    missing_data_card: Mapping[str, Any]  # the notice of data that could not be had or read (services.yaml)
     product_ingredients: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    missing_data_card: Mapping[str, Any] | None = None
     card_groups: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
-    terminology: Terminology | None = None
     override_effects: Mapping[str, OverrideEffect] = field(default_factory=lambda: MappingProxyType({}))
     repeat_windows: RepeatWindows = field(default_factory=lambda: RepeatWindows(
         MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
