@@ -248,9 +248,10 @@ class Verifier:
         if issuer.jwks_file is not None:
             source = str(issuer.jwks_file)  # keys exchanged out of band: a jku in the token is never fetched
         else:
-            source = header.get("jku")
-            if source not in issuer.jku:
+            jku = header.get("jku")
+            if not isinstance(jku, str) or jku not in issuer.jku:
                 raise _Refused("jku_not_allowed")
+            source = jku
         jwk_data = self._keysets.jwk(source, header["kid"])
         if jwk_data is None:
             raise _Refused("unknown_kid")

@@ -43,9 +43,9 @@ class CpuGate:
 
     def leave(self) -> None:
         """Give the gate back if this thread holds it (at the end of the call, whatever happened)."""
-        if self.holding():
+        if self._lock is not None and getattr(self._local, "held", False):  # self.holding()
             self._local.held = False
-            self._lock.release()  # type: ignore[union-attr]
+            self._lock.release()
 
     @contextmanager
     def released(self) -> Iterator[None]:

@@ -39,7 +39,7 @@ def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> tuple[F
             accepted_suggestions=tuple(s["id"] for s in entry.get("acceptedSuggestions", ())),
             reason_system=reason.get("system"), reason_code=code,
             user_comment=(entry.get("overrideReason") or {}).get("userComment"),
-            effect=knowledge.override_effects.get(code) if ours else None))
+            effect=knowledge.override_effects.get(code) if ours and isinstance(code, str) else None))
     return tuple(items)
 
 

@@ -113,12 +113,10 @@ class UnitConverter:
         scale = 1.0
         # UCUM defines eq as mol; for a multivalent ion one mole carries `valence` equivalents.
         src_eq, dst_eq = "equivalent" in str(src.units), "equivalent" in str(dst.units)
-        if src_eq != dst_eq and valence is None:
-            return None  # equivalents and moles differ by the charge, which this analyte does not give
-        if src_eq and not dst_eq:
-            scale /= valence
-        elif dst_eq and not src_eq:
-            scale *= valence
+        if src_eq != dst_eq:
+            if valence is None:
+                return None  # equivalents and moles differ by the charge, which this analyte does not give
+            scale = 1.0 / valence if src_eq else float(valence)
         if src.dimensionality == dst.dimensionality:
             return scale * float(src.to(dst.units).magnitude)
         if molar_mass is None:

@@ -89,13 +89,15 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                 resources.pop(query.kind, None)
                 _unavailable(query, service, PrefetchState.BUSY, unknown)
             to_fetch, to_read = [], []
-        if to_fetch or to_read:
+        if client is not None and (to_fetch or to_read):  # both stay empty without a client
             pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
             try:
                 futures = [(q, pool.submit(client.search, url)) for q, url in to_fetch]
                 # the drafts' Medications are read alongside the searches: the references are known from the start
                 reads = [(ref, pool.submit(client.read, ref)) for ref in to_read[:_MAX_REFERENCE_READS]]
-                wait([f for _, f in futures + reads], timeout=max(0.0, deadline - time.monotonic()))
+                pending: list[Future[Any]] = [f for _, f in futures]
+                pending += [f for _, f in reads]
+                wait(pending, timeout=max(0.0, deadline - time.monotonic()))
                 for query, future in futures:
                     if not future.done():
                         future.cancel()
@@ -124,7 +126,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                 # server lets go
                 client.close()
                 pool.shutdown(wait=False, cancel_futures=True)
-                if holding:
+                if holding and fhir_calls is not None:
                     fhir_calls.release()
         elif client is not None:
             client.close()

@@ -178,7 +178,7 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
         ref = _draft_reference(r)
         in_request = ref is None or ref.startswith("#")  # inline or contained; else gathered by reference
-        medication = _medication_resource(r, {}) if in_request else medications.get(ref)
+        medication = medications.get(ref) if ref is not None and not in_request else _medication_resource(r, {})
         concept = _medication_concept(r, {}) if in_request else _obj(medication).get("code")
         if ref is not None and not _names_a_drug(concept):
             log.info("a draft order's medicationReference could not be resolved to a coded Medication; unidentified")
@@ -366,7 +366,7 @@ def _labs(items, terminology: Terminology) -> tuple[Mapping[str, LabResult], Map
         elif newest is not None:
             unread[cid] = newest
     for concept_id, result in latest.items():
-        correction = terminology.concept(concept_id).lab.correction
+        correction = terminology.concept(concept_id).lab_spec.correction
         if correction and correction.by in candidates:
             same_day = (c for c in candidates[correction.by] if c[1] == result.when)
             other = next(iter(_numeric(same_day, terminology)), None)
@@ -406,7 +406,7 @@ def _lab_result(part: Mapping, code: tuple[str, int], when: date, at: float,
             or isinstance(quantity.get("value"), bool):
         return None
     concept_id, code_rank = code
-    spec = terminology.concept(concept_id).lab
+    spec = terminology.concept(concept_id).lab_spec
     unit = quantity.get("code") if terminology.system_name(quantity.get("system")) == "ucum" else None
     unit = unit if isinstance(unit, str) and unit.strip() else quantity.get("unit")
     if not isinstance(unit, str) or not unit.strip():
@@ -487,7 +487,7 @@ def _conditions(items, terminology: Terminology, today: date, born: date | None)
                 concepts = frozenset(c for c in concepts if c not in limits or (today - onset).days <= limits[c])
         if concepts:
             display = _str(_obj(r.get("code")).get("text")) or next(
-                (c.get("display") for c in codings if c.get("display")), "")
+                (shown for c in codings if (shown := _str(c.get("display")))), "")
             yield ConditionFact(concepts, display, verification in (None, "confirmed"))
 
 

@@ -38,7 +38,7 @@ def build_cases(doc: Mapping[str, Any] | None) -> tuple[IdentityCase, ...]:
 def case_problem(case: IdentityCase, terminology: Terminology, rxnorm_uri: str, snomed_uri: str) -> str | None:
     """What is wrong with how the case's medication resolves, or None."""
     codings = [{"system": rxnorm_uri, "code": code} for code in case.rxnorm]
-    route = None
+    route: dict[str, Any] | None = None
     if case.route:
         route = {"text": case.route["text"]} if "text" in case.route else {}
         if "snomed" in case.route:

@@ -93,7 +93,7 @@ def _with_python_patterns(node: Any) -> Any:
         return [_with_python_patterns(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "pattern" and isinstance(value, str):
             out[key] = python_pattern(value)

@@ -238,7 +238,7 @@ def render(rows: list[Row], argv: list[str], inputs: list[Path]) -> str:
         for file in files:
             digest.update(file.read_bytes())
         digests.append(f"# input: {path} sha256={digest.hexdigest()}")
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for row in rows:
         counts[row.tty] += 1
     lines = [
