@@ -156,6 +156,7 @@ def run(variants: list[Variant], rounds: int, seconds: int, warmup: int, workdir
     results: dict[str, dict[str, Load]] = {}
     for r in requests:
         say(f"{r.label}: {rounds} round(s) of {seconds} s per variant")
+        assert r.path is not None  # every request's body was written for wrk above
         urls = {v.label: f"{v.server.url}/cds-services/{r.service}" for v in variants if v.server}
         if warmup:
             for url in urls.values():

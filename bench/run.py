@@ -171,10 +171,10 @@ def wrk(url: str, body: Path, seconds: int, threads: int = THREADS, connections:
         watchdog.cancel()
         _kill_group(process)
     out = "\n".join(lines)
-    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if process.returncode != 0 or line is None:
+    summary = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if process.returncode != 0 or summary is None:
         raise BenchError(f"wrk failed (exit {process.returncode}): {err.strip() or out.strip()}")
-    raw = json.loads(line[len("BENCH_JSON "):])
+    raw = json.loads(summary[len("BENCH_JSON "):])
     secs = raw["duration_us"] / 1e6
     return Load(requests=raw["requests"], seconds=secs, p50=raw["p50_us"] / 1000, p90=raw["p90_us"] / 1000,
                 p95=raw["p95_us"] / 1000, p99=raw["p99_us"] / 1000, max=raw["max_us"] / 1000,
@@ -223,10 +223,15 @@ class Server:
             stop_process_group(self.process)
             self.process = None
 
+    @property
+    def pid(self) -> int:
+        """The gunicorn master's PID (this subprocess), once started."""
+        assert self.process is not None
+        return self.process.pid
+
     def workers(self) -> list[int]:
         """PIDs of the gunicorn workers: the children of the master (this subprocess)."""
-        assert self.process is not None
-        return children(self.process.pid)
+        return children(self.pid)
 
 
 def children(parent: int) -> list[int]:
@@ -657,7 +662,7 @@ def profile_workers(service: Server, request: Request, seconds: int, workdir: Pa
         return None
     out = workdir / "py-spy.txt"
     assert service.process is not None and request.path is not None
-    command = [str(py_spy), "record", "--pid", str(service.process.pid), "--subprocesses", "--gil", "--nolineno",
+    command = [str(py_spy), "record", "--pid", str(service.pid), "--subprocesses", "--gil", "--nolineno",
                "--nonblocking", "--rate", "200", "--duration", str(seconds), "--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            start_new_session=True)
@@ -814,7 +819,8 @@ def report(ctx: dict[str, Any]) -> str:
               "other processes on the machine do not inflate the way they inflate latency.", "",
               LOAD_HEADER, LOAD_RULE]
     for r in ctx["requests"]:
-        lines += load_rows(r.label, *ctx["loads"][r.key], "floor")
+        service_load, floor_load = ctx["loads"][r.key]
+        lines += load_rows(r.label, service_load, floor_load, "floor")
     s, f = ctx["orjson_floor"]
     pv = ctx["requests"][1]
     lines += ["", f"The service parses bodies with orjson (cds_service/api/jsonio.py); the floor above, as issue 8 "
@@ -1035,7 +1041,7 @@ def run(plan: Plan, smoke: bool, workdir: Path, stack: ExitStack) -> dict[str, A
         server.start()
     for server in (service, floor, floor_orjson):
         server.wait_ready()
-    say(f"service on {service.url} (pid {service.process.pid}), floor on {floor.url} (pid {floor.process.pid}), "
+    say(f"service on {service.url} (pid {service.pid}), floor on {floor.url} (pid {floor.pid}), "
         f"FHIR stand-in on {standin.base_url}")
     cold = {p: rss_mib(p) for p in service.workers()}
     ctx["gunicorn"] = gunicorn_settings()
