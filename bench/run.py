@@ -609,7 +609,7 @@ def profile_in_process(knowledge: Knowledge, request: Request, today: date, runs
         respond(body, service, knowledge, settings, today)
         profiler.disable()
     stats = pstats.Stats(profiler)
-    raw = stats.stats  # type: ignore[attr-defined]
+    raw = stats.stats  # type: ignore[attr-defined]  # pstats.Stats keeps its table here; typeshed omits it
     respond_key = next(k for k in raw if k[2] == "respond" and k[0].endswith("pipeline.py"))
     total = raw[respond_key][3]
     callees = []

@@ -225,7 +225,7 @@ class Verifier:
         try:
             token = _bearer_token(authorization)
             header, unverified = _unverified_parts(token)
-            issuer = self._issuers.get(unverified.get("iss"))  # type: ignore[arg-type]
+            issuer = self._issuers.get(unverified["iss"])  # a string: _unverified_parts refuses any other
             if issuer is None:
                 raise _Refused("untrusted_iss")
             caller = self._check(token, header, issuer, audience)

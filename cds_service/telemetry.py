@@ -39,7 +39,7 @@ def configure_logging(level: str = "INFO") -> None:
     if any(getattr(h, "_spasm_cds", False) for h in root.handlers):
         return
     handler = logging.StreamHandler()
-    handler._spasm_cds = True  # type: ignore[attr-defined]
+    handler._spasm_cds = True  # type: ignore[attr-defined]  # our mark on the handler, so it is added once
     handler.setFormatter(JsonFormatter())
     handler.addFilter(_RequestIdFilter())
     root.addHandler(handler)

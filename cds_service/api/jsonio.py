@@ -52,6 +52,7 @@ class _OneBytePast(LimitedStream):
         super().__init__(stream, limit + 1, is_max=True)
         self._max = limit
 
+    # typed as werkzeug's LimitedStream.readinto is, with the same ignore (io's takes any writable buffer)
     def readinto(self, b: bytearray) -> int | None:  # type: ignore[override]
         size = super().readinto(b)
         if self._pos > self._max:
