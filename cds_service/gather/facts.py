@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
@@ -127,7 +127,7 @@ class PatientFacts:
                               sum(1 for m in self.medications if m.by == "name"))
 
 
-def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology, today: date
+def condition_facts(resources: Mapping[str, Sequence[dict[str, Any]]], terminology: Terminology, today: date
                     ) -> tuple[ConditionFact, ...]:
     """The active, not refuted conditions alone: enough for a service's relevance gate, so that a chart without a
     documented cramp costs no medication or lab extraction. A concept with a maximum age no longer counts that
@@ -137,7 +137,7 @@ def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: 
     return tuple(_conditions(resources.get("conditions", ()), terminology, today, born))
 
 
-def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterable[str],
+def extract_facts(resources: Mapping[str, Sequence[dict[str, Any]]], unknown: Iterable[str],
                   terminology: Terminology, today: date, drafts: tuple[DraftOrder, ...] = (),
                   conditions: tuple[ConditionFact, ...] | None = None) -> PatientFacts:
     """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed. `conditions`,

@@ -72,7 +72,7 @@ def auth_env(folder, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def two_workers(server: ServiceServer) -> Iterator[tuple[http.client.HTTPConnection, http.client.HTTPConnection]]:
-    one, other = connections_on_two_workers("127.0.0.1", server.port, server._process.pid)
+    one, other = connections_on_two_workers("127.0.0.1", server.port, server.process.pid)
     try:
         yield one, other
     finally:

@@ -69,7 +69,7 @@ def post(url: str, body: dict) -> tuple[int, float]:
 
 
 def worker(service: ServiceServer) -> int:
-    (pid,) = worker_pids(service._process.pid)
+    (pid,) = worker_pids(service.process.pid)
     return pid
 
 
