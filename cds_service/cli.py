@@ -150,7 +150,7 @@ def _demo_fhir(args: argparse.Namespace) -> int:
     try:
         if args.assume_cramps:
             knowledge = load_knowledge(settings.knowledge_dir)
-            extra = lambda patient_id: [cramp_condition(knowledge, patient_id, today)]  # noqa: E731
+            extra = lambda patient_id: [cramp_condition(knowledge, patient_id, today)]  # noqa: E731 - rebinds extra (None above)
         if not fhir.sekmet_installed(cache):
             print(f"installing {fhir.SEKMET_REQUIREMENT} into {cache / 'venv-sekmet'} (first run only)", flush=True)
         sekmet = fhir.ensure_sekmet(cache)
