@@ -35,13 +35,27 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.fhir_standin import FhirStandIn  # noqa: E402
+from bench.run import (  # noqa: E402
+    WORKERS,
+    BenchError,
+    Load,
+    Server,
+    capture_request,
+    commit,
+    cpu_seconds,
+    ensure_wrk,
+    load_average,
+    machine,
+    median_load,
+    order_request,
+    patient_view_chart,
+    patient_view_request,
+    post_json,
+    wrk,
+)
 from cds_service.knowledge.loader import load_knowledge  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
-
-from bench.fhir_standin import FhirStandIn  # noqa: E402
-from bench.run import (WORKERS, BenchError, Load, Server, capture_request, commit, cpu_seconds,  # noqa: E402
-                       ensure_wrk, load_average, machine, median_load, order_request, patient_view_chart,
-                       patient_view_request, post_json, wrk)
 
 
 @dataclasses.dataclass
@@ -142,6 +156,7 @@ def run(variants: list[Variant], rounds: int, seconds: int, warmup: int, workdir
     results: dict[str, dict[str, Load]] = {}
     for r in requests:
         say(f"{r.label}: {rounds} round(s) of {seconds} s per variant")
+        assert r.path is not None  # every request's body was written for wrk above
         urls = {v.label: f"{v.server.url}/cds-services/{r.service}" for v in variants if v.server}
         if warmup:
             for url in urls.values():

@@ -47,7 +47,7 @@ class FhirStandIn:
             protocol_version = "HTTP/1.1"
             timeout = 10  # an idle keep-alive connection frees its thread after this
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 standin._enter(self.path)
                 status = 500
                 try:

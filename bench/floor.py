@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
+from flask.typing import ResponseReturnValue
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -32,7 +33,7 @@ app = Flask(__name__)
 
 
 @app.post("/cds-services/<service_id>")
-def call_service(service_id: str) -> dict[str, Any]:
+def call_service(service_id: str) -> ResponseReturnValue:
     """Parse the body exactly as the service does (Flask's get_json) and answer no cards."""
     body = request.get_json(silent=True)
     if body is None:

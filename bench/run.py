@@ -12,6 +12,7 @@ started here is stopped on exit, also on Ctrl-C, SIGTERM or an exception.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import cProfile
 import dataclasses
@@ -40,16 +41,23 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's cds_service and tests.support, whatever the working directory
 
+from bench.fhir_standin import FhirStandIn  # noqa: E402
 from cds_service.case_runner import build_request  # noqa: E402
 from cds_service.knowledge.loader import load_knowledge  # noqa: E402
 from cds_service.knowledge.model import Knowledge  # noqa: E402
 from cds_service.pipeline import respond  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
 from tests.support.loopback import free_port, http_request, log_tail, stop_process_group, wait_until_ok  # noqa: E402
-from tests.support.synthea import (BUNDLE_DIR, SYNTHEA, SyntheaChart, all_prefetched, cramp_condition,  # noqa: E402
-                                   prefetch_request, rewrite_references, synthea_chart)
-
-from bench.fhir_standin import FhirStandIn  # noqa: E402
+from tests.support.synthea import (  # noqa: E402
+    BUNDLE_DIR,
+    SYNTHEA,
+    SyntheaChart,
+    all_prefetched,
+    cramp_condition,
+    prefetch_request,
+    rewrite_references,
+    synthea_chart,
+)
 
 LUA = REPO / "bench" / "post.lua"
 CAPTURE = SYNTHEA.parent / "cds-sandbox-captures" / "patient-view-request.json"
@@ -163,10 +171,10 @@ def wrk(url: str, body: Path, seconds: int, threads: int = THREADS, connections:
         watchdog.cancel()
         _kill_group(process)
     out = "\n".join(lines)
-    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if process.returncode != 0 or line is None:
+    summary = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if process.returncode != 0 or summary is None:
         raise BenchError(f"wrk failed (exit {process.returncode}): {err.strip() or out.strip()}")
-    raw = json.loads(line[len("BENCH_JSON "):])
+    raw = json.loads(summary[len("BENCH_JSON "):])
     secs = raw["duration_us"] / 1e6
     return Load(requests=raw["requests"], seconds=secs, p50=raw["p50_us"] / 1000, p90=raw["p90_us"] / 1000,
                 p95=raw["p95_us"] / 1000, p99=raw["p99_us"] / 1000, max=raw["max_us"] / 1000,
@@ -176,10 +184,8 @@ def wrk(url: str, body: Path, seconds: int, threads: int = THREADS, connections:
 
 def _kill_group(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
 
@@ -217,10 +223,15 @@ class Server:
             stop_process_group(self.process)
             self.process = None
 
+    @property
+    def pid(self) -> int:
+        """The gunicorn master's PID (this subprocess), once started."""
+        assert self.process is not None
+        return self.process.pid
+
     def workers(self) -> list[int]:
         """PIDs of the gunicorn workers: the children of the master (this subprocess)."""
-        assert self.process is not None
-        return children(self.process.pid)
+        return children(self.pid)
 
 
 def children(parent: int) -> list[int]:
@@ -364,7 +375,7 @@ def measure(request: Request, servers: tuple[Server, Server], plan: Plan) -> tup
             wrk(url, request.path, plan.warmup_s)
     rounds: list[list[Load]] = [[], []]
     for _ in range(plan.rounds):
-        for i, (server, url) in enumerate(zip(servers, urls)):
+        for i, (server, url) in enumerate(zip(servers, urls, strict=True)):
             workers = server.workers()
             before = sum(cpu_seconds(p) for p in workers)
             result = wrk(url, request.path, plan.duration_s)
@@ -598,7 +609,7 @@ def profile_in_process(knowledge: Knowledge, request: Request, today: date, runs
         respond(body, service, knowledge, settings, today)
         profiler.disable()
     stats = pstats.Stats(profiler)
-    raw = stats.stats  # type: ignore[attr-defined]
+    raw = stats.stats  # type: ignore[attr-defined]  # pstats.Stats keeps its table here; typeshed omits it
     respond_key = next(k for k in raw if k[2] == "respond" and k[0].endswith("pipeline.py"))
     total = raw[respond_key][3]
     callees = []
@@ -615,9 +626,8 @@ def app_cost(request: Request, workdir: Path, runs: int = 100) -> tuple[float, f
     """(floor ms, service ms) per request through Flask's test client in this process: no gunicorn, no sockets,
     one thread, so the ratio is what the two apps cost, without the load generator or thread switching."""
     try:
-        from cds_service import create_app
-
         from bench.floor import app as floor_app
+        from cds_service import create_app
         settings = dataclasses.replace(in_process_settings(), data_dir=workdir / "app-cost-data", log_level="WARNING")
         service_app = create_app(settings)
     except Exception as exc:  # the app factory is not this tool's to fix; say why and go on
@@ -652,7 +662,7 @@ def profile_workers(service: Server, request: Request, seconds: int, workdir: Pa
         return None
     out = workdir / "py-spy.txt"
     assert service.process is not None and request.path is not None
-    command = [str(py_spy), "record", "--pid", str(service.process.pid), "--subprocesses", "--gil", "--nolineno",
+    command = [str(py_spy), "record", "--pid", str(service.pid), "--subprocesses", "--gil", "--nolineno",
                "--nonblocking", "--rate", "200", "--duration", str(seconds), "--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            start_new_session=True)
@@ -809,7 +819,8 @@ def report(ctx: dict[str, Any]) -> str:
               "other processes on the machine do not inflate the way they inflate latency.", "",
               LOAD_HEADER, LOAD_RULE]
     for r in ctx["requests"]:
-        lines += load_rows(r.label, *ctx["loads"][r.key], "floor")
+        service_load, floor_load = ctx["loads"][r.key]
+        lines += load_rows(r.label, service_load, floor_load, "floor")
     s, f = ctx["orjson_floor"]
     pv = ctx["requests"][1]
     lines += ["", f"The service parses bodies with orjson (cds_service/api/jsonio.py); the floor above, as issue 8 "
@@ -1030,7 +1041,7 @@ def run(plan: Plan, smoke: bool, workdir: Path, stack: ExitStack) -> dict[str, A
         server.start()
     for server in (service, floor, floor_orjson):
         server.wait_ready()
-    say(f"service on {service.url} (pid {service.process.pid}), floor on {floor.url} (pid {floor.process.pid}), "
+    say(f"service on {service.url} (pid {service.pid}), floor on {floor.url} (pid {floor.pid}), "
         f"FHIR stand-in on {standin.base_url}")
     cold = {p: rss_mib(p) for p in service.workers()}
     ctx["gunicorn"] = gunicorn_settings()

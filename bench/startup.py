@@ -5,11 +5,12 @@ Usage:
 
 Each variant (LABEL=REV[:SPASM_CDS_NAME=VALUE,...], as in bench/compare.py) is started `--runs` times as
 `python -m cds_service serve --workers 2` from its own tree on 127.0.0.1, with a private data folder. Per start it
-measures (de-duplication off, so every call renders its cards): seconds from launch until /healthz answers 200 and both workers are up; the first patient-view call (the
-demo patient with contributors, prefetch complete) and the median of the next 20; and the memory of the whole process
-tree once those calls are done: RSS summed (what `ps` shows, shared pages counted in every process) and PSS summed
-(shared pages divided among the processes that share them: what the tree really costs). Variants alternate within
-each run. Prints a Markdown table of the medians over the runs; nothing is written; timings are never judged.
+measures (de-duplication off, so every call renders its cards): seconds from launch until /healthz answers 200 and
+both workers are up; the first patient-view call (the demo patient with contributors, prefetch complete) and the
+median of the next 20; and the memory of the whole process tree once those calls are done: RSS summed (what `ps`
+shows, shared pages counted in every process) and PSS summed (shared pages divided among the processes that share
+them: what the tree really costs). Variants alternate within each run. Prints a Markdown table of the medians over
+the runs; nothing is written; timings are never judged.
 """
 from __future__ import annotations
 
@@ -28,12 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.compare import TreeServer, Variant, checkout, parse_variant  # noqa: E402
+from bench.run import WORKERS, BenchError, children, commit, machine, post_json  # noqa: E402
 from cds_service.demo import demo_bundle, hook_request, load_demos  # noqa: E402
 from cds_service.knowledge.loader import load_knowledge  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
-
-from bench.compare import TreeServer, Variant, checkout, parse_variant  # noqa: E402
-from bench.run import WORKERS, BenchError, children, commit, machine, post_json  # noqa: E402
 
 FOLLOWING = 20
 SERVICE = "spasm-cramps-patient-view"

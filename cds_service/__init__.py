@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
@@ -30,12 +31,12 @@ class AppState:
     knowledge: Knowledge
     fhir_calls: threading.Semaphore
     today: Callable[[], date]
-    database: Database | None = None
+    database: Database
+    memory: CardMemory
+    feedback: FeedbackStore
     verifier: Verifier | None = None
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     now: Callable[[], float] = time.time  # epoch seconds: snoozes, repeat windows, feedback receipt
-    memory: CardMemory | None = None
-    feedback: FeedbackStore | None = None
     cpu_gate: CpuGate = OPEN  # hook calls of this worker take turns computing (cpu_gate.py)
 
 

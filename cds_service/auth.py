@@ -231,7 +231,7 @@ class Verifier:
         try:
             token = _bearer_token(authorization)
             header, unverified = _unverified_parts(token)
-            issuer = self._issuers.get(unverified.get("iss"))  # type: ignore[arg-type]
+            issuer = self._issuers.get(unverified["iss"])  # a string: _unverified_parts refuses any other
             if issuer is None:
                 raise _Refused("untrusted_iss")
             caller = self._check(token, header, issuer, audience)
@@ -258,9 +258,10 @@ class Verifier:
         elif issuer.jwks_url is not None:
             source = issuer.jwks_url  # the issuer's one published JWK Set: a jku in the token is never fetched
         else:
-            source = header.get("jku")
-            if source not in issuer.jku:
+            jku = header.get("jku")
+            if not isinstance(jku, str) or jku not in issuer.jku:
                 raise _Refused("jku_not_allowed")
+            source = jku
         jwk_data = self._keysets.jwk(source, header["kid"])
         if jwk_data is None:
             raise _Refused("unknown_kid")

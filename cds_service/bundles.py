@@ -145,7 +145,7 @@ def request_from_chart(chart: Chart, service: Service, hook_instance: str,
     prefetch: dict[str, Any] = {}
     for query in service.queries:
         found = list(chart.resources.get(query.kind, ()))
-        found += [r for r in extra if KIND_OF_TYPE.get(r.get("resourceType")) == query.kind]
+        found += [r for r in extra if KIND_OF_TYPE.get(r.get("resourceType", "")) == query.kind]
         if query.kind == "patient":
             prefetch[query.key] = found[0]
         else:

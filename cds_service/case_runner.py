@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ServiceError
 from .knowledge.model import Case, Knowledge, Service

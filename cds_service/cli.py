@@ -114,8 +114,9 @@ def _docs(args: argparse.Namespace) -> int:
         (args.out / p).write_text(pages[p])
     if readme is not None:
         args.readme.write_text(readme)
+    table = "rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"
     print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}; settings table in "
-          f"{args.readme}: " + ("rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"))
+          f"{args.readme}: {table}")
     return 0
 
 
@@ -149,7 +150,7 @@ def _demo_fhir(args: argparse.Namespace) -> int:
     try:
         if args.assume_cramps:
             knowledge = load_knowledge(settings.knowledge_dir)
-            extra = lambda patient_id: [cramp_condition(knowledge, patient_id, today)]  # noqa: E731
+            extra = lambda patient_id: [cramp_condition(knowledge, patient_id, today)]  # noqa: E731 - rebinds extra (None above)
         if not fhir.sekmet_installed(cache):
             print(f"installing {fhir.SEKMET_REQUIREMENT} into {cache / 'venv-sekmet'} (first run only)", flush=True)
         sekmet = fhir.ensure_sekmet(cache)

@@ -5,8 +5,9 @@ choose() turns a request's extension into Choices: which indicators and rule gro
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidRequest
 from .knowledge.model import ConfigOption, Knowledge, Service
@@ -53,7 +54,7 @@ def choose(service: Service, defaults: Mapping[str, bool | int], extension: Mapp
     """The choices for one call: the request's, else the site's, else the option's own default.
 
     Codes this service does not offer are ignored (and logged); a value of the wrong type is InvalidRequest."""
-    requested = next((extension[k] for k in REQUEST_KEYS if k in extension), {})
+    requested: object = next((extension[k] for k in REQUEST_KEYS if k in extension), {})
     if not isinstance(requested, dict):
         raise InvalidRequest(f"extension/{REQUEST_KEYS[0]}: must be an object of option codes and values")
     offered = {o.code: o for o in service.configuration}
@@ -81,7 +82,8 @@ def _valid(option: ConfigOption, value: Any) -> bool:
     if option.type == "boolean":
         return isinstance(value, bool)
     return (isinstance(value, int) and not isinstance(value, bool)
-            and option.minimum <= value <= option.maximum)  # type: ignore[operator]
+            and (option.minimum is None or option.minimum <= value)
+            and (option.maximum is None or value <= option.maximum))
 
 
 def _parse_setting(option: ConfigOption, raw: str) -> bool | int | None:

@@ -16,8 +16,8 @@ bundled proxy (SPASM_CDS_PROXY=nginx, the Docker image's default) forwards a req
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class CpuGate:
@@ -43,9 +43,9 @@ class CpuGate:
 
     def leave(self) -> None:
         """Give the gate back if this thread holds it (at the end of the call, whatever happened)."""
-        if self.holding():
+        if self._lock is not None and getattr(self._local, "held", False):  # self.holding()
             self._local.held = False
-            self._lock.release()  # type: ignore[union-attr]
+            self._lock.release()
 
     @contextmanager
     def released(self) -> Iterator[None]:

@@ -88,7 +88,8 @@ class KnowledgeError(Exception):
     """Start-up only: the knowledge folders are broken; carries every problem found."""
 
     def __init__(self, problems: list[str]):
-        super().__init__("knowledge has %d problem(s):\n  %s" % (len(problems), "\n  ".join(problems)))
+        listed = "\n  ".join(problems)
+        super().__init__(f"knowledge has {len(problems)} problem(s):\n  {listed}")
         self.problems = problems
 
 
@@ -145,7 +146,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.error("unhandled error", exc_info=exc)  # also when called from another handler
         return to_operation_outcome(500, "exception", "internal error; see the service log")
 
 

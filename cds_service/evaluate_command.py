@@ -66,7 +66,7 @@ def evaluate_folder(folder: Path, knowledge: Knowledge, settings: Settings, hook
             report.add(respond(body, service, knowledge, settings, today, observe=report.observe))
         except (InputError, ServiceError) as exc:
             report.fail(str(path.relative_to(folder)), str(getattr(exc, "diagnostics", exc)))
-        if progress is not None:
+        if progress is not None and task is not None:
             progress.advance(task)
     return report
 

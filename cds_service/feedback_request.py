@@ -62,7 +62,7 @@ def parse_feedback(body: Any, service: Service, knowledge: Knowledge) -> ParsedF
             accepted_suggestions=tuple(s["id"] for s in entry.get("acceptedSuggestions", ())),
             reason_system=reason.get("system"), reason_code=code,
             user_comment=(entry.get("overrideReason") or {}).get("userComment"),
-            effect=knowledge.override_effects.get(code) if ours else None))
+            effect=knowledge.override_effects.get(code) if ours and isinstance(code, str) else None))
     rejected = tuple("; ".join(by_entry[i][:3]) for i in sorted(by_entry))
     if not items:
         raise InvalidRequest("; ".join(rejected[:5]))

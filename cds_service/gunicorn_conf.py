@@ -45,5 +45,5 @@ def post_worker_init(worker) -> None:
     try:
         state.database.ping()
         state.memory.recall("warm-up", "warm-up", "warm-up", 0, "warm-up", "warm-up", 0, "warm-up")
-    except Exception:  # noqa: BLE001 - a warm-up must never stop a worker
+    except Exception:
         pass

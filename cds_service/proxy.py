@@ -11,6 +11,7 @@ SIGTERM, SIGINT and SIGHUP on to both, and exits as soon as either exits, so tha
 it."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -98,7 +99,7 @@ _NGINX_ERRORS = (
 
 def _error_location(status: int, code: str, text: str) -> str:
     shown = 400 if status == 494 else 503 if status == 502 else status
-    body = ('{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"%s","diagnostics":"%s"}]}'
+    body = ('{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"%s","diagnostics":"%s"}]}'  # noqa: UP031 - a JSON template: an f-string would double every brace
             % (code, text))
     return (f"        error_page {status} /.spasm-cds-error/{status};\n"
             f"        location = /.spasm-cds-error/{status} {{ internal; default_type application/fhir+json; "
@@ -136,10 +137,8 @@ def supervise(settings: Settings, nginx: str) -> int:
     def forward(signum, _frame) -> None:
         stopping.append(signum)
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGQUIT if pid == proxy.pid and signum == signal.SIGTERM else signum)
-            except ProcessLookupError:
-                pass
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
@@ -154,10 +153,8 @@ def supervise(settings: Settings, nginx: str) -> int:
             if other != pid:
                 _stop(other, proxy.pid)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proxy.pid, signal.SIGKILL)  # any nginx worker its master left behind
-        except (ProcessLookupError, PermissionError):
-            pass
         shutil.rmtree(runtime, ignore_errors=True)
     return 0 if stopping else status
 

@@ -1,15 +1,17 @@
 """STEP 5b, around render (step 6): what this patient should see now. Before render, findings turned off by the
 site or the request, snoozed, or called not relevant (data unchanged) are dropped; after render, cards already shown
 to this clinician within their repeat window, or at order-select (unless critical and not acted on), are held back,
-the rest is capped at the maximum number of cards and recorded as issued. Without a card memory, or with its database down, only the configuration applies (logged)."""
+the rest is capped at the maximum number of cards and recorded as issued. Without a card memory, or with its
+database down, only the configuration applies (logged)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .configuration import Choices, choose, site_defaults
 from .errors import MemoryUnavailable
@@ -73,10 +75,10 @@ class Screening:
 
     def _repeat(self, card: dict[str, Any], rules: tuple[str, ...]) -> str | None:
         """Why this card must not be shown again now, or None."""
-        if self.recall is None or not self.deduplicate:
-            return None
+        if self.memory is None or self.recall is None or not self.deduplicate:
+            return None  # recall is read only with a memory
         key, fingerprint = card_key(card), self._card_fingerprint(card, rules)
-        now = self.memory.now()  # type: ignore[union-attr]
+        now = self.memory.now()
         if self.service.deduplicate:
             group = card["extension"][EXTENSION_KEY].get("group")
             days = self.knowledge.repeat_windows.days(card["indicator"], group, rules)
@@ -85,10 +87,11 @@ class Screening:
                 return "acknowledged"
             if days and card["indicator"] == "info" and self.recall.last_shown.get((key, fingerprint), -1) >= since:
                 return "repeat-window"
-        if self.service.skip_shown_at and (key, fingerprint) in self.recall.shown_at_select:
-            # a critical card nobody acted on at selection is shown again at signing
-            if card["indicator"] != "critical" or self.recall.acknowledged_since(key, fingerprint, self.select_since):
-                return "shown-at-order-select"
+        # a critical card nobody acted on at selection is shown again at signing
+        if (self.service.skip_shown_at and (key, fingerprint) in self.recall.shown_at_select
+                and (card["indicator"] != "critical"
+                     or self.recall.acknowledged_since(key, fingerprint, self.select_since))):
+            return "shown-at-order-select"
         return None
 
     def _card_fingerprint(self, card: dict[str, Any], rules: tuple[str, ...]) -> str:

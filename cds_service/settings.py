@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PREFIX = "SPASM_CDS_"
 LOCAL_FHIR_ALLOWED_URLS = "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
@@ -157,10 +158,10 @@ class Settings:
         return self.database_url or f"sqlite:///{(self.data_dir / 'spasm-cds.sqlite3').resolve()}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from SPASM_CDS_* variables; explicit overrides win. Raises ValueError on a bad value."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # field name -> value of that field's type (_coerce checks it)
         for f in dataclasses.fields(cls):
             raw = env.get(PREFIX + f.name.upper())
             if raw is None or raw == "":

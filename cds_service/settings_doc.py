@@ -17,10 +17,12 @@ def default_text(f: dataclasses.Field) -> str:
     computed where the package is installed (an absolute path), which the help text describes."""
     if f.default is not dataclasses.MISSING:
         value = f.default
-    else:
-        value = f.default_factory()  # type: ignore[misc]
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
         if isinstance(value, Path) and value.is_absolute():
             return "(see meaning)"
+    else:
+        raise ValueError(f"setting {f.name} has no default")
     text = str(value)
     return f"`{text}`" if text else "(empty)"
 

@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -38,7 +39,7 @@ def configure_logging(level: str = "INFO") -> None:
     if any(getattr(h, "_spasm_cds", False) for h in root.handlers):
         return
     handler = logging.StreamHandler()
-    handler._spasm_cds = True  # type: ignore[attr-defined]
+    handler._spasm_cds = True  # type: ignore[attr-defined]  # our mark on the handler, so it is added once
     handler.setFormatter(JsonFormatter())
     handler.addFilter(_RequestIdFilter())
     root.addHandler(handler)

@@ -113,12 +113,10 @@ class UnitConverter:
         scale = 1.0
         # UCUM defines eq as mol; for a multivalent ion one mole carries `valence` equivalents.
         src_eq, dst_eq = "equivalent" in str(src.units), "equivalent" in str(dst.units)
-        if src_eq != dst_eq and valence is None:
-            return None  # equivalents and moles differ by the charge, which this analyte does not give
-        if src_eq and not dst_eq:
-            scale /= valence
-        elif dst_eq and not src_eq:
-            scale *= valence
+        if src_eq != dst_eq:
+            if valence is None:
+                return None  # equivalents and moles differ by the charge, which this analyte does not give
+            scale = 1.0 / valence if src_eq else float(valence)
         if src.dimensionality == dst.dimensionality:
             return scale * float(src.to(dst.units).magnitude)
         if molar_mass is None:
@@ -144,7 +142,7 @@ class RouteTable:
     words: tuple[tuple[str, str], ...]  # (normalised phrase, route), in the file's order
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any] | None) -> "RouteTable":
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> RouteTable:
         doc = doc or {}
         routes = doc.get("routes") or {}
         return cls(frozenset(r for r, spec in routes.items() if spec.get("systemic")),
@@ -177,7 +175,7 @@ class DosingTable:
     sources: tuple[str, ...] = ()  # cards/sources.yaml ids the table cites
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any] | None, units: UnitConverter) -> "DosingTable":
+    def from_doc(cls, doc: Mapping[str, Any] | None, units: UnitConverter) -> DosingTable:
         """The table of a dosing.yaml document; a timing whose period unit cannot be converted to days is left out
         (lint reports it)."""
         doc = doc or {}
@@ -189,7 +187,7 @@ class DosingTable:
             return spec["frequency"] / days if days else None
 
         codes = (doc.get("timing_codes") or {}).get("codes") or {}
-        texts = {**{k: v for k, v in codes.items()}, **(doc.get("timing_texts") or {})}
+        texts = {**codes, **(doc.get("timing_texts") or {})}
         presentation = doc.get("presentation_units") or {}
         return cls(
             mass_unit=names.get("mass", ""), volume_unit=names.get("volume", ""), day_unit=day,
@@ -221,7 +219,7 @@ class Terminology:
     """Look-ups from FHIR codings to concept ids, built from the concepts and the RxNorm roll-up table."""
 
     def __init__(self, concepts: Mapping[str, Concept], systems: Mapping[str, tuple[str, ...]],
-                 products: Mapping[str, "ProductRow"], units: UnitConverter, routes: RouteTable | None = None,
+                 products: Mapping[str, ProductRow], units: UnitConverter, routes: RouteTable | None = None,
                  dosing: DosingTable | None = None, dose_concepts: frozenset[str] = frozenset()):
         self.units = units
         self.routes = routes or RouteTable.from_doc(None)
@@ -407,7 +405,7 @@ def normalise_words(text: str) -> str:
     return " ".join(_NON_WORD.split(text.lower())).strip()
 
 
-def _brands(row: "ProductRow") -> list[str]:
+def _brands(row: ProductRow) -> list[str]:
     """Brand names a table row gives: a BN row's name, or the [Brand] that ends a branded product's name."""
     if row.tty == "BN":
         return [row.display]

@@ -27,7 +27,7 @@ def app(knowledge, tmp_path_factory):
                       knowledge)
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(app):
     return app.test_client()
 

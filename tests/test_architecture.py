@@ -1,4 +1,5 @@
-"""The shape of cds_service/: flask stays at the HTTP edge, clinical facts stay in data, every module says what it is."""
+"""The shape of cds_service/: flask stays at the HTTP edge, clinical facts stay in data, every module says what it
+is."""
 from __future__ import annotations
 
 import ast

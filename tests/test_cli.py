@@ -29,7 +29,8 @@ def test_service_prefetch_can_be_overridden_in_data(tmp_path, today):
         shutil.copytree(REPO / folder, tmp_path / folder)
     services_file = tmp_path / "cards" / "services.yaml"
     doc = yaml.safe_load(services_file.read_text())
-    doc["services"][0]["prefetch"] = {"conditions": "Condition?patient={{context.patientId}}&category=problem-list-item"}
+    doc["services"][0]["prefetch"] = {
+        "conditions": "Condition?patient={{context.patientId}}&category=problem-list-item"}
     services_file.write_text(yaml.safe_dump(doc))
     knowledge = load_knowledge(tmp_path)
     client = create_app(Settings(knowledge_dir=tmp_path), knowledge).test_client()

@@ -181,7 +181,8 @@ def test_a_folder_reports_files_it_cannot_read_and_counts_the_rest(capsys, tmp_p
 
 def test_a_folder_reports_unread_lab_units_by_lab_and_unit(capsys, tmp_path, knowledge, today):
     case = next(c for c in knowledge.cases if c.name == "potassium-in-a-nonsense-unit-magnesium-calcium-recent")
-    (unit,) = {lab["unit"] for lab in case.chart["labs"] if lab["loinc"] in knowledge.concepts["potassium"].codes["loinc"]}
+    (unit,) = {lab["unit"] for lab in case.chart["labs"]
+               if lab["loinc"] in knowledge.concepts["potassium"].codes["loinc"]}
     service = service_for(knowledge, case)
     for i in range(2):
         (tmp_path / f"patient-{i}.json").write_text(json.dumps(build_request(knowledge, case, service, today)))
@@ -201,7 +202,7 @@ def test_readme_order_example_gives_the_critical_interaction_card(capsys, monkey
 
     line = next(line for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
                 if "spasm-cds evaluate" in line and "--draft-order" in line)
-    argv = shlex.split(line.split("#")[0])[1:] + ["--json"]
+    argv = [*shlex.split(line.split("#")[0])[1:], "--json"]
     monkeypatch.chdir(REPO)
     assert main(argv) == 0
     cards = json.loads(capsys.readouterr().out)["cards"]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def locked() -> dict[str, str]:
     """The pins of requirements.lock by canonical name (comments and blank lines skipped)."""
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (REPO / "requirements.lock").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")

@@ -96,7 +96,8 @@ def test_the_documented_serve_command_with_auth_on_starts_and_takes_the_sandboxs
     sandbox = ec_issuer()
     (tmp_path / "sandbox").mkdir()
     (tmp_path / "sandbox" / "jwks.json").write_text(json.dumps(sandbox.jwks()))
-    (tmp_path / "sandbox" / "issuers.yaml").write_text(yaml.safe_dump({"issuers": {SANDBOX_ISS: {"jwks_file": "jwks.json"}}}))
+    issuers = {"issuers": {SANDBOX_ISS: {"jwks_file": "jwks.json"}}}
+    (tmp_path / "sandbox" / "issuers.yaml").write_text(yaml.safe_dump(issuers))
     env.update(SPASM_CDS_TRUSTED_ISSUERS=str(tmp_path / "sandbox" / "issuers.yaml"),
                SPASM_CDS_DATA_DIR=str(tmp_path / "data"))
     client = create_app(Settings.from_env(env), knowledge).test_client()

@@ -3,7 +3,7 @@ than with the standard library's json, which matters for prefetch of hundreds of
 and a request class that holds a body of unknown length (chunked) to max_body_bytes as Content-Length bodies are."""
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 from flask import Request, Response
@@ -27,7 +27,9 @@ class OrjsonProvider(JSONProvider):
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(orjson.dumps(obj), mimetype=self.mimetype)
+        # the provider's app is typed as sansio's App, whose Response takes no body; a Flask app's is flask's
+        response_class = cast("type[Response]", self._app.response_class)
+        return response_class(orjson.dumps(obj), mimetype=self.mimetype)
 
 
 class CappedRequest(Request):
@@ -39,7 +41,7 @@ class CappedRequest(Request):
     def stream(self) -> IO[bytes]:
         limit = self.max_content_length
         if self.content_length is None and limit is not None and "wsgi.input_terminated" in self.environ:
-            return _OneBytePast(self.environ["wsgi.input"], limit)
+            return cast("IO[bytes]", _OneBytePast(self.environ["wsgi.input"], limit))  # as werkzeug's own streams
         return super().stream
 
 
@@ -50,6 +52,7 @@ class _OneBytePast(LimitedStream):
         super().__init__(stream, limit + 1, is_max=True)
         self._max = limit
 
+    # typed as werkzeug's LimitedStream.readinto is, with the same ignore (io's takes any writable buffer)
     def readinto(self, b: bytearray) -> int | None:  # type: ignore[override]
         size = super().readinto(b)
         if self._pos > self._max:

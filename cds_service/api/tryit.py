@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, render_template, request
@@ -195,7 +195,8 @@ def _feedback_body(form) -> tuple[str, dict[str, Any], str]:
         reason: dict[str, Any] = {}
         code = form.get("reason", "")
         if code:
-            offered = dict(state().knowledge.service(service_id).offered_reasons)
+            service = state().knowledge.service(service_id)
+            offered = dict(service.offered_reasons) if service is not None else {}
             if code not in offered:
                 raise PageError("that override reason is not one this service offers")
             reason["reason"] = {"system": OVERRIDE_SYSTEM, "code": code, "display": offered[code]}
@@ -204,7 +205,7 @@ def _feedback_body(form) -> tuple[str, dict[str, Any], str]:
         if reason:
             entry["overrideReason"] = reason
         said = "overridden" + (f" ({reason['reason']['display']})" if "reason" in reason else "")
-    entry["outcomeTimestamp"] = datetime.fromtimestamp(int(state().now()), tz=timezone.utc) \
+    entry["outcomeTimestamp"] = datetime.fromtimestamp(int(state().now()), tz=UTC) \
         .strftime("%Y-%m-%dT%H:%M:%SZ")
     return service_id, {"feedback": [entry]}, said
 

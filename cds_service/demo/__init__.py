@@ -14,8 +14,15 @@ from typing import Any
 
 import yaml
 
-from ..bundles import ORDER_HOOKS, InputError, add_draft, chart_of, request_from_chart, rewrite_references, \
-    service_for_hook
+from ..bundles import (
+    ORDER_HOOKS,
+    InputError,
+    add_draft,
+    chart_of,
+    request_from_chart,
+    rewrite_references,
+    service_for_hook,
+)
 from ..knowledge.model import Knowledge, Service
 
 DEMO_DIR = Path(__file__).resolve().parent

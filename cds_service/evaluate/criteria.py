@@ -3,9 +3,9 @@
 A Match holds True, False, or None (unknown: the data it needs could not be had)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Callable, Mapping
 
 from ..gather.dosage import DailyDose
 from ..gather.facts import LabResult, MedicationUse, PatientFacts, flag_of, shown_unit
@@ -150,7 +150,7 @@ def lab(c: Criterion, facts: PatientFacts, terms: Terminology, bound: Bound) -> 
     if latest is None:
         # a result whose unit cannot be read is present with an unknown value: never judged normal
         return Match(None, unread=(concept.id,)) if _unread_within(facts, concept.id, c.within_days) else NO
-    spec = concept.lab
+    spec = concept.lab_spec
     if c.corrected and latest.correction_unknown and spec.correction:
         return Match(None, unread=(spec.correction.by,))
     value = latest.corrected if c.corrected and latest.corrected is not None else latest.value

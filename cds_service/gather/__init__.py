@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..cpu_gate import OPEN, CpuGate
@@ -106,13 +107,15 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                 resources.pop(query.kind, None)
                 _unavailable(query, service, PrefetchState.BUSY, unknown)
             to_fetch, to_read, work = [], [], False
-        if work:
+        if work and client is not None:  # nothing to do without a client
             pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
             try:
                 futures = [(q, pool.submit(client.search_pages, url)) for q, url in to_fetch]
                 # the drafts' Medications are read alongside the searches: the references are known from the start
                 reads = [(ref, pool.submit(client.read, ref)) for ref in to_read[:_MAX_REFERENCE_READS]]
-                wait([f for _, f in futures + reads], timeout=max(0.0, deadline - time.monotonic()))
+                pending: list[Future[Any]] = [f for _, f in futures]
+                pending += [f for _, f in reads]
+                wait(pending, timeout=max(0.0, deadline - time.monotonic()))
                 for query, future in futures:
                     if not future.done():
                         future.cancel()
@@ -148,7 +151,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                 # server lets go
                 client.close()
                 pool.shutdown(wait=False, cancel_futures=True)
-                if holding:
+                if holding and fhir_calls is not None:
                     fhir_calls.release()
         elif client is not None:
             client.close()
@@ -173,7 +176,7 @@ def _client_for(call: HookCall, settings: Settings, deadline: float) -> FhirClie
         return None
 
 
-def _unavailable(query: DataQuery, service: Service, state: "PrefetchState", unknown: set[str]) -> None:
+def _unavailable(query: DataQuery, service: Service, state: PrefetchState, unknown: set[str]) -> None:
     if query.kind in service.required_data:
         how = ("fetching it from fhirServer failed" if state is PrefetchState.FAILED
                else "fetching it from fhirServer did not finish within the time budget"
@@ -231,7 +234,8 @@ def _unresolved_medications(resources: Mapping[str, list[dict[str, Any]]]) -> di
                     or isinstance(r.get("medicationCodeableConcept"), dict):
                 continue
             if ref.startswith("#"):
-                contained = r.get("contained") if isinstance(r.get("contained"), list) else []
+                found = r.get("contained")
+                contained: list[Any] = found if isinstance(found, list) else []
                 if any(isinstance(c, dict) and c.get("resourceType") == "Medication" and c.get("id") == ref[1:]
                        for c in contained):
                     continue

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..terminology import Terminology, normalise_words
 
@@ -53,14 +54,17 @@ def daily_doses(resource: Mapping[str, Any], concept: Any, ingredients: tuple[st
     if not dosages or len(dosages) > MAX_DOSAGES:
         return NO_DOSES
     table = terminology.dosing
-    read = [(_sequence(d), _dose(d, terminology), _per_day(d.get("timing"), terminology)) for d in dosages]
-    if any(dose is None or per_day is None for _seq, dose, per_day in read):
-        return NO_DOSES  # one line that cannot be read leaves the day's total unknown
+    read: list[tuple[int | None, tuple[str, _Range], _Range]] = []
+    for d in dosages:
+        dose, per_day = _dose(d, terminology), _per_day(d.get("timing"), terminology)
+        if dose is None or per_day is None:
+            return NO_DOSES  # one line that cannot be read leaves the day's total unknown
+        read.append((_sequence(d), dose, per_day))
     names = _strength_texts(concept, terminology)
     out: dict[str, DailyDose] = {}
     for ingredient in ingredients:
         lines = []
-        for seq, (kind, amount), per_day in read:  # type: ignore[misc]
+        for seq, (kind, amount), per_day in read:
             mass = _mass_per_dose(kind, amount, ingredient, ingredients, names, terminology)
             if mass is None:
                 break
@@ -155,10 +159,11 @@ def _per_day(timing: Any, terms: Terminology) -> _Range | None:
     if not isinstance(code, dict):
         return None
     table = terms.dosing
-    codings = code.get("coding") if isinstance(code.get("coding"), list) else []
-    for coding in codings:
+    codings = code.get("coding")
+    for coding in codings if isinstance(codings, list) else []:
         if isinstance(coding, dict) and coding.get("system") == table.timing_system:
-            per_day = table.per_day_by_code.get(coding.get("code")) if isinstance(coding.get("code"), str) else None
+            value = coding.get("code")
+            per_day = table.per_day_by_code.get(value) if isinstance(value, str) else None
             if per_day is not None:
                 return per_day, per_day
     text = code.get("text")
@@ -175,12 +180,13 @@ def _per_day_of_repeat(repeat: Mapping[str, Any], terms: Terminology) -> _Range 
     period = _number(repeat.get("period"))
     period_max = _number(repeat.get("periodMax", period))
     unit = repeat.get("periodUnit")
-    if None in (frequency, frequency_max, period, period_max) or not isinstance(unit, str):
+    if frequency is None or frequency_max is None or period is None or period_max is None \
+            or not isinstance(unit, str):
         return None
     day = terms.units.convert(1.0, unit, terms.dosing.day_unit)
     if not day:
         return None
-    low, high = frequency / (period_max * day), frequency_max / (period * day)  # type: ignore[operator]
+    low, high = frequency / (period_max * day), frequency_max / (period * day)
     if not (math.isfinite(low) and math.isfinite(high)) or low > high or high > MAX_PER_DAY:
         return None
     return low, high

@@ -5,7 +5,8 @@ by facts. What is found nowhere is read from the FHIR server by gather_resources
 its draft unidentified (see facts.extract_drafts)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 _TYPE = "Medication"
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..terminology import Terminology
 from .dosage import NO_DOSES, DailyDose, daily_doses
@@ -36,7 +37,8 @@ class MedicationUse:
     route: str | None = None  # where it acts (mappings/routes.yaml); None: not told
     by: str = "code"  # how it was recognised: code, name or none
     unrecognised: tuple[str, ...] = ()  # its RxNorm codes the roll-up table does not know, when not by code
-    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)  # ingredient -> daily dose, for those its dosage tells
+    # ingredient -> daily dose, for those its dosage tells
+    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class DraftOrder:
     # ordered (never read as "no interaction": rules that ask about it are unknown)
     identified: bool = True
     route: str | None = None
-    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)  # ingredient -> daily dose, for those its dosage tells
+    # ingredient -> daily dose, for those its dosage tells
+    doses: Mapping[str, DailyDose] = field(default_factory=lambda: NO_DOSES)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class PatientFacts:
                               sum(1 for m in self.medications if m.by == "name"))
 
 
-def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: Terminology, today: date
+def condition_facts(resources: Mapping[str, Sequence[dict[str, Any]]], terminology: Terminology, today: date
                     ) -> tuple[ConditionFact, ...]:
     """The active, not refuted conditions alone: enough for a service's relevance gate, so that a chart without a
     documented cramp costs no medication or lab extraction. A concept with a maximum age no longer counts that
@@ -134,7 +137,7 @@ def condition_facts(resources: Mapping[str, list[dict[str, Any]]], terminology: 
     return tuple(_conditions(resources.get("conditions", ()), terminology, today, born))
 
 
-def extract_facts(resources: Mapping[str, list[dict[str, Any]]], unknown: Iterable[str],
+def extract_facts(resources: Mapping[str, Sequence[dict[str, Any]]], unknown: Iterable[str],
                   terminology: Terminology, today: date, drafts: tuple[DraftOrder, ...] = (),
                   conditions: tuple[ConditionFact, ...] | None = None) -> PatientFacts:
     """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed. `conditions`,
@@ -175,7 +178,7 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
         ref = _draft_reference(r)
         in_request = ref is None or ref.startswith("#")  # inline or contained; else gathered by reference
-        medication = _medication_resource(r, {}) if in_request else medications.get(ref)
+        medication = medications.get(ref) if ref is not None and not in_request else _medication_resource(r, {})
         concept = _medication_concept(r, {}) if in_request else _obj(medication).get("code")
         if ref is not None and not _names_a_drug(concept):
             log.info("a draft order's medicationReference could not be resolved to a coded Medication; unidentified")
@@ -189,7 +192,8 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
                                      form=_obj(medication).get("form"))
         if not found.concepts:
             log.info("a draft order's medication matched no concept")
-        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
+        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings
+                                                     if _str(c.get("display"))), "")
         drafts.append(DraftOrder(ident, found.concepts, found.ingredients, display or "medication", selected,
                                  route=found.route, doses=daily_doses(r, concept, found.ingredients, terminology,
                                                                      found.concepts)))
@@ -289,7 +293,8 @@ def _medications(items, medications_by_id, terminology: Terminology):
         codings = _codings(concept)
         found = terminology.identify(codings, _str(concept.get("text")), route=_route(r),
                                      form=_obj(_medication_resource(r, medications_by_id)).get("form"))
-        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings if _str(c.get("display"))), "")
+        display = _str(concept.get("text")) or next((_str(c.get("display")) for c in codings
+                                                     if _str(c.get("display"))), "")
         started = _date(r.get("authoredOn") or _obj(r.get("effectivePeriod")).get("start")
                         or r.get("effectiveDateTime") or r.get("dateAsserted"))
         yield MedicationUse(found.concepts, found.ingredients, display or "medication", started, found.route,
@@ -361,7 +366,7 @@ def _labs(items, terminology: Terminology) -> tuple[Mapping[str, LabResult], Map
         elif newest is not None:
             unread[cid] = newest
     for concept_id, result in latest.items():
-        correction = terminology.concept(concept_id).lab.correction
+        correction = terminology.concept(concept_id).lab_spec.correction
         if correction and correction.by in candidates:
             same_day = (c for c in candidates[correction.by] if c[1] == result.when)
             other = next(iter(_numeric(same_day, terminology)), None)
@@ -377,10 +382,10 @@ def _instant(stamp: Any, day: date) -> float:
     if isinstance(stamp, str) and len(stamp) > 10:
         try:
             moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-            return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
         except ValueError:
             pass
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _corrected(result: LabResult, correction, other: LabResult, terminology: Terminology) -> LabResult:
@@ -401,7 +406,7 @@ def _lab_result(part: Mapping, code: tuple[str, int], when: date, at: float,
             or isinstance(quantity.get("value"), bool):
         return None
     concept_id, code_rank = code
-    spec = terminology.concept(concept_id).lab
+    spec = terminology.concept(concept_id).lab_spec
     unit = quantity.get("code") if terminology.system_name(quantity.get("system")) == "ucum" else None
     unit = unit if isinstance(unit, str) and unit.strip() else quantity.get("unit")
     if not isinstance(unit, str) or not unit.strip():
@@ -482,7 +487,7 @@ def _conditions(items, terminology: Terminology, today: date, born: date | None)
                 concepts = frozenset(c for c in concepts if c not in limits or (today - onset).days <= limits[c])
         if concepts:
             display = _str(_obj(r.get("code")).get("text")) or next(
-                (c.get("display") for c in codings if c.get("display")), "")
+                (shown for c in codings if (shown := _str(c.get("display")))), "")
             yield ConditionFact(concepts, display, verification in (None, "confirmed"))
 
 

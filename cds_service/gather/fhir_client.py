@@ -3,6 +3,7 @@
 capped paging that stops on a repeated next link, and every socket cut when the call's time budget is spent."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -208,28 +209,27 @@ def _cut_all(sockets: list[socket.socket], lock: threading.Lock) -> None:
 
 
 def _cut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed by the other side
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed by the other side
     sock.close()
 
 
-class _WatchedConnectionMixin:
+def _watched(sock: socket.socket) -> socket.socket:
+    """A new connection's socket, watched by the client of this thread's call (if any) so it can be cut."""
+    client = getattr(_current, "client", None)
+    if client is not None:
+        client._watch(sock)
+    return sock
+
+
+class _WatchedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        client = getattr(_current, "client", None)
-        if client is not None:
-            client._watch(sock)
-        return sock
+        return _watched(super()._new_conn())
 
 
-class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
-    pass
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _watched(super()._new_conn())
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import calendar
 import enum
 import re
+from collections.abc import Mapping
 from datetime import date, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 # every {{...}} in a template; what is inside decides whether it is a token this service can fill
 _ANY_TOKEN = re.compile(r"\{\{(.*?)\}\}")
@@ -24,8 +25,8 @@ def unknown_tokens(template: str) -> list[str]:
     for match in _ANY_TOKEN.finditer(template):
         inner = match.group(1)
         name = _NAME.fullmatch(inner)
-        known = (name is not None and (name.group(1) in _USER_TOKENS or name.group(1).removeprefix("context.")
-                                       in _CONTEXT_FIELDS and name.group(1).startswith("context."))) \
+        known = (name is not None and (name.group(1) in _USER_TOKENS or (name.group(1).removeprefix("context.")
+                                       in _CONTEXT_FIELDS and name.group(1).startswith("context.")))) \
             or _TODAY.fullmatch(inner) is not None
         if not known:
             out.append(match.group(0))

@@ -14,7 +14,7 @@ def describe(c: Criterion, knowledge: Knowledge) -> str:
     if c.kind == "condition":
         return f"an active {names} on the problem list"
     if c.kind == "lab":
-        spec = knowledge.concepts[c.concepts[0]].lab
+        spec = knowledge.concepts[c.concepts[0]].lab_spec
         parts = []
         if c.flag:
             parts.append({"low": "below", "high": "above", "abnormal": "outside"}[c.flag] + " its reference range")
@@ -70,7 +70,8 @@ def index_page(knowledge: Knowledge) -> str:
              f"{len(knowledge.rules)} rules, {cases} cases, {len(knowledge.concepts)} concepts, "
              f"{len(knowledge.sources)} sources.", ""]
     for group in sorted({r.group for r in knowledge.rules.values()}):
-        lines += [f"## {group}", "", "| rule | when | severity | evidence | sources | cases |", "|---|---|---|---|---|---|"]
+        lines += [f"## {group}", "", "| rule | when | severity | evidence | sources | cases |",
+                  "|---|---|---|---|---|---|"]
         for rule in sorted((r for r in knowledge.rules.values() if r.group == group), key=lambda r: r.id):
             when = "; ".join(describe(c, knowledge) for c in rule.include)
             n = sum(1 for c in knowledge.cases if c.rule == rule.id)

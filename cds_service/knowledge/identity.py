@@ -2,8 +2,9 @@
 route, a form) and the concepts it must and must not resolve to. Run by `spasm-cds lint` and the tests."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..terminology import Terminology
@@ -34,10 +35,10 @@ def build_cases(doc: Mapping[str, Any] | None) -> tuple[IdentityCase, ...]:
     return tuple(cases)
 
 
-def case_problem(case: IdentityCase, terminology: "Terminology", rxnorm_uri: str, snomed_uri: str) -> str | None:
+def case_problem(case: IdentityCase, terminology: Terminology, rxnorm_uri: str, snomed_uri: str) -> str | None:
     """What is wrong with how the case's medication resolves, or None."""
     codings = [{"system": rxnorm_uri, "code": code} for code in case.rxnorm]
-    route = None
+    route: dict[str, Any] | None = None
     if case.route:
         route = {"text": case.route["text"]} if "text" in case.route else {}
         if "snomed" in case.route:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from .model import Case, Concept, Rule, Service, Source
@@ -61,7 +62,8 @@ def _check_dosing(doc: dict, sources, units) -> list[str]:
         for key, unit in (doc.get(field) or {}).items():
             if units.convert(1.0, unit, target) is None:
                 problems.append(f"{where}: {field}.{key}: {unit!r} does not convert to {target!r}")
-    timings = {**{f"timing_codes.codes.{k}": v for k, v in ((doc.get("timing_codes") or {}).get("codes") or {}).items()},
+    coded = (doc.get("timing_codes") or {}).get("codes") or {}
+    timings = {**{f"timing_codes.codes.{k}": v for k, v in coded.items()},
                **{f"timing_texts.{k}": v for k, v in (doc.get("timing_texts") or {}).items()}}
     for key, spec in timings.items():
         if not units.convert(float(spec["period"]), spec["unit"], day):
@@ -72,7 +74,7 @@ def _check_dosing(doc: dict, sources, units) -> list[str]:
     return problems
 
 
-def unused_sources(rules: dict[str, Rule], concepts: dict[str, Concept], sources: dict[str, Source],
+def unused_sources(rules: Mapping[str, Rule], concepts: Mapping[str, Concept], sources: Mapping[str, Source],
                    also_cited: tuple[str, ...] = ()) -> list[str]:
     """Bibliography entries no rule or concept (nor `also_cited`: mappings/dosing.yaml's) cites (a warning)."""
     cited = {s for r in rules.values() for s in r.sources} | {s for c in concepts.values() for s in c.sources}
@@ -149,7 +151,7 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
             if n > 1:
                 problems.append(f"{rel}: include: {n} criteria share the placeholder name {alias!r}; "
                                 f"give the others an `as:` name")
-        allowed = set()
+        allowed: set[str] = set()
         for crit in doc.get("include") or ():
             kind = next(k for k in KIND_FIELDS if k in crit)
             alias, fields = KIND_FIELDS[kind]
@@ -470,7 +472,7 @@ def check_medication_codes(entries, products: dict[str, Any], routes) -> list[st
     return problems
 
 
-def uncoded_ingredients(concepts: dict[str, Concept], products: dict[str, tuple[str, ...]]) -> list[str]:
+def uncoded_ingredients(concepts: Mapping[str, Concept], products: Mapping[str, tuple[str, ...]]) -> list[str]:
     """Ingredients of medication concepts whose ingredient (IN) code no concept lists (a warning: such a drug is
     still recognised by its product codes and its name, but not when an EHR sends the ingredient code)."""
     warnings = []

@@ -14,10 +14,25 @@ from jsonschema import Draft202012Validator
 
 from ..errors import KnowledgeError
 from . import lint
-from .model import (AlternateUnit, Case, CardTemplate, ConfigOption, Concept, Correction, Criterion, DataQuery, Knowledge, LabSpec,
-                    OverrideEffect, RepeatWindows, Rule, Service, Source)
 from .identity import build_cases as build_identity_cases
 from .identity import concept_problems as identity_concept_problems
+from .model import (
+    AlternateUnit,
+    CardTemplate,
+    Case,
+    Concept,
+    ConfigOption,
+    Correction,
+    Criterion,
+    DataQuery,
+    Knowledge,
+    LabSpec,
+    OverrideEffect,
+    RepeatWindows,
+    Rule,
+    Service,
+    Source,
+)
 from .rxnorm_table import read_rows
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -78,7 +93,7 @@ def _with_python_patterns(node: Any) -> Any:
         return [_with_python_patterns(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "pattern" and isinstance(value, str):
             out[key] = python_pattern(value)
@@ -325,7 +340,7 @@ def _build_cases(entries, rules) -> list[Case]:
         defaults = doc.get("defaults") or {}
         rule = rules.get(doc["rule"])
         for c in doc["cases"]:
-            chart = {k: v for k, v in defaults.items()}
+            chart = dict(defaults)
             for key, value in c.items():
                 if key in ("name", "expect", "hook", "summary_contains", "detail_contains", "suggestions", "note",
                            "notice_contains", "cards"):

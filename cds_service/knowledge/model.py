@@ -1,9 +1,10 @@
 """The frozen shapes knowledge takes after loading: concepts, rules, criteria, cards, sources, services."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..terminology import Terminology
@@ -23,9 +24,9 @@ class LabSpec:
     fallback_high: float | None
     order_loinc: str | None
     order_display: str | None
-    correction: "Correction | None" = None
+    correction: Correction | None = None
     accepted_units: tuple[str, ...] = ()  # when set, results in other units are not compared
-    alternate_units: tuple["AlternateUnit", ...] = ()
+    alternate_units: tuple[AlternateUnit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class Concept:
     except_with: tuple[str, ...] = ()  # medications: a product also holding one of these is not this concept
     max_age_days: int | None = None  # conditions only: how long after onset an acute condition still counts
 
+    @property
+    def lab_spec(self) -> LabSpec:
+        """The LabSpec of a lab concept (the loader gives every concept under mappings/labs one); TypeError for a
+        concept of another domain."""
+        if self.lab is None:
+            raise TypeError(f"concept {self.id!r} is not a lab")
+        return self.lab
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -86,7 +95,7 @@ class Criterion:
     # medication, draft-order: only a drug whose daily dose of the concept's ingredient is above this, in the mass
     # unit of mappings/dosing.yaml; a dose that cannot be read is unknown
     dose_above: float | None = None
-    any_of: tuple["Criterion", ...] = ()  # any: holds when one of these holds
+    any_of: tuple[Criterion, ...] = ()  # any: holds when one of these holds
     ignore_unknown: bool = False  # exclude: unknown data does not silence the rule
     confirmed: bool = False  # condition: a provisional, differential or unconfirmed condition does not count
 
@@ -274,15 +283,15 @@ class Knowledge:
     override_reasons: tuple[tuple[str, str], ...]
     forbidden: tuple[tuple[str, str], ...]
     max_summary_chars: int
+    terminology: Terminology
+    missing_data_card: Mapping[str, Any]  # the notice of data that could not be had or read (services.yaml)
     product_ingredients: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    missing_data_card: Mapping[str, Any] | None = None
     card_groups: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
-    terminology: "Terminology | None" = None
     override_effects: Mapping[str, OverrideEffect] = field(default_factory=lambda: MappingProxyType({}))
     repeat_windows: RepeatWindows = field(default_factory=lambda: RepeatWindows(
         MappingProxyType({}), MappingProxyType({}), MappingProxyType({})))
     configuration_options: Mapping[str, ConfigOption] = field(default_factory=lambda: MappingProxyType({}))
-    identity_cases: tuple["IdentityCase", ...] = ()
+    identity_cases: tuple[IdentityCase, ...] = ()
     proper_names: frozenset[str] = frozenset()  # words that keep their capital mid-sentence (policy.yaml)
     # rule id -> its place among cards of the same indicator (services.yaml card_order; lower first)
     urgency: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))

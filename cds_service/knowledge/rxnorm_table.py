@@ -80,7 +80,7 @@ def read_rows(path: str | Path, header: tuple[str, ...] = HEADER) -> list[Row]:
             where = f"{path}:{line_no}"
             if len(fields) != len(header):
                 raise ValueError(f"{where}: expected {len(header)} tab-separated columns, got {len(fields)}")
-            values = dict(zip(header, (f.strip() for f in fields)))
+            values = dict(zip(header, (f.strip() for f in fields), strict=True))
             row = _row(values["rxcui"], values["tty"], values["ingredients"], values["dose_form"],
                        values.get("display") or values.get("name", ""), values["source"], where)
             if row.rxcui in seen:
@@ -238,7 +238,7 @@ def render(rows: list[Row], argv: list[str], inputs: list[Path]) -> str:
         for file in files:
             digest.update(file.read_bytes())
         digests.append(f"# input: {path} sha256={digest.hexdigest()}")
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for row in rows:
         counts[row.tty] += 1
     lines = [
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     labels = list(args.release) + [f"RxNorm {p.resolve().name}" for p in args.rxnorm[len(args.release):]]
     try:
         wanted = concept_ingredients(args.knowledge_dir)
-        rows = build(list(zip(args.rxnorm, labels)), args.codes, wanted)
+        rows = build(list(zip(args.rxnorm, labels, strict=True)), args.codes, wanted)
     except (OSError, ValueError, KeyError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

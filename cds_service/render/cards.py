@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..evaluate.engine import Evaluation, Finding
 from ..knowledge.lint import PLACEHOLDER
@@ -67,8 +68,10 @@ def flatten_brackets(text: str) -> str:
         if ch == "(":
             if (i and text[i - 1] == "]") or "link" in stack:
                 kind = "link"
+            elif stack:
+                kind = "flat"
             else:
-                kind = "flat" if stack else "kept"
+                kind = "kept"
             stack.append(kind)
             if kind == "flat":
                 while out and out[-1] == " ":

@@ -14,7 +14,9 @@ from ..knowledge.model import Concept
 def order_lab_suggestion(lab: Concept, patient_id: str, loinc_uri: str, card_uuid: str,
                          reason: str) -> dict[str, Any]:
     """A ready-to-accept suggestion: create a proposed ServiceRequest for the lab's order code."""
-    spec = lab.lab
+    spec = lab.lab_spec
+    if spec.order_loinc is None or spec.order_display is None:  # the lint refuses a suggested lab without lab.order
+        raise ValueError(f"lab {lab.id!r} has no lab.order to suggest")
     request = orjson.loads(_service_request(lab.id, loinc_uri, spec.order_loinc, spec.order_display))
     request["subject"] = {"reference": f"Patient/{patient_id}"}
     request["reasonCode"] = [{"text": reason}]

@@ -3,11 +3,11 @@
 open_database builds the engine and brings the schema up to date with the migrations shipped in migrations/."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, literal, null, or_, select, union_all
+from sqlalchemy import Select, and_, bindparam, delete, func, literal, null, or_, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import MemoryUnavailable
@@ -141,10 +141,11 @@ def _recall_statement(shown: bool, at_select: bool):
     service issued in this hook context. One statement, one round trip, one snapshot."""
     # the patient's snoozes and 'not relevant'; acknowledgements by this clinician (and, from before revision
     # 0003, those keyed by patient)
-    parts = [select(literal("s"), Suppression.card_key, Suppression.kind, Suppression.fingerprint,
-                    Suppression.until_at, Suppression.set_at)
-             .where(or_(Suppression.patient_key == bindparam("patient_key"),
-                        and_(Suppression.patient_key == bindparam("user_key"), Suppression.kind == "acknowledged")))]
+    parts: list[Select[*tuple[Any, ...]]] = [
+        select(literal("s"), Suppression.card_key, Suppression.kind, Suppression.fingerprint,
+               Suppression.until_at, Suppression.set_at)
+        .where(or_(Suppression.patient_key == bindparam("patient_key"),
+                   and_(Suppression.patient_key == bindparam("user_key"), Suppression.kind == "acknowledged")))]
     if shown:
         parts.append(select(literal("c"), CardIssued.card_key, null(), CardIssued.fingerprint,
                             func.max(CardIssued.issued_at), null())

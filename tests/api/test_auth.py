@@ -16,8 +16,18 @@ from cds_service.auth import KeySets, load_trusted_issuers
 from cds_service.settings import Settings
 from tests.conftest import REPO
 from tests.support.assertions import assert_operation_outcome
-from tests.support.jwt_issuer import (EPIC_ISS, SANDBOX_ISS, SANDBOX_KID, JwksServer, ec_issuer, hmac_token,
-                                      rsa_issuer, unsigned_token, with_payload, write_issuers)
+from tests.support.jwt_issuer import (
+    EPIC_ISS,
+    SANDBOX_ISS,
+    SANDBOX_KID,
+    JwksServer,
+    ec_issuer,
+    hmac_token,
+    rsa_issuer,
+    unsigned_token,
+    with_payload,
+    write_issuers,
+)
 
 BASE = "http://localhost"
 DISCOVERY = f"{BASE}/cds-services"
@@ -69,8 +79,8 @@ def secure_settings(tmp_path_factory, keys, epic, attacker):
         EPIC_ISS: {"jku": [epic.jku]},
         TENANT_ISS: {"jwks_file": "tenanted-jwks.json", "tenants": ["hospital-a"]},
     }, jwks_files={"sandbox-jwks.json": keys["sandbox"].jwks(), "tenanted-jwks.json": keys["tenanted"].jwks()})
-    return Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", public_url=BASE, trusted_issuers=str(issuers),
-                    jwks_min_refetch_s=0.0)
+    return Settings(knowledge_dir=REPO, data_dir=folder / "data", auth="on", public_url=BASE,
+                    trusted_issuers=str(issuers), jwks_min_refetch_s=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +88,7 @@ def secure_client(secure_settings, knowledge):
     return create_app(secure_settings, knowledge).test_client()
 
 
-@pytest.fixture()
+@pytest.fixture
 def auth_log(caplog):
     """The service's log records (its logger does not propagate, so caplog's handler is attached to it)."""
     logger = logging.getLogger("cds_service")
@@ -294,12 +304,13 @@ def test_auth_defaults_to_off_and_the_setting_must_be_on_or_off(knowledge, tmp_p
 
 
 def test_auth_on_without_issuers_refuses_every_call(knowledge, keys, tmp_path):
-    client = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url=BASE), knowledge).test_client()
+    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url=BASE)
+    client = create_app(settings, knowledge).test_client()
     assert call(client, keys["sandbox"].token(DISCOVERY)).status_code == 401
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("entry,problem", [
+@pytest.mark.parametrize(("entry", "problem"), [
     ({"jwks_file": "k.json", "jku": ["https://a.example/jwks"]}, "issuers"),
     ({}, "issuers"),
     ({"jku": ["not a url"]}, "jku"),
@@ -338,7 +349,7 @@ def jwt_failures(client, reason: str) -> float:
     return metric(client.get("/metrics").data.decode(), "spasm_cds_jwt_failures_total", reason=reason)
 
 
-@pytest.mark.parametrize("name,challenge", [
+@pytest.mark.parametrize(("name", "challenge"), [
     ("no-header", 'Bearer realm="cds-services"'),
     ("basic", 'Bearer realm="cds-services"'),
     ("huge-token", 'Bearer realm="cds-services", error="invalid_request"'),
@@ -404,7 +415,7 @@ def test_a_token_for_the_host_header_is_refused_when_the_public_url_differs(secu
 
 def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_not_401(keys, tmp_path):
     from cds_service.auth import Verifier, load_trusted_issuers
-    from cds_service.errors import StoreUnavailable
+    from cds_service.errors import StoreUnavailable, Unauthorized
     from cds_service.state import connect
     from cds_service.state.replay import JtiStore
 
@@ -414,7 +425,7 @@ def test_with_the_database_down_and_the_in_process_memory_full_a_token_gets_503_
     try:
         first = keys["sandbox"].token(DISCOVERY)
         assert verifier.verify(f"Bearer {first}", DISCOVERY).issuer == SANDBOX_ISS
-        with pytest.raises(Exception) as replay:
+        with pytest.raises(Unauthorized) as replay:
             verifier.verify(f"Bearer {first}", DISCOVERY)
         assert replay.value.status == 401
         with pytest.raises(StoreUnavailable) as full:

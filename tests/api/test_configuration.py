@@ -17,7 +17,7 @@ from tests.support.cds_client import rules_of
 OURS, CRD = "org.spasm-cds.configuration", "davinci-crd.configuration"
 
 
-@pytest.fixture()
+@pytest.fixture
 def make_client(knowledge, tmp_path):
     apps = []
 

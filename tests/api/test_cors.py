@@ -24,7 +24,7 @@ def secure_client(knowledge, tmp_path_factory):
     return create_app(settings, knowledge).test_client()
 
 
-@pytest.mark.parametrize("path,method", [("/cds-services", "GET"), (SERVICE, "POST"), ("/knowledge", "GET")],
+@pytest.mark.parametrize(("path", "method"), [("/cds-services", "GET"), (SERVICE, "POST"), ("/knowledge", "GET")],
                          ids=["discovery", "service", "knowledge"])
 def test_preflight_allows_authorization_and_content_type_without_a_token(secure_client, path, method):
     response = preflight(secure_client, path, method)

@@ -29,7 +29,8 @@ def test_prefetch_is_derived_from_the_rules(client, knowledge):
             for c in flat(rule.include + rule.exclude) if c.kind in ("lab", "missing-lab") for lab in c.concepts}
     # a lab corrected by another (calcium by albumin) brings the other along
     used |= {knowledge.concepts[lab].lab.correction.by for lab in set(used) if knowledge.concepts[lab].lab.correction}
-    expected = {f"{knowledge.systems['loinc'][0]}|{code}" for lab in used for code in knowledge.concepts[lab].codes["loinc"]}
+    expected = {f"{knowledge.systems['loinc'][0]}|{code}"
+                for lab in used for code in knowledge.concepts[lab].codes["loinc"]}
     assert set(labs) == expected
     # every template only uses tokens a CDS Hooks 2.0 client can fill
     for template in prefetch.values():

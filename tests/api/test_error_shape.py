@@ -24,7 +24,7 @@ def body(**changes) -> dict:
 class _FaultyFhir(BaseHTTPRequestHandler):
     """Answers every GET with the fault named by the server's `fault` attribute."""
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         fault = self.server.fault
         if fault == "http-500":
             payload, status, kind = b'{"resourceType":"OperationOutcome"}', 500, "application/fhir+json"
@@ -89,7 +89,8 @@ FAILURES = [
 ]
 
 
-@pytest.mark.parametrize("name,method,path,data,content_type,status", FAILURES, ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize(("name", "method", "path", "data", "content_type", "status"), FAILURES,
+                         ids=[f[0] for f in FAILURES])
 def test_failure_is_an_operation_outcome(client, name, method, path, data, content_type, status):
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.open(path, method=method, data=data, headers=headers)

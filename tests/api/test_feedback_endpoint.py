@@ -23,7 +23,7 @@ OVERRIDDEN = {"card": "c-1", "outcome": "overridden", "outcomeTimestamp": WHEN,
 ACCEPTED = {"card": "c-1", "outcome": "accepted", "acceptedSuggestions": [{"id": "s-1"}], "outcomeTimestamp": WHEN}
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(knowledge, tmp_path):
     app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path), knowledge)
     yield app.test_client()
@@ -82,7 +82,7 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("name,data,content_type,status", MALFORMED, ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(("name", "data", "content_type", "status"), MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_feedback_is_a_4xx_operation_outcome_and_nothing_is_written(client, name, data, content_type,
                                                                               status):
     response = client.post(PATH, data=data, headers={"Content-Type": content_type})
@@ -95,7 +95,7 @@ _Y1 = -62_135_596_800_000  # 0001-01-01T00:00:00Z in epoch ms
 _Y9999_END = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 
 
-@pytest.mark.parametrize("timestamp,epoch_ms", [
+@pytest.mark.parametrize(("timestamp", "epoch_ms"), [
     ("0001-01-01T00:00:00Z", _Y1),
     ("0001-01-01T00:00:00+14:00", _Y1 - 14 * 3_600_000),  # before year 1 in UTC: datetime cannot say it
     ("0001-01-01T00:00:00+23:59", _Y1 - (23 * 60 + 59) * 60_000),
@@ -119,7 +119,7 @@ def test_timestamps_at_the_ends_of_the_date_range_are_stored_exactly(client, tim
     "0000-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "2027-02-29T00:00:00Z", "2027-01-15T24:00:00Z",
     "2027-01-15T08:60:00Z", "2027-01-15T08:00:61Z", "2027-01-15T08:00:00+24:00", "2027-01-15T08:00:00+99:99",
     "2027-01-15T08:00:00-00:60", "2027-01-15T08:00:00Z\n", "2027-01-15T08:00:00.Z", "+2027-01-15T08:00:00Z",
-    "2027-01-15T08:00:00.1234567890Z", "２０２７-01-15T08:00:00Z", "2027-01-15T08:00:00Z ",
+    "2027-01-15T08:00:00.1234567890Z", "２０２７-01-15T08:00:00Z", "2027-01-15T08:00:00Z ",  # noqa: RUF001 - full-width digits on purpose
 ], ids=["year-0", "year-10000", "not-a-leap-year", "hour-24", "minute-60", "second-61", "offset-24h",
         "offset-99", "offset-minute-60", "trailing-newline", "empty-fraction", "signed-year", "ten-fraction-digits",
         "full-width-digits", "trailing-space"])
@@ -131,7 +131,7 @@ def test_timestamps_that_are_not_rfc_3339_date_times_are_400_naming_the_field(cl
     assert rows(client) == 0
 
 
-@pytest.mark.parametrize("field,entry", [
+@pytest.mark.parametrize(("field", "entry"), [
     ("card", with_changes(OVERRIDDEN, card="c-1\u0000")),
     ("overrideReason/userComment", with_changes(OVERRIDDEN, overrideReason={"userComment": "see\u0000note"})),
     ("overrideReason/reason/code", with_changes(OVERRIDDEN, overrideReason={"reason": {
@@ -210,7 +210,8 @@ def test_the_feedback_route_answers_a_cors_preflight(client):
 
 
 def test_with_authentication_on_feedback_needs_a_jwt(knowledge, tmp_path):
-    app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url="http://localhost"), knowledge)
+    settings = Settings(knowledge_dir=REPO, data_dir=tmp_path, auth="on", public_url="http://localhost")
+    app = create_app(settings, knowledge)
     response = app.test_client().post(PATH, json={"feedback": [OVERRIDDEN]})
     assert (response.status_code, response.data) == (401, b"")
     app.extensions["spasm_cds"].database.engine.dispose()

@@ -9,8 +9,8 @@ import re
 import jsonschema_rs
 import pytest
 
-from cds_service.demo import order_from_rxnorm
 from cds_service.bundles import InputError
+from cds_service.demo import order_from_rxnorm
 from cds_service.knowledge.loader import python_pattern, schema, validator
 from tests.support.assertions import assert_operation_outcome
 from tests.support.malformed import SERVICE, valid_body
@@ -47,7 +47,7 @@ FEEDBACK_CASES = [(path, name, variant.format(value, value)) for path, value in 
                   for name, variant in VARIANTS.items()]
 
 
-@pytest.mark.parametrize("path,name,value", HOOK_CASES, ids=[f"{'.'.join(p)}-{n}" for p, n, _ in HOOK_CASES])
+@pytest.mark.parametrize(("path", "name", "value"), HOOK_CASES, ids=[f"{'.'.join(p)}-{n}" for p, n, _ in HOOK_CASES])
 def test_both_hook_request_validators_agree_and_a_line_break_in_an_id_is_a_400(client, path, name, value):
     body = _hook_body(path, value)
     fast = jsonschema_rs.validator_for(schema("hook-request")).is_valid(body)
@@ -64,7 +64,7 @@ def test_both_hook_request_validators_agree_and_a_line_break_in_an_id_is_a_400(c
         assert response.status_code == 400, response.data
 
 
-@pytest.mark.parametrize("path,name,value", FEEDBACK_CASES,
+@pytest.mark.parametrize(("path", "name", "value"), FEEDBACK_CASES,
                          ids=[f"{'.'.join(p)}-{n}" for p, n, _ in FEEDBACK_CASES])
 def test_both_feedback_validators_agree_and_a_line_break_in_an_id_is_a_400(client, path, name, value):
     body = _feedback_body(path, value)
@@ -77,7 +77,7 @@ def test_both_feedback_validators_agree_and_a_line_break_in_an_id_is_a_400(clien
         assert response.status_code == 400
 
 
-@pytest.mark.parametrize("ecma,python", [
+@pytest.mark.parametrize(("ecma", "python"), [
     ("^[a-z]+$", "^[a-z]+\\Z"), ("^a$|^b$", "^a\\Z|^b\\Z"), ("^[$]$", "^[$]\\Z"), ("^\\$$", "^\\$\\Z"),
     ("^[\\]$]+$", "^[\\]$]+\\Z"), ("^(a|b)$", "^(a|b)\\Z"), ("no-anchor", "no-anchor"),
 ])
@@ -100,7 +100,7 @@ def test_every_pattern_in_the_request_schemas_means_the_same_to_both_validators(
 
     for name in ("hook-request", "feedback"):
         python_schema = validator(name).schema
-        for ecma, python in zip(patterns(copy.deepcopy(schema(name))), patterns(python_schema)):
+        for ecma, python in zip(patterns(copy.deepcopy(schema(name))), patterns(python_schema), strict=True):
             assert python == python_pattern(ecma) and "$" not in python.replace("\\$", "")
 
 

@@ -142,7 +142,8 @@ def test_requests_and_responses_of_every_case_of_a_hook_fit_the_document(hook, k
     assert problems == []
 
 
-@pytest.mark.parametrize("component, error", [("Unauthorized", "Unauthorized"), ("Unavailable", "StoreUnavailable")])
+@pytest.mark.parametrize(("component", "error"),
+                         [("Unauthorized", "Unauthorized"), ("Unavailable", "StoreUnavailable")])
 def test_the_headers_a_refusal_carries_are_the_ones_the_document_declares(component, error):
     from cds_service import errors
     sent = set(getattr(errors, error)("a reason").headers())

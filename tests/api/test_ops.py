@@ -37,7 +37,8 @@ def test_metrics_count_requests_by_service_and_status_and_findings_by_rule(clien
     service = service_for(knowledge, case)
     before = client.get("/metrics").data.decode()
     for _ in range(3):
-        assert client.post(f"/cds-services/{service.id}", json=build_request(knowledge, case, service, today)).status_code == 200
+        body = build_request(knowledge, case, service, today)
+        assert client.post(f"/cds-services/{service.id}", json=body).status_code == 200
     client.post("/cds-services/no-such-service", json={})
     after = client.get("/metrics").data.decode()
     assert metric(after, "spasm_cds_requests_total", endpoint=service.id, status="200") - \
@@ -53,11 +54,13 @@ def test_metrics_count_requests_by_service_and_status_and_findings_by_rule(clien
 
 def test_metrics_count_unread_lab_units_by_lab_only_never_by_unit(client, knowledge, today):
     case = next(c for c in knowledge.cases if c.name == "potassium-in-a-nonsense-unit-magnesium-calcium-recent")
-    (unit,) = {lab["unit"] for lab in case.chart["labs"] if lab["loinc"] in knowledge.concepts["potassium"].codes["loinc"]}
+    (unit,) = {lab["unit"] for lab in case.chart["labs"]
+               if lab["loinc"] in knowledge.concepts["potassium"].codes["loinc"]}
     service = service_for(knowledge, case)
     before = client.get("/metrics").data.decode()
     for _ in range(2):
-        assert client.post(f"/cds-services/{service.id}", json=build_request(knowledge, case, service, today)).status_code == 200
+        body = build_request(knowledge, case, service, today)
+        assert client.post(f"/cds-services/{service.id}", json=body).status_code == 200
     after = client.get("/metrics").data.decode()
     assert metric(after, "spasm_cds_lab_units_unread_total", lab="potassium") - \
         metric(before, "spasm_cds_lab_units_unread_total", lab="potassium") == 2

@@ -55,14 +55,14 @@ class Forms(HTMLParser):
         return [f for f in self.forms if "/try-it/feedback" in f["action"]]
 
 
-@pytest.fixture()
+@pytest.fixture
 def app(knowledge, tmp_path):
     app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path), knowledge)
     yield app
     app.extensions["spasm_cds"].database.engine.dispose()
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(app):
     return app.test_client()
 
@@ -106,7 +106,7 @@ def test_each_demo_patient_gives_its_cards_on_its_hook(client, demo):
 
     assert response.status_code == 200, alert(page)
     assert len(shown) == len(demo.cards), shown
-    for expected, summary in zip(demo.cards, shown):
+    for expected, summary in zip(demo.cards, shown, strict=True):
         assert expected in summary
     if not demo.cards:
         assert "No cards: the service stays silent for this patient." in page
@@ -207,7 +207,7 @@ def broken_bundles() -> list[tuple[str, str, str]]:
     ]
 
 
-@pytest.mark.parametrize("text,message", [b[1:] for b in broken_bundles()], ids=[b[0] for b in broken_bundles()])
+@pytest.mark.parametrize(("text", "message"), [b[1:] for b in broken_bundles()], ids=[b[0] for b in broken_bundles()])
 def test_bad_pasted_input_is_a_message_on_the_page_not_a_traceback(client, text, message):
     response = client.post("/try-it", data={"patient": "paste", "hook": "patient-view", "bundle": text})
     page = response.get_data(as_text=True)
@@ -280,7 +280,7 @@ def test_feedback_the_page_did_not_offer_is_refused_and_nothing_is_stored(client
 @pytest.mark.parametrize("overrides", [{"try_it": "off"}, {"auth": "on", "public_url": "http://localhost"},
                                        {"auth": "on", "try_it": "", "public_url": "http://localhost"}],
                          ids=["off", "auth-on-unset", "auth-on-empty"])
-@pytest.mark.parametrize("method,path", [("GET", "/"), ("POST", "/try-it"), ("POST", "/try-it/feedback")])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("POST", "/try-it"), ("POST", "/try-it/feedback")])
 def test_the_page_is_404_when_off_and_by_default_with_auth_on(knowledge, tmp_path, overrides, method, path):
     app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, **overrides), knowledge)
     response = app.test_client().open(path, method=method, data={"run": DEMOS[0].id})

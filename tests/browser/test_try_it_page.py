@@ -29,7 +29,7 @@ def _missing_browser() -> str | None:
     if missing:
         return f"{' and '.join(missing)} missing: apt-get install chromium chromium-driver (.ci/run does)"
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401 - imported only to see that it is installed
     except ImportError:
         return "selenium is not installed: pip install -e '.[test]'"
     return None

@@ -56,7 +56,7 @@ def post(port: int, path: str, data: bytes, chunked: bool = True) -> tuple[int, 
         connection.close()
 
 
-@pytest.mark.parametrize("path,body", [(SERVICE, json.dumps(valid_body()).encode()),
+@pytest.mark.parametrize(("path", "body"), [(SERVICE, json.dumps(valid_body()).encode()),
                                        (SERVICE + "/feedback", FEEDBACK_BODY)], ids=["hook-call", "feedback"])
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
 def test_a_body_one_byte_over_the_limit_is_413_and_one_at_the_limit_is_read_whole(service_server, path, body,

@@ -70,9 +70,9 @@ def auth_env(folder, **extra: str) -> dict[str, str]:
             **extra}
 
 
-@pytest.fixture()
+@pytest.fixture
 def two_workers(server: ServiceServer) -> Iterator[tuple[http.client.HTTPConnection, http.client.HTTPConnection]]:
-    one, other = connections_on_two_workers("127.0.0.1", server.port, server._process.pid)
+    one, other = connections_on_two_workers("127.0.0.1", server.port, server.process.pid)
     try:
         yield one, other
     finally:
@@ -80,7 +80,7 @@ def two_workers(server: ServiceServer) -> Iterator[tuple[http.client.HTTPConnect
         other.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def server(postgres, tmp_path) -> Iterator[ServiceServer]:
     env = auth_env(tmp_path, SPASM_CDS_DATABASE_URL=postgres.create_database())
     with ServiceServer(extra_env=env, workers=2) as service:

@@ -73,7 +73,7 @@ def test_demo_fhir_loads_the_demo_patients_and_synthea_bundles_and_stops_on_sigt
 
         os.kill(process.pid, signal.SIGTERM)  # the command only, not its process group
         process.wait(timeout=30)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):  # noqa: PT011 - refused, reset or timed out: any socket error means it is gone
             http_request("GET", f"{base}/metadata", timeout_s=2.0)
     finally:
         if process.poll() is None:
@@ -97,7 +97,7 @@ def test_only_transaction_and_collection_bundles_load(tmp_path):
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": []}
     assert as_transaction(transaction) is transaction
     for bad in ({"resourceType": "Patient"}, {"resourceType": "Bundle", "type": "searchset"}, []):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="Bundle"):
             as_transaction(bad)
     (tmp_path / "b.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("")

@@ -22,8 +22,14 @@ from pathlib import Path
 import pytest
 
 from cds_service.case_runner import build_request, service_for
-from tests.support.container_image import (Container, PodmanUnavailable, build_image, ensure_base_image,
-                                           ensure_podman, remove_stale_containers)
+from tests.support.container_image import (
+    Container,
+    PodmanUnavailable,
+    build_image,
+    ensure_base_image,
+    ensure_podman,
+    remove_stale_containers,
+)
 from tests.support.jwt_issuer import SANDBOX_ISS, ec_issuer, write_issuers
 from tests.support.loopback import http_request
 
@@ -79,7 +85,7 @@ def hook_call(knowledge) -> tuple[str, bytes]:
 
 
 def test_healthz_answers_through_nginx(served):
-    request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(request)
         answer = b""

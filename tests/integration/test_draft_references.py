@@ -26,13 +26,13 @@ READ_TIMEOUT_S = 0.3
 HOLD_S = 0.5  # how long the timed server takes over each request
 
 
-@pytest.fixture()
+@pytest.fixture
 def fhir() -> Iterator[FaultyFhir]:
     with FaultyFhir() as server:
         yield server
 
 
-@pytest.fixture()
+@pytest.fixture
 def elsewhere() -> Iterator[FaultyFhir]:
     """A server on 127.0.0.2, off the default allow-list."""
     with FaultyFhir(host="127.0.0.2") as server:
@@ -150,7 +150,7 @@ def test_the_same_call_gives_the_interaction_card_when_the_server_holds_the_medi
 class _Timed(BaseHTTPRequestHandler):
     """Answers every GET 404 after HOLD_S, and records when each request was being served."""
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         started = time.monotonic()
         time.sleep(HOLD_S)
         self.server.served.append((self.path, started, time.monotonic()))

@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -21,8 +22,17 @@ from cds_service.state import open_database
 from cds_service.state.tables import CardIssued, Feedback
 from tests.conftest import REPO
 from tests.support.app_server import AppServer
-from tests.support.cds_client import (accepted, call, card_of, feedback_bodies, overridden, post_concurrently,
-                                      rules_of, send_feedback, shown_rules)
+from tests.support.cds_client import (
+    accepted,
+    call,
+    card_of,
+    feedback_bodies,
+    overridden,
+    post_concurrently,
+    rules_of,
+    send_feedback,
+    shown_rules,
+)
 from tests.support.loopback import http_request
 from tests.support.service_server import ServiceServer
 
@@ -52,7 +62,7 @@ class Served:
     app: Any
 
 
-@pytest.fixture()
+@pytest.fixture
 def served(knowledge, tmp_path):
     clock = Clock()
     app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path / "data"), knowledge, now=clock)

@@ -41,7 +41,7 @@ class FaultyFhir(ServedInThread):
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 owner.seen.append(self.path)
                 behaviour, _, rest = self.path.lstrip("/").partition("/")
                 if behaviour == "slow":
@@ -97,14 +97,14 @@ class FaultyFhir(ServedInThread):
         super().__exit__(*exc)
 
 
-@pytest.fixture()
+@pytest.fixture
 def elsewhere() -> Iterator[FaultyFhir]:
     """A server on 127.0.0.2, an address that is not on the default allow-list."""
     with FaultyFhir(host="127.0.0.2") as server:
         yield server
 
 
-@pytest.fixture()
+@pytest.fixture
 def fhir(elsewhere) -> Iterator[FaultyFhir]:
     with FaultyFhir(elsewhere=elsewhere.base("fhir")) as server:
         yield server

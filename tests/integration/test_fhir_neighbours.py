@@ -69,7 +69,7 @@ def post(url: str, body: dict) -> tuple[int, float]:
 
 
 def worker(service: ServiceServer) -> int:
-    (pid,) = worker_pids(service._process.pid)
+    (pid,) = worker_pids(service.process.pid)
     return pid
 
 
@@ -107,7 +107,8 @@ def test_a_trickling_fhir_server_holds_nothing_past_the_budget_and_others_keep_a
           f"slowest {max(s for _, s in attack_results):.2f} s; healthy afterwards "
           f"{sum(s == 200 for s, _ in healthy)}/{HEALTHY}")
     assert answered == OTHERS
-    assert all(status in (200, 412) for status, _ in attack_results + during_results)  # the problem list is required: 412
+    # the problem list is required: 412
+    assert all(status in (200, 412) for status, _ in attack_results + during_results)
     assert max(seconds for _, seconds in attack_results) < DEADLINE_S + SLACK_S
     assert [status for status, _ in healthy] == [200] * HEALTHY
     # every trickled answer was cut at the budget, not when the stub ran out of bytes (about a minute): the stub

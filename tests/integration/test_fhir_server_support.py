@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def medication_request(patient: dict, status: str) -> dict:
 
 def test_observation_search_by_patient_returns_the_loaded_observation(fhir: FhirServer) -> None:
     patient = new_patient()
-    observation = {
+    observation: dict[str, Any] = {
         "fullUrl": f"urn:uuid:{uuid.uuid4()}",
         "resourceType": "Observation",
         "status": "final",

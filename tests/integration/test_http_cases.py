@@ -51,7 +51,7 @@ def load_case(fhir_server, resources: dict[str, list[dict]]) -> dict[str, str]:
     bundle = transaction_for(resources)
     ids = fhir_server.load_transaction(bundle)
     ours = [f"{r['resourceType']}/{r['id']}" for kind_resources in resources.values() for r in kind_resources]
-    return {ref: ids[entry["fullUrl"]] for ref, entry in zip(ours, bundle["entry"])}
+    return {ref: ids[entry["fullUrl"]] for ref, entry in zip(ours, bundle["entry"], strict=True)}
 
 
 @pytest.mark.parametrize("case", _KNOWLEDGE.cases, ids=lambda c: f"{c.rule}::{c.name}")

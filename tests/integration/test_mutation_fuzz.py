@@ -15,8 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
-from typing import Any
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -68,7 +67,7 @@ def demo_bases(knowledge, client: Client) -> list[Base]:
     it gives; each is sent once unchanged and must be answered 200."""
     demos = load_demos()
     bases: list[Base] = []
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     for demo in demos.patients:
         order = demos.order(demo.order) if demo.order else None
         service, body = hook_request(demo_bundle(demo, date.today()), knowledge, demo.hook, order, str(uuid.uuid4()))

@@ -15,8 +15,16 @@ from cds_service.case_runner import build_request, service_for
 from cds_service.state import open_database
 from cds_service.state.tables import Feedback
 from tests.support.assertions import assert_operation_outcome
-from tests.support.cds_client import (call, card_of, feedback_bodies, overridden, post_concurrently, post_json,
-                                      send_feedback, shown_rules)
+from tests.support.cds_client import (
+    call,
+    card_of,
+    feedback_bodies,
+    overridden,
+    post_concurrently,
+    post_json,
+    send_feedback,
+    shown_rules,
+)
 from tests.support.jwt_issuer import SANDBOX_ISS, ec_issuer, write_issuers
 from tests.support.loopback import http_request
 from tests.support.service_server import ServiceServer
@@ -147,8 +155,10 @@ def test_nul_and_edge_timestamps_on_postgresql_are_400_or_stored_never_503(postg
     feedback_url = f"/cds-services/{service_id}/feedback"
     with ServiceServer(extra_env={"SPASM_CDS_DATABASE_URL": url}, workers=1) as server:
         card = card_of(call(server.url, service_id, body), rule)
-        refused = [post_json(server.url + feedback_url, {"feedback": [overridden(card["uuid"], 1.8e9, comment="a\0b")]}),
-                   post_json(server.url + feedback_url, {"feedback": [{**overridden(card["uuid"], 1.8e9), "card": "c\0"}]}),
+        refused = [post_json(server.url + feedback_url,
+                             {"feedback": [overridden(card["uuid"], 1.8e9, comment="a\0b")]}),
+                   post_json(server.url + feedback_url,
+                             {"feedback": [{**overridden(card["uuid"], 1.8e9), "card": "c\0"}]}),
                    post_json(f"{server.url}/cds-services/{service_id}", {**body, "hookInstance": "h\0"})]
         elsewhere = call(server.url, service_id, {**body, "extension": {"note": "a\0b"}})
         edges = [send_feedback(server.url, service_id, {**overridden(card["uuid"], 1.8e9), "outcomeTimestamp": at})[0]

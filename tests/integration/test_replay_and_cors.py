@@ -53,7 +53,7 @@ def once(server: ServiceServer, token: str | None, origin: str | None = None) ->
 
 def test_token_accepted_by_one_worker_is_refused_by_the_other(replicas):
     first, _ = replicas
-    one, other = connections_on_two_workers("127.0.0.1", first.port, first._process.pid)  # the gunicorn master
+    one, other = connections_on_two_workers("127.0.0.1", first.port, first.process.pid)  # the gunicorn master
     try:
         token = ISSUER.token(DISCOVERY_AUD)
         status, body, _ = get(one, token)

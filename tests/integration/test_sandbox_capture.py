@@ -18,7 +18,7 @@ from cds_service.knowledge.model import Knowledge
 from cds_service.render.cards import EXTENSION_KEY
 from tests.support.cds_schema import schema_errors
 from tests.support.fhir_server import FhirServer, http_request
-from tests.support.synthea import cramp_condition
+from tests.support.synthea import cramp_condition, ordered_code
 
 SHARED = Path(tests.conftest.SHARED)
 CAPTURE = SHARED / "cds-sandbox-captures" / "patient-view-request.json"
@@ -116,6 +116,6 @@ def test_replayed_sandbox_request_for_alfreda_with_a_cramp_offers_the_electrolyt
     assert requests and all(r.subject.reference == f"Patient/{patient_id}" for r in requests)
     # Her last results are from 2020, more than a year before any day this test runs: every work-up lab is missing.
     missing = next(c for c in knowledge.rules[WORKUP_RULE].include if c.kind == "missing-lab").concepts
-    assert [r.code.coding[0].code for r in requests] == [knowledge.concepts[c].lab.order_loinc for c in missing]
+    assert [ordered_code(r) for r in requests] == [knowledge.concepts[c].lab_spec.order_loinc for c in missing]
     # ... yet the service did fetch her labs from the FHIR server: the card names the day of her last potassium.
     assert f"(last {last_result_day(knowledge, 'potassium')})" in card["detail"]

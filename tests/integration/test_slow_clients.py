@@ -100,18 +100,18 @@ def test_the_proxys_own_refusals_are_operation_outcomes(proxied, request_bytes, 
 def test_serve_stops_when_nginx_dies_and_takes_nginx_down_when_stopped():
     with ServiceServer(extra_env=PROXY, workers=1) as server:
         assert http_request("GET", f"{server.url}/healthz")[0] == 200
-        nginx = _children_named(server._process.pid, "nginx: master")
+        nginx = _children_named(server.process.pid, "nginx: master")
         assert len(nginx) == 1
         workers = _children_named(nginx[0], "nginx: worker")
         os.kill(nginx[0], signal.SIGKILL)
-        assert server._process.wait(timeout=30) != 0  # the supervisor stopped gunicorn and exited
+        assert server.process.wait(timeout=30) != 0  # the supervisor stopped gunicorn and exited
         time.sleep(0.5)
         assert workers and not any(_alive(pid) for pid in workers)  # nor is the port left held by a worker
     with ServiceServer(extra_env=PROXY, workers=1) as server:
-        supervisor = server._process.pid
+        supervisor = server.process.pid
         nginx = _children_named(supervisor, "nginx: master")
         os.kill(supervisor, signal.SIGTERM)
-        assert server._process.wait(timeout=30) == 0
+        assert server.process.wait(timeout=30) == 0
         assert not any(_alive(pid) for pid in nginx)
 
 

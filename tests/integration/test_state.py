@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from cds_service.knowledge.model import OverrideEffect
-from cds_service.memory import IssuedCard
+from cds_service.memory import IssuedCard, Recall
 from cds_service.settings import Settings
 from cds_service.state import connect, open_database
 from cds_service.state.feedback import FeedbackItem, FeedbackStore
@@ -38,7 +38,9 @@ NOT_RELEVANT = OverrideEffect("until-data-changes")
 def head_revision() -> str:
     config = Config()
     config.set_main_option("script_location", str(REPO / "cds_service" / "state" / "migrations"))
-    return ScriptDirectory.from_config(config).get_current_head()
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
 
 
 def sqlite_url(tmp_path) -> str:
@@ -52,7 +54,7 @@ def database_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres").create_database()
 
 
-@pytest.fixture()
+@pytest.fixture
 def open_db():
     """open_database, with every pooled connection closed at the end so none is left to the garbage collector."""
     opened = []
@@ -82,9 +84,12 @@ def issue(memory: CardMemory, patient: str, *cards: IssuedCard, hook_instance: s
                   memory.key(patient, user))
 
 
-def recall_of(memory: CardMemory, patient: str, *args, user: str = "u1", **kwargs):
+def recall_of(memory: CardMemory, patient: str, service_id: str, hook_instance: str, shown_since: int | None,
+              select_service: str | None = None, context_key: str = "", select_since: int = 0, *,
+              user: str = "u1") -> Recall:
     """What the memory recalls for this patient and clinician."""
-    return memory.recall(memory.key(patient), *args, user_key=memory.key(patient, user), **kwargs)
+    return memory.recall(memory.key(patient), service_id, hook_instance, shown_since, select_service, context_key,
+                         select_since, user_key=memory.key(patient, user))
 
 
 def test_first_start_creates_the_sqlite_file_in_wal_mode(tmp_path, open_db):
@@ -285,17 +290,16 @@ def test_revision_0004_keeps_every_feedback_row_and_makes_it_unique_per_service(
         with database.engine.begin() as conn:
             conn.execute(Feedback.__table__.insert(), [{**row, "service_id": "a"},
                                                        {**row, "service_id": "a", "outcome_at_ms": 1}])
-            with pytest.raises(IntegrityError):  # 0003: one row per card, outcome and moment, whichever service
-                with conn.begin_nested():
-                    conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+            # 0003: one row per card, outcome and moment, whichever service
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
 
         migrate(database, "upgrade", "head")
 
         with database.engine.begin() as conn:
             conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
-            with pytest.raises(IntegrityError):
-                with conn.begin_nested():
-                    conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(Feedback.__table__.insert(), {**row, "service_id": "b"})
         with database.engine.connect() as conn:
             kept = conn.execute(select(Feedback.service_id, Feedback.outcome_at_ms).order_by(Feedback.id)).all()
             unique = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints("feedback")}

@@ -23,9 +23,22 @@ from cds_service.render.cards import EXTENSION_KEY
 from cds_service.settings import Settings
 from tests.support.cds_schema import schema_errors
 from tests.support.fhir_server import http_request
-from tests.support.synthea import (BUNDLE_DIR, SyntheaChart, all_prefetched, codings, cramp_condition, criterion,
-                                   expected_missing_labs, facts_of, lab_observations, manifest, prefetch_request,
-                                   synthea_chart, view_day)
+from tests.support.synthea import (
+    BUNDLE_DIR,
+    SyntheaChart,
+    all_prefetched,
+    codings,
+    cramp_condition,
+    criterion,
+    expected_missing_labs,
+    facts_of,
+    lab_observations,
+    manifest,
+    ordered_code,
+    prefetch_request,
+    synthea_chart,
+    view_day,
+)
 
 BUNDLE_NAMES = sorted(p.name for p in BUNDLE_DIR.glob("*.json")) if BUNDLE_DIR.is_dir() else []
 EXPECTED_BUNDLES = 48  # shared/synthea/README.md
@@ -157,6 +170,7 @@ class Tally:
         self.magnesium_results += len(lab_observations(chart, knowledge, "magnesium"))
         diuretics = set(criterion(knowledge, DIURETIC_RULE, "medication").concepts)
         window = criterion(knowledge, DIURETIC_RULE, "lab").within_days
+        assert window is not None
         facts = facts_of(chart, knowledge, day)
         latest = facts.labs.get("potassium")
         if (any(diuretics & m.concepts for m in facts.medications) and latest is not None
@@ -191,7 +205,7 @@ class Tally:
                 request = ServiceRequest.model_validate(action["resource"])
                 if request.subject.reference != f"Patient/{chart.patient_id}":
                     self.problems.append(f"{name}: order for {request.subject.reference}")
-                suggested.append(request.code.coding[0].code)
+                suggested.append(ordered_code(request))
             if len(suggested) != len(set(suggested)):
                 self.problems.append(f"{name}: the same test is offered twice: {suggested}")
             if WORKUP_RULE in rules:
@@ -199,7 +213,7 @@ class Tally:
                 missing = expected_missing_labs(chart, knowledge, day, WORKUP_RULE)
                 self.orders.update(missing)
                 # other work-up rules may add their tests to the same card; the electrolytes must all be there
-                wanted = [knowledge.concepts[cid].lab.order_loinc for cid in missing]
+                wanted = [knowledge.concepts[cid].lab_spec.order_loinc for cid in missing]
                 if not set(wanted) <= set(suggested):
                     self.problems.append(f"{name}: work-up card offers {suggested}; the data leave {missing} missing")
         if workup_cards > 1:
@@ -248,7 +262,8 @@ def test_synthea_patients_with_a_cramp_get_valid_cards_the_data_allow(clock: str
     n = len(BUNDLE_NAMES)
     # Synthea draws potassium from the normal range, with no range or flag of its own: never low.
     assert tally.potassium_values
-    assert min(tally.potassium_values) >= knowledge.concepts["potassium"].lab.fallback_low
+    low = knowledge.concepts["potassium"].lab_spec.fallback_low
+    assert low is not None and min(tally.potassium_values) >= low
     assert tally.potassium_with_own_range == 0
     assert tally.rules[DIURETIC_RULE] == 0
     if clock == "last-encounter":

@@ -20,7 +20,7 @@ SLOW_S = 2.0
 class _SlowFhir(BaseHTTPRequestHandler):
     """Answers every search with an empty searchset, but only after SLOW_S seconds."""
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         time.sleep(self.server.delay_s)
         body = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": []}).encode()
         self.send_response(200)
@@ -33,7 +33,7 @@ class _SlowFhir(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
+@pytest.fixture
 def slow_fhir():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowFhir)
     server.daemon_threads = True
@@ -56,7 +56,7 @@ def cramp_call(knowledge, fhir_base: str) -> dict:
                                         "entry": [{"resource": c} for c in conditions]}}}
 
 
-@pytest.mark.parametrize("deadline_s, expect_notice", [(0.5, True), (SLOW_S + 3, False)],
+@pytest.mark.parametrize(("deadline_s", "expect_notice"), [(0.5, True), (SLOW_S + 3, False)],
                          ids=["budget-spent-before-the-server-answers", "budget-longer-than-the-server"])
 def test_fetches_past_the_budget_are_unknown_and_the_card_says_so(knowledge, slow_fhir, deadline_s, expect_notice):
     settings = Settings(knowledge_dir=REPO, deadline_s=deadline_s, fhir_read_timeout_s=SLOW_S + 5)

@@ -32,7 +32,7 @@ def units() -> UnitConverter:
     return UnitConverter(yaml.safe_load((BASE / "mappings" / "units.yaml").read_text())["aliases"])
 
 
-@pytest.fixture()
+@pytest.fixture
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "knowledge"
     shutil.copytree(BASE, root)

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,7 +39,7 @@ def send_feedback(base_url: str, service_id: str, *items: dict[str, Any],
 def post_json(url: str, doc: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
     """POST a JSON document; return (status, Content-Type, body) for any status."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
     try:
         connection.request("POST", parts.path, json.dumps(doc).encode(), {**JSON, **(headers or {})})
         response = connection.getresponse()
@@ -51,7 +51,7 @@ def post_json(url: str, doc: dict[str, Any], headers: dict[str, str] | None = No
 def timestamp(epoch_s: float) -> str:
     """RFC 3339 UTC to the millisecond, as CDS Hooks feedback carries it."""
     ms = round(epoch_s * 1000)
-    moment = datetime.fromtimestamp(ms // 1000, timezone.utc) + timedelta(milliseconds=ms % 1000)
+    moment = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -102,7 +102,7 @@ def post_concurrently(base_url: str, service_id: str, bodies: list[bytes], clien
     start = threading.Barrier(clients + 1)
 
     def client(share: list[bytes]) -> None:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
         seen: Counter[int] = Counter()
         start.wait()
         try:
@@ -110,7 +110,7 @@ def post_concurrently(base_url: str, service_id: str, bodies: list[bytes], clien
                 if n % RECONNECT_EVERY == 0:
                     # a fresh connection now and then, as EHR clients do, so the load spreads over the workers
                     connection.close()
-                    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+                    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
                 try:
                     connection.request("POST", path, body, JSON)
                     response = connection.getresponse()
@@ -119,7 +119,7 @@ def post_concurrently(base_url: str, service_id: str, bodies: list[bytes], clien
                 except (OSError, http.client.HTTPException):
                     seen[0] += 1  # no answer: counted, never retried, so a lost post shows
                     connection.close()
-                    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+                    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
         finally:
             connection.close()
             with lock:

@@ -155,7 +155,7 @@ def host_mirror() -> str:
 
 def base_image_ready() -> bool:
     """Whether podman's storage holds the stand-in of this recipe (or a real python:3.11-slim someone loaded)."""
-    found = podman("image", "inspect", "--format", "{{index .Labels \"%s\"}}" % BASE_LABEL, BASE_IMAGE,
+    found = podman("image", "inspect", "--format", f"{{{{index .Labels \"{BASE_LABEL}\"}}}}", BASE_IMAGE,
                    check=False, timeout_s=60)
     if found.returncode != 0:
         return False
@@ -214,7 +214,8 @@ def _make_base(root: Path) -> None:
     try:
         podman("import", *flags, "-", BASE_IMAGE, timeout_s=600, stdin=tar.stdout)
     finally:
-        tar.stdout.close()
+        if tar.stdout is not None:
+            tar.stdout.close()
         tar.wait(timeout=60)
 
 

@@ -53,7 +53,7 @@ class HostileFhir(ServedInThread):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 owner.seen.append((self.path, self.headers.get("Authorization")))
                 started, out = time.monotonic(), 0
                 behaviour = self.path.lstrip("/").split("/")[0].split("?")[0]

@@ -138,7 +138,7 @@ class JwksServer(ServedInThread):
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 owner.seen.append(self.path)
                 data = json.dumps(owner.jwks).encode() if self.path == "/jwks.json" else b"{}"
                 self.send_response(200 if self.path == "/jwks.json" else 404)

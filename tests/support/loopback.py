@@ -110,6 +110,12 @@ class LoopbackProcess:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The server's process, from its start to __exit__."""
+        assert self._process is not None, "not started"
+        return self._process
+
     def log_text(self) -> str:
         """Everything the process has written to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")

@@ -180,7 +180,8 @@ def _routing() -> Iterator[Malformed]:
     for method in ("POST", "PUT", "DELETE"):
         yield Malformed(f"method-{method}-on-discovery", body, method=method, path="/cds-services")
     for i, path in enumerate(["/cds-services/no-such-service", "/cds-services/" + "x" * 3000,
-                              "/cds-services/%00", "/cds-services/..%2f..%2fetc", "/cds-services/spasm-cramps-patient-view/x/y",
+                              "/cds-services/%00", "/cds-services/..%2f..%2fetc",
+                              "/cds-services/spasm-cramps-patient-view/x/y",
                               "/cds-services/%F0%9F%92%A9", "/nowhere", "/cds-services/spasm-cramps-patient-view%20"]):
         yield Malformed(f"unknown-path-{i}", body, path=path)
 
@@ -214,10 +215,10 @@ _JUNK_FIELDS = {"Patient": ["birthDate", "gender", "deceasedBoolean"],
                 "MedicationStatement": ["medicationCodeableConcept", "status", "effectivePeriod"]}
 _KEY_OF = {"Patient": "patient", "Condition": "conditions", "Observation": "labResults",
            "MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements"}
-_JUNK_VALUES: list[Any] = WRONG_TYPES + [{"coding": 5}, {"coding": [5]}, {"coding": [{"code": 5, "system": []}]},
-                                         {"coding": [{"code": "x", "system": {"a": 1}}]},
-                                         {"coding": [{"code": "x", "system": ["a"]}]},
-                                         {"value": "x", "unit": 5}, {"start": 5}]
+_JUNK_VALUES: list[Any] = [*WRONG_TYPES, {"coding": 5}, {"coding": [5]}, {"coding": [{"code": 5, "system": []}]},
+                           {"coding": [{"code": "x", "system": {"a": 1}}]},
+                           {"coding": [{"code": "x", "system": ["a"]}]},
+                           {"value": "x", "unit": 5}, {"start": 5}]
 _BUNDLE_JUNK: list[Any] = [5, "abc", {"resource": {}}, [1, 2], [{"resource": [1]}], [{"resource": None}]]
 JUNK_IN_RESOURCES = [Junk(f"{kind}.{field}-{i}-{json.dumps(value)[:14]}", kind, field, value)
                      for kind, fields in _JUNK_FIELDS.items() for field in fields

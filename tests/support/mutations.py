@@ -151,7 +151,8 @@ def _null(rng: random.Random, value: Any) -> tuple[Any, str]:
 
 
 def _empty(rng: random.Random, value: Any) -> tuple[Any, str]:
-    return {str: "", list: [], dict: {}}.get(type(value), ""), "empty"
+    empties: dict[type, Any] = {str: "", list: [], dict: {}}
+    return empties.get(type(value), ""), "empty"
 
 
 def _number_string(rng: random.Random, value: Any) -> tuple[Any, str]:

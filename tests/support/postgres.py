@@ -114,6 +114,7 @@ class PostgresCluster:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        assert self._workdir is not None, "set up first"
         self._run([self._pg_ctl, "start", "-D", str(self._data), "-l", str(self._workdir / "server.log"), "-w",
                    "-t", str(START_TIMEOUT_S)])
 

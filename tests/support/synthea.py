@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
 import tests.conftest
 from cds_service.bundles import answer_template, cramp_condition, rewrite_references
 from cds_service.gather.facts import PatientFacts, extract_facts
@@ -137,6 +139,12 @@ def facts_of(chart: SyntheaChart, knowledge: Knowledge, day: date) -> PatientFac
     return extract_facts(chart.resources, (), knowledge.terminology, day)
 
 
+def ordered_code(request: ServiceRequest) -> str | None:
+    """The code a suggested ServiceRequest orders: its first coding's."""
+    assert request.code is not None and request.code.coding, "a suggested order names its test"
+    return request.code.coding[0].code
+
+
 def criterion(knowledge: Knowledge, rule_id: str, kind: str) -> Criterion:
     """The one include criterion of this kind in the rule."""
     (found,) = [c for c in knowledge.rules[rule_id].include if c.kind == kind]
@@ -154,6 +162,7 @@ def lab_observations(chart: SyntheaChart, knowledge: Knowledge, concept_id: str)
 def expected_missing_labs(chart: SyntheaChart, knowledge: Knowledge, day: date, rule_id: str) -> list[str]:
     """The work-up rule's labs with no valued result in its window before `day`, read straight from the data."""
     missing = criterion(knowledge, rule_id, "missing-lab")
+    assert missing.within_days is not None  # a missing-lab criterion has its window
     oldest = day - timedelta(days=missing.within_days)
     out = []
     for concept_id in missing.concepts:

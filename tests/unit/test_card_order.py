@@ -59,7 +59,8 @@ def test_findings_about_one_order_share_one_card_with_the_most_urgent_first_and_
     card = cards[0]
     assert _rules(card)[0] == "skeletal-muscle-relaxant-with-opioid"
     assert set(_rules(card)) == {"skeletal-muscle-relaxant-with-opioid", "cyclobenzaprine-serotonergic-drug",
-                                 "cyclobenzaprine-anticholinergic-caution", "beers-skeletal-muscle-relaxant-older-adult"}
+                                 "cyclobenzaprine-anticholinergic-caution",
+                                 "beers-skeletal-muscle-relaxant-older-adult"}
     assert card["summary"].endswith("(+3 more on this order)") and len(card["summary"]) < 140
     assert card["detail"].index("oxycodone") < card["detail"].index("sertraline") < card["detail"].index("Beers")
     removals = [a for s in card["suggestions"] for a in s["actions"] if a["type"] == "delete"]

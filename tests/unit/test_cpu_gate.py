@@ -85,7 +85,7 @@ def test_a_disabled_gate_never_waits():
         pass
 
 
-@pytest.mark.parametrize("threads, setting, enabled", [(4, "on", True), (4, "off", False), (1, "on", False)])
+@pytest.mark.parametrize(("threads", "setting", "enabled"), [(4, "on", True), (4, "off", False), (1, "on", False)])
 def test_the_app_gates_hook_calls_only_with_threads_and_the_setting_on(knowledge, tmp_path, threads, setting,
                                                                          enabled):
     app = create_app(Settings(knowledge_dir=REPO, data_dir=tmp_path, threads=threads, cpu_gate=setting), knowledge)

@@ -98,7 +98,7 @@ def test_mass_dose_converts_to_milligrams(k):
     assert in_mg.low == 40 and math.isclose(in_g.low, 40)
 
 
-@pytest.mark.parametrize("timing,per_day", [
+@pytest.mark.parametrize(("timing", "per_day"), [
     ({"code": {"text": "QHS"}}, 1), ({"code": {"text": " twice  DAILY "}}, 2),
     (repeat(1, 8, "h"), 3), (repeat(1, 2, "d"), 0.5), (repeat(3, 1, "wk"), 3 / 7),
     ({"repeat": {"period": 1, "periodUnit": "d"}}, 1),  # no frequency: once per period
@@ -174,7 +174,7 @@ def test_a_dosage_that_cannot_be_read_gives_no_dose(k, resource):
     assert doses(k, resource) == {}
 
 
-@pytest.mark.parametrize("dose,timing", [
+@pytest.mark.parametrize(("dose", "timing"), [
     ({"value": 1e300, "unit": "mg"}, {"code": {"text": "QD"}}),
     ({"value": float("nan"), "unit": "mg"}, {"code": {"text": "QD"}}),
     ({"value": -5, "unit": "mg"}, {"code": {"text": "QD"}}),

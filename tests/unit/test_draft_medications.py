@@ -43,7 +43,7 @@ def drafts_of(k, ctx, medications=None, hook="order-sign"):
 # --- where a referenced Medication is found (gather) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("ref, entry", [
+@pytest.mark.parametrize(("ref", "entry"), [
     ("urn:uuid:5b1c2a9e-8f0d-4c61-9d0e-3a7f1b2c4d5e",
      {"fullUrl": "urn:uuid:5b1c2a9e-8f0d-4c61-9d0e-3a7f1b2c4d5e", "resource": {"resourceType": "Medication"}}),
     ("http://ehr.example/fhir/Medication/m9",
@@ -80,7 +80,7 @@ def test_only_references_outside_the_draft_are_looked_for(k):
     assert draft_references({"draftOrders": {"resourceType": "Bundle", "entry": 5}}) == []
 
 
-@pytest.mark.parametrize("ref, can", [("Medication/x", True), ("https://ehr.example/fhir/Medication/x", True),
+@pytest.mark.parametrize(("ref", "can"), [("Medication/x", True), ("https://ehr.example/fhir/Medication/x", True),
                                       ("Medication/x/_history/2", False), ("Patient/x", False),
                                       ("urn:uuid:5b1c2a9e-8f0d-4c61-9d0e-3a7f1b2c4d5e", False),
                                       ("Medication/", False), ("a/Medication/x", False)])
@@ -103,7 +103,7 @@ def test_a_draft_with_a_contained_medication_is_identified(k):
     assert order.identified and "loop-diuretics" in order.concepts
 
 
-@pytest.mark.parametrize("resource, gathered", [
+@pytest.mark.parametrize(("resource", "gathered"), [
     (draft(**by_reference("Medication/m9")), {}),
     (draft(**by_reference("#absent")), {}),
     (draft(medicationReference={"display": "a drug"}), {}),

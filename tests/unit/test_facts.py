@@ -153,7 +153,8 @@ def test_a_newest_result_without_a_number_gives_way_to_the_one_before(k):
 
 def test_results_of_one_day_are_ordered_by_their_time(k):
     morning = observation(k, "potassium", 2.3, "mmol/L", when="2026-05-20")
-    evening = dict(observation(k, "potassium", 4.0, "mmol/L", when="2026-05-20"), effectiveDateTime="2026-05-20T20:00:00Z")
+    evening = dict(observation(k, "potassium", 4.0, "mmol/L", when="2026-05-20"),
+                   effectiveDateTime="2026-05-20T20:00:00Z")
     for order in ([morning, evening], [evening, morning]):
         assert facts(k, observations=order).labs["potassium"].shown_value == "4.0"
         every = lab_results(order, k["knowledge"].terminology)["potassium"]
@@ -415,7 +416,7 @@ def limited_concept(k):
     return cid, days, k["knowledge"].concepts[cid].codes["icd10cm"][0]
 
 
-def born(years):
+def patient_born(years):
     return {"resourceType": "Patient", "birthDate": date(TODAY.year - years, TODAY.month, TODAY.day).isoformat()}
 
 
@@ -432,10 +433,10 @@ def test_acute_condition_counts_only_within_its_maximum_age(k, field, inside):
     cid, days, code = limited_concept(k)
     age = days - 1 if inside else days + 1
     when = (TODAY - timedelta(days=age)).isoformat()
-    lived = (TODAY - date.fromisoformat(born(40)["birthDate"])).days
+    lived = (TODAY - date.fromisoformat(patient_born(40)["birthDate"])).days
     value = {"onsetPeriod": {"start": when}, "onsetAge": {"value": lived - age, "unit": "d", "code": "d"}}.get(
         field, when)
-    assert (cid in limited_concepts(k, condition(k, "icd10cm", code, **{field: value}), born(40))) is inside
+    assert (cid in limited_concepts(k, condition(k, "icd10cm", code, **{field: value}), patient_born(40))) is inside
 
 
 def test_acute_condition_is_dated_by_its_earliest_date(k):
@@ -472,7 +473,7 @@ PAST, FUTURE = (TODAY - timedelta(days=3)).isoformat(), (TODAY + timedelta(days=
 @pytest.mark.parametrize("clinical", ["active", None])
 def test_condition_with_an_abatement_in_the_past_is_not_active(k, fields, abated, clinical):
     cond = condition(k, "icd10cm", spasm_icd(k), clinical, "confirmed", **fields)
-    assert (limited_concepts(k, cond, born(40)) == set()) is abated
+    assert (limited_concepts(k, cond, patient_born(40)) == set()) is abated
 
 
 def test_abatement_age_without_birth_date_is_taken_as_past(k):

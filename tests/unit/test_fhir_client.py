@@ -100,7 +100,7 @@ class Recorder:
 
 def _handler(recorder: Recorder):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             recorder.seen.append((self.path, self.headers.get("Authorization")))
             if self.path == "/fhir/Patient/p1":
                 self._answer(200, "application/fhir+json", json.dumps({"resourceType": "Patient", "id": "p1"}))
@@ -111,11 +111,13 @@ def _handler(recorder: Recorder):
                 self.end_headers()
             elif self.path == "/fhir/Observation?page=1":
                 self._answer(200, "application/fhir+json", json.dumps({
-                    "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Observation", "id": "a"}}],
+                    "resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": {"resourceType": "Observation", "id": "a"}}],
                     "link": [{"relation": "next", "url": "Observation?page=2"}]}))
             elif self.path == "/fhir/Observation?page=2":
                 self._answer(200, "application/fhir+json", json.dumps({
-                    "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Observation", "id": "b"}}]}))
+                    "resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": {"resourceType": "Observation", "id": "b"}}]}))
             elif self.path == "/fhir/Patient/garbage":
                 self._answer(200, "text/html", "<html>not FHIR</html>")
             else:
@@ -135,7 +137,7 @@ def _handler(recorder: Recorder):
     return Handler
 
 
-@pytest.fixture()
+@pytest.fixture
 def recorder() -> Iterator[Recorder]:
     rec = Recorder()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
@@ -193,7 +195,7 @@ def test_relative_next_link_is_followed_against_the_server_base(recorder):
 # --- hostile answers and escaping URLs (tests/support/hostile_fhir.py) ------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def hostile() -> Iterator[HostileFhir]:
     with HostileFhir(trickle_s=0.2, huge_bytes=64 * 1024 * 1024) as server:
         yield server
@@ -205,7 +207,7 @@ def test_answer_over_the_byte_cap_is_given_up_and_counted(hostile, behaviour):
     with pytest.raises(FhirError, match="SPASM_CDS_FHIR_MAX_ANSWER_BYTES"):
         client(hostile.base(behaviour), fhir_max_answer_bytes=1_000_000).search("Observation")
     assert REGISTRY.get_sample_value("spasm_cds_fhir_answers_over_cap_total", {"cap": "answer"}) == before + 1
-    (path, out, _), = hostile.answers_ended("/huge")
+    (_path, out, _), = hostile.answers_ended("/huge")
     # the reading stopped near the cap (socket buffers hold a few MiB more), far short of the 64 MiB answer
     assert out < 16 * 1024 * 1024
 

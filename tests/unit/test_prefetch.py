@@ -76,7 +76,7 @@ def test_prefetch_value_is_classified(prefetch, state, resources):
 
 
 
-@pytest.mark.parametrize("token, rendered", [
+@pytest.mark.parametrize(("token", "rendered"), [
     ("{{today()}}", "2026-03-31"), ("{{ today() }}", "2026-03-31"), ("{{today() - 90 days}}", "2025-12-31"),
     ("{{today() - 3 weeks}}", "2026-03-10"), ("{{today() - 1 month}}", "2026-02-28"),
     ("{{today() + 2 years}}", "2028-03-31"), ("{{today() - 1 year}}", "2025-03-31")])

@@ -21,7 +21,7 @@ def release_rows() -> dict[str, Row]:
     return {row.rxcui: row for row in build([(RELEASE, "RxNorm fixture")], [], WANTED)}
 
 
-@pytest.mark.parametrize("rxcui, tty, ingredients, dose_form", [
+@pytest.mark.parametrize(("rxcui", "tty", "ingredients", "dose_form"), [
     ("9000001", "IN", ("tizanidine",), ""),
     ("9000002", "PIN", ("tizanidine",), ""),
     ("9000003", "BN", ("tizanidine",), "Oral Tablet"),

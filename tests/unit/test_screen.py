@@ -3,6 +3,7 @@ repeat window is its rule's, else its group's, else its indicator's, and a card 
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any
 
 from cds_service.evaluate.engine import Finding
 from cds_service.knowledge.model import RepeatWindows
@@ -15,7 +16,8 @@ def finding(knowledge, fields: dict[str, str], drafts: tuple[str, ...] = ()) -> 
 
 
 def draft_context(note: str | None = None, meta: str = "1") -> dict:
-    resource = {"resourceType": "MedicationRequest", "id": "draft-0", "status": "draft", "meta": {"versionId": meta}}
+    resource: dict[str, Any] = {"resourceType": "MedicationRequest", "id": "draft-0", "status": "draft",
+                                "meta": {"versionId": meta}}
     if note:
         resource["note"] = [{"text": note}]
     return {"draftOrders": {"resourceType": "Bundle", "entry": [{"resource": resource}]}}
