@@ -59,14 +59,11 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
     site_defaults(knowledge, settings.configuration_defaults)
-    for name in ("store_patient_ids", "deduplicate", "cpu_gate"):
-        if getattr(settings, name).strip().lower() not in ("on", "off"):
-            raise ValueError(f"SPASM_CDS_{name.upper()}: {getattr(settings, name)!r} is neither 'on' nor 'off'")
     now = now or time.time
-    gate = CpuGate(enabled=settings.cpu_gate.strip().lower() == "on" and settings.threads > 1)
+    gate = CpuGate(enabled=settings.cpu_gate_on)
     database = open_database(settings.effective_database_url, settings.database_timeout_s, settings.hook_lock_wait_s)
     memory = CardMemory(database, read_secret(database, settings.patient_key_secret), now,
-                        settings.store_patient_ids.strip().lower() == "on", settings.card_retention_days)
+                        settings.store_patient_ids_on, settings.card_retention_days)
     verifier = build_verifier(settings, database)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

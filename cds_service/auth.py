@@ -346,12 +346,9 @@ def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def build_verifier(settings: Settings, database: Database) -> Verifier | None:
     """The verifier the settings ask for, or None when SPASM_CDS_AUTH=off (logged as a warning).
 
-    Raises ValueError on a bad SPASM_CDS_AUTH value, a missing or bad SPASM_CDS_PUBLIC_URL with authentication on,
-    or a broken trusted-issuers file."""
-    mode = settings.auth.strip().lower()
-    if mode not in ("on", "off"):
-        raise ValueError(f"SPASM_CDS_AUTH: {settings.auth!r} is neither 'on' nor 'off'")
-    if mode == "off":
+    Raises ValueError on a missing or bad SPASM_CDS_PUBLIC_URL with authentication on, or a broken trusted-issuers
+    file (Settings has checked SPASM_CDS_AUTH itself)."""
+    if not settings.auth_on:
         log.warning("authentication is OFF (SPASM_CDS_AUTH=off): any caller is trusted. Use this for local "
                     "trials only; set SPASM_CDS_AUTH=on and SPASM_CDS_TRUSTED_ISSUERS for any real deployment")
         return None

@@ -190,10 +190,7 @@ def _db(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
-        proxy = settings.proxy.strip().lower()
-        if proxy not in ("none", "nginx"):
-            raise ValueError(f"SPASM_CDS_PROXY: {settings.proxy!r} is neither 'none' nor 'nginx'")
-        if proxy == "nginx" and not args.dev and not args.unix_socket:
+        if settings.proxy == "nginx" and not args.dev and not args.unix_socket:
             from .proxy import find_nginx, supervise
             nginx = find_nginx()
             if nginx is None:

@@ -127,7 +127,7 @@ def screen(evaluation: Evaluation, call: HookCall, service: Service, knowledge: 
     drafts = _draft_digests(call.context)
     fingerprints = {f.key: finding_fingerprint(f, drafts) for f in evaluation.findings}
     screening = Screening(evaluation, call, service, knowledge, choices, fingerprints,
-                          deduplicate=settings.deduplicate.strip().lower() != "off")
+                          deduplicate=settings.deduplicate_on)
     held: Counter[str] = Counter()
     kept = []
     for finding in evaluation.findings:

@@ -20,6 +20,11 @@ def _default_knowledge_dir() -> Path:
     return Path.cwd()
 
 
+# the settings that are switches or choices, and the values each accepts (after trimming and lower-casing)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "auth": ("on", "off"), "deduplicate": ("on", "off"), "store_patient_ids": ("on", "off"),
+    "cpu_gate": ("on", "off"), "try_it": ("", "on", "off"), "proxy": ("none", "nginx")}
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a deployment can tune; each field maps to SPASM_CDS_<FIELD NAME IN UPPER CASE>."""
@@ -137,20 +142,45 @@ class Settings:
                 "SPASM_CDS_AUTH=on. The page runs hook calls and takes feedback without a JWT, so keep it off in "
                 "production (the Docker image sets `off`)."})
 
+    def __post_init__(self) -> None:
+        """Every switch is checked once, here, and kept in one spelling (trimmed, lower case): a bad value is one
+        ValueError line naming the variable, at start, never a surprise on some later call."""
+        for name, allowed in _CHOICES.items():
+            raw = getattr(self, name)
+            value = raw.strip().lower() if isinstance(raw, str) else raw
+            if value not in allowed:
+                wanted = " or ".join(repr(a) for a in allowed if a) + (" (or empty)" if "" in allowed else "")
+                raise ValueError(f"{PREFIX}{name.upper()}: {raw!r} is not {wanted}")
+            object.__setattr__(self, name, value)
+
+    @property
+    def auth_on(self) -> bool:
+        return self.auth == "on"
+
+    @property
+    def deduplicate_on(self) -> bool:
+        return self.deduplicate == "on"
+
+    @property
+    def store_patient_ids_on(self) -> bool:
+        return self.store_patient_ids == "on"
+
+    @property
+    def cpu_gate_on(self) -> bool:
+        """The CPU gate applies: switched on and more than one thread per worker."""
+        return self.cpu_gate == "on" and self.threads > 1
+
     @property
     def try_it_on(self) -> bool:
-        """Whether the try-it page is served: as set, else unless authentication is on. ValueError on a bad value."""
-        value = self.try_it.strip().lower()
-        if value not in ("", "on", "off"):
-            raise ValueError(f"{PREFIX}TRY_IT: {self.try_it!r} is neither 'on' nor 'off'")
-        return value == "on" if value else self.auth.strip().lower() != "on"
+        """Whether the try-it page is served: as set, else unless authentication is on."""
+        return self.try_it == "on" if self.try_it else not self.auth_on
 
     @property
     def effective_fhir_allowed_urls(self) -> str:
         """The FHIR allow-list as set, else loopback for local trials (auth off) and nothing with auth on."""
         if self.fhir_allowed_urls.strip():
             return self.fhir_allowed_urls
-        return "none" if self.auth.strip().lower() == "on" else LOCAL_FHIR_ALLOWED_URLS
+        return "none" if self.auth_on else LOCAL_FHIR_ALLOWED_URLS
 
     @property
     def effective_database_url(self) -> str:

@@ -43,7 +43,7 @@ class PageError(Exception):
 def _check_setting(setup) -> None:
     """Refuse a bad SPASM_CDS_TRY_IT at start; warn when the page is open beside JWT-guarded services."""
     settings = setup.app.extensions["spasm_cds"].settings
-    if settings.try_it_on and settings.auth.strip().lower() == "on":
+    if settings.try_it_on and settings.auth_on:
         log.warning("the try-it page at / is on while SPASM_CDS_AUTH=on: it runs hook calls and takes feedback "
                     "without a JWT; set SPASM_CDS_TRY_IT=off in production")
 

@@ -60,3 +60,25 @@ def test_the_table_replaces_what_is_between_the_markers_and_needs_them():
     for broken in ("no markers", f"{END}\n{START}\n", f"{START}\n{START}\n{END}\n"):
         with pytest.raises(ValueError, match="settings-table"):
             with_settings_table(broken)
+
+
+@pytest.mark.parametrize(("name", "bad"), [("auth", "yes"), ("deduplicate", "true"), ("store_patient_ids", "1"),
+                                           ("cpu_gate", "enabled"), ("try_it", "maybe"), ("proxy", "apache")])
+def test_a_bad_switch_is_one_error_line_naming_the_variable_at_start(name, bad):
+    """Issue 16: every switch is checked once, when the settings are made (from the environment or in code), and a
+    bad value is one line that names the variable and what it accepts."""
+    with pytest.raises(ValueError, match=f"^SPASM_CDS_{name.upper()}: ") as refused:
+        Settings.from_env({f"SPASM_CDS_{name.upper()}": bad})
+    message = str(refused.value)
+    assert message.startswith(f"SPASM_CDS_{name.upper()}: {bad!r} is not ") and "\n" not in message
+    with pytest.raises(ValueError, match=f"^SPASM_CDS_{name.upper()}: {bad!r} is not "):
+        Settings(**{name: bad})
+
+
+def test_switches_are_read_in_any_case_and_spacing_and_kept_in_one_spelling():
+    settings = Settings.from_env({"SPASM_CDS_AUTH": " ON ", "SPASM_CDS_DEDUPLICATE": "Off",
+                                  "SPASM_CDS_PUBLIC_URL": "https://cds.example.org", "SPASM_CDS_PROXY": "NGINX",
+                                  "SPASM_CDS_THREADS": "1"})
+    assert (settings.auth, settings.deduplicate, settings.proxy) == ("on", "off", "nginx")
+    assert settings.auth_on and not settings.deduplicate_on and not settings.try_it_on
+    assert not settings.cpu_gate_on  # on, but one thread: nothing to take turns with
