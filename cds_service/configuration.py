@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .errors import InvalidRequest
@@ -31,8 +32,16 @@ class Choices:
         return indicator in self.hidden_indicators or group in self.hidden_groups
 
 
-def site_defaults(knowledge: Knowledge, text: str) -> dict[str, bool | int]:
-    """Parse `code=value,code=value` against the option catalogue. Raises ValueError naming the setting."""
+def site_defaults(knowledge: Knowledge, text: str) -> Mapping[str, bool | int]:
+    """Parse `code=value,code=value` against the option catalogue, once per text and knowledge (the result is kept
+    on the knowledge, read-only). Raises ValueError naming the setting."""
+    known = knowledge.parsed_site_defaults.get(text)
+    if known is None:
+        known = knowledge.parsed_site_defaults[text] = MappingProxyType(_parse_site_defaults(knowledge, text))
+    return known
+
+
+def _parse_site_defaults(knowledge: Knowledge, text: str) -> dict[str, bool | int]:
     defaults: dict[str, bool | int] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:

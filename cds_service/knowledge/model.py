@@ -296,6 +296,10 @@ class Knowledge:
     # rule id -> its place among cards of the same indicator (services.yaml card_order; lower first)
     urgency: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     order_card: Mapping[str, str] | None = None  # one card per draft order (services.yaml order_card)
+    # SPASM_CDS_CONFIGURATION_DEFAULTS text -> its parsed values (configuration.site_defaults), so a site's
+    # defaults are parsed once, not on every call
+    parsed_site_defaults: dict[str, Mapping[str, bool | int]] = field(default_factory=dict, compare=False,
+                                                                       repr=False)
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id, or None."""
