@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import time
 from pathlib import Path
 
 
@@ -58,7 +59,7 @@ def connections_on_two_workers(host: str, port: int, master_pid: int, tries: int
     Raises AssertionError if every connection landed on the same worker."""
     by_worker: dict[int, http.client.HTTPConnection] = {}
     opened = []
-    for _ in range(tries):
+    for attempt in range(tries):
         connection = http.client.HTTPConnection(host, port, timeout=30)
         connection.request("GET", "/healthz")
         connection.getresponse().read()
@@ -68,9 +69,11 @@ def connections_on_two_workers(host: str, port: int, master_pid: int, tries: int
             by_worker[pid] = connection
         if len(by_worker) == 2:
             break
-    keep = list(by_worker.values())
+        # a worker still warming up (post_worker_init) is not accepting yet: give it a moment, not a burst
+        time.sleep(min(0.02 * (attempt + 1), 0.2))
+    keep = list(by_worker.values()) if len(by_worker) == 2 else []
     for connection in opened:
         if connection not in keep:
-            connection.close()
+            connection.close()  # on failure too: an unclosed socket would warn in whichever test runs next
     assert len(keep) == 2, f"all {len(opened)} connections landed on one worker"
     return keep[0], keep[1]
