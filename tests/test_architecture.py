@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import re
+import sys
 import tokenize
 from pathlib import Path
 
@@ -98,3 +99,95 @@ def test_no_grab_bag_modules():
     grab_bags = [p.relative_to(REPO).as_posix() for p in MODULES
                  if p.stem in ("utils", "helpers", "common") or p.parent.name in ("utils", "helpers", "common")]
     assert grab_bags == []
+
+
+# --- import direction (issue 16) --------------------------------------------------------------------------------
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULE_OF = {module_name(p): p for p in MODULES}
+
+
+def _resolved(module: str, node: ast.ImportFrom) -> str | None:
+    if node.level == 0:
+        return node.module
+    base = module.split(".") if MODULE_OF[module].name == "__init__.py" else module.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def project_imports(module: str) -> set[str]:
+    """The project modules a module imports anywhere in its body (function-level imports included), leaving out
+    imports under `if TYPE_CHECKING:` (they never run)."""
+    tree = ast.parse(MODULE_OF[module].read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING" for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            target = _resolved(module, node) or ""
+            found.update(f"{target}.{a.name}" if f"{target}.{a.name}" in MODULE_OF else target for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m in MODULE_OF and m != module}
+
+
+def import_cycles() -> list[list[str]]:
+    """Every set of modules that import each other round in a circle (Tarjan's strongly connected components)."""
+    graph = {m: project_imports(m) for m in MODULE_OF}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_round_in_a_circle():
+    assert import_cycles() == []
+
+
+def test_the_cycle_finder_finds_a_cycle(monkeypatch):
+    real = project_imports
+    monkeypatch.setattr(sys.modules[__name__], "project_imports",
+                        lambda m: real(m) | ({"cds_service.pipeline"} if m == "cds_service.settings" else set()))
+    assert any("cds_service.settings" in c and "cds_service.pipeline" in c for c in import_cycles())
+
+
+LOWER = ("cds_service.knowledge", "cds_service.terminology", "cds_service.settings", "cds_service.errors")
+UPPER = ("cds_service.gather", "cds_service.evaluate", "cds_service.render", "cds_service.screen",
+         "cds_service.pipeline", "cds_service.api", "cds_service.state", "cds_service.app_state", "cds_service.cli")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULE_OF if m.startswith(LOWER)))
+def test_knowledge_settings_and_errors_never_import_the_request_path(module):
+    """Knowledge (with terminology), settings and errors are the bottom layer: the request path imports them,
+    never the other way round."""
+    assert sorted(m for m in project_imports(module) if m.startswith(UPPER)) == []

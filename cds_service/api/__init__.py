@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask_cors import CORS
 
-from .. import AppState
 from ..errors import PayloadTooLarge
 from ..telemetry import request_id
+from .current import prefetch_resource_count, state
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
-
-
-def state() -> AppState:
-    """The running app's settings, knowledge, FHIR call slots and clock."""
-    return current_app.extensions["spasm_cds"]
 
 
 def register_api(app: Flask) -> None:
@@ -58,7 +52,7 @@ def register_api(app: Flask) -> None:
             return
         body = request.get_json(silent=True)  # orjson: too deep a nesting is invalid JSON, so None (then 400)
         limit = state().settings.max_prefetch_resources
-        count = _prefetch_resource_count(body)
+        count = prefetch_resource_count(body)
         if count > limit:
             raise PayloadTooLarge(f"prefetch holds {count} resources; at most {limit} are accepted "
                                   "(SPASM_CDS_MAX_PREFETCH_RESOURCES)")
@@ -91,17 +85,3 @@ def _called_url() -> str:
     """The URL the client called (its JWT's aud): SPASM_CDS_PUBLIC_URL plus the path, never the Host header (the
     verifier is built only when SPASM_CDS_PUBLIC_URL is set)."""
     return state().settings.public_url.strip().rstrip("/") + request.path
-
-
-def _prefetch_resource_count(body: Any) -> int:
-    """How many resources a hook request's prefetch holds (each Bundle entry counts)."""
-    prefetch = body.get("prefetch") if isinstance(body, dict) else None
-    if not isinstance(prefetch, dict):
-        return 0
-    count = 0
-    for value in prefetch.values():
-        if isinstance(value, dict) and value.get("resourceType") == "Bundle" and isinstance(value.get("entry"), list):
-            count += len(value["entry"])
-        elif value is not None:
-            count += 1
-    return count

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from ..configuration import site_defaults
-from . import state
+from .current import state
 
 bp = Blueprint("discovery", __name__)
 

@@ -12,7 +12,7 @@ from ..errors import UnknownService
 from ..feedback_request import parse_feedback
 from ..state.feedback import StoredFeedback
 from ..telemetry import FEEDBACK
-from . import state
+from .current import state
 from .services import json_body
 
 bp = Blueprint("feedback", __name__)

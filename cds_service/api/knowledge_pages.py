@@ -8,7 +8,7 @@ from flask import Blueprint, Response
 
 from ..errors import UnknownService
 from ..knowledge.docs import index_page, rule_page
-from . import state
+from .current import state
 
 bp = Blueprint("knowledge_pages", __name__)
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>

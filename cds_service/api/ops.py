@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, Response, g, request
 
 from ..telemetry import LATENCY, REQUESTS, metrics_text
-from . import state
+from .current import state
 
 bp = Blueprint("ops", __name__)
 

@@ -7,7 +7,7 @@ from flask import Blueprint, request
 
 from ..errors import InvalidRequest, UnknownService, UnsupportedMediaType
 from ..pipeline import respond
-from . import state
+from .current import state
 
 bp = Blueprint("services", __name__)
 

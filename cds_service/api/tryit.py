@@ -20,7 +20,7 @@ from ..demo import Demo, Order, demo_bundle, hook_request, load_demos, order_fro
 from ..errors import ServiceError
 from ..pipeline import respond
 from ..render.cards import OVERRIDE_SYSTEM
-from . import _prefetch_resource_count, state
+from .current import prefetch_resource_count, state
 from .feedback import record_feedback
 from .safe_markdown import safe_html, safe_url
 
@@ -150,7 +150,7 @@ def _pasted(text: str) -> Any:
         raise PageError("the pasted JSON nests too deeply") from None
     if isinstance(document, dict) and "hook" in document and "resourceType" not in document:
         raise PageError("that is a CDS Hooks request; paste a FHIR Bundle (send requests to POST /cds-services/<id>)")
-    count = _prefetch_resource_count({"prefetch": {"bundle": document}})
+    count = prefetch_resource_count({"prefetch": {"bundle": document}})
     limit = state().settings.max_prefetch_resources
     if count > limit:
         raise PageError(f"the Bundle holds {count} resources; at most {limit} are accepted", 413)

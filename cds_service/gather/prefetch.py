@@ -1,48 +1,13 @@
 """Prefetch: fill {{...}} tokens in query templates, and classify what the EHR sent under each key."""
 from __future__ import annotations
 
-import calendar
 import enum
 import re
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
-# every {{...}} in a template; what is inside decides whether it is a token this service can fill
-_ANY_TOKEN = re.compile(r"\{\{(.*?)\}\}")
-_NAME = re.compile(r"\s*([A-Za-z.]+)\s*")
-# CDS Hooks prefetch date tokens: {{today()}}, {{today() - 90 days}}, {{today() + 1 year}} (as a FHIR date)
-_TODAY = re.compile(r"\s*today\(\)\s*(?:([+-])\s*(\d{1,4})\s*(day|days|week|weeks|month|months|year|years))?\s*")
-_USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
-                "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
-_CONTEXT_FIELDS = ("patientId", "userId", "encounterId")
-
-
-def unknown_tokens(template: str) -> list[str]:
-    """The {{...}} tokens of a template that render_template cannot fill (for the linter): anything but
-    context.patientId/userId/encounterId, the user* tokens and the today() date tokens."""
-    out = []
-    for match in _ANY_TOKEN.finditer(template):
-        inner = match.group(1)
-        name = _NAME.fullmatch(inner)
-        known = (name is not None and (name.group(1) in _USER_TOKENS or (name.group(1).removeprefix("context.")
-                                       in _CONTEXT_FIELDS and name.group(1).startswith("context.")))) \
-            or _TODAY.fullmatch(inner) is not None
-        if not known:
-            out.append(match.group(0))
-    return out
-
-
-def _shifted(today: date, sign: str, amount: int, unit: str) -> date:
-    """today moved by a number of days, weeks, months or years (a month end is kept within the month)."""
-    n = amount if sign == "+" else -amount
-    if unit.startswith("day"):
-        return today + timedelta(days=n)
-    if unit.startswith("week"):
-        return today + timedelta(weeks=n)
-    months = n * (12 if unit.startswith("year") else 1)
-    year, month = divmod(today.year * 12 + today.month - 1 + months, 12)
-    return date(year, month + 1, min(today.day, calendar.monthrange(year, month + 1)[1]))
+from ..knowledge.templates import ANY_TOKEN, NAME, TODAY, USER_TOKENS, shifted
 
 
 class PrefetchState(enum.Enum):
@@ -91,23 +56,23 @@ def render_template(template: str, call, today: date | None = None) -> str | Non
     def fill(match: re.Match) -> str:
         nonlocal missing
         inner = match.group(1)
-        when = _TODAY.fullmatch(inner)
+        when = TODAY.fullmatch(inner)
         if when is not None:
             day = today or date.today()
-            return (_shifted(day, when.group(1), int(when.group(2)), when.group(3)) if when.group(1) else day) \
+            return (shifted(day, when.group(1), int(when.group(2)), when.group(3)) if when.group(1) else day) \
                 .isoformat()
-        named = _NAME.fullmatch(inner)
+        named = NAME.fullmatch(inner)
         name = named.group(1) if named else ""
         value: Any = None
         if name.startswith("context."):
             value = call.context.get(name[len("context."):])
-        elif name in _USER_TOKENS:
+        elif name in USER_TOKENS:
             kind, _, ident = str(call.user_id).partition("/")
-            value = ident if kind == _USER_TOKENS[name] else None
+            value = ident if kind == USER_TOKENS[name] else None
         if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
             missing = True
             return ""
         return str(value)
 
-    rendered = _ANY_TOKEN.sub(fill, template)
+    rendered = ANY_TOKEN.sub(fill, template)
     return None if missing else rendered

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .model import Case, Concept, Rule, Service, Source
+from .templates import unknown_tokens
 
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\.([a-z_]+)\}")
 # the fields each criterion kind lends to card text, and the alias they go under by default
@@ -262,7 +263,6 @@ def _check_cases(entries, rules: dict[str, Rule], cases: list[Case]) -> list[str
 
 
 def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
-    from ..gather.prefetch import unknown_tokens  # here: the gather package imports the loader, which imports lint
     problems: list[str] = []
     groups = {r.group for r in rules.values()}
     seen: Counter[str] = Counter(s["id"] for s in doc["services"])

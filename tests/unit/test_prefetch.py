@@ -6,8 +6,9 @@ from types import MappingProxyType
 
 import pytest
 
-from cds_service.gather.prefetch import PrefetchState, classify, render_template, unknown_tokens
+from cds_service.gather.prefetch import PrefetchState, classify, render_template
 from cds_service.hook_request import HookCall
+from cds_service.knowledge.templates import unknown_tokens
 
 PATIENT = {"resourceType": "Patient", "id": "p1"}
 OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
