@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -60,7 +61,6 @@ def tree_memory(root: int) -> tuple[float, float]:
 
 
 def one_start(variant: Variant, body: dict, workdir: Path, run: int) -> dict[str, float]:
-    import os
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPASM_CDS_") and k != "PYTHONPATH"}
     env.update({"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(variant.tree),
                 "SPASM_CDS_DATA_DIR": str(workdir / f"data-{variant.label}-{run}"),

@@ -90,6 +90,16 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
     medications_wanted = client is not None and bool(_unresolved_medications(resources))
     work = bool(to_fetch or to_read or medications_wanted)
     fetched = 0
+
+    def lost(query: DataQuery, state: PrefetchState, why: str) -> None:
+        """A fetch that came to nothing: the next page of a prefetched kind leaves page 1 standing (incomplete);
+        otherwise the kind is unavailable (412 if required)."""
+        if query.key in continued:
+            _cut_short(query, f"its next page {why}", incomplete, unknown)
+        else:
+            resources.pop(query.kind, None)
+            _unavailable(query, service, state, unknown)
+
     # while it waits for a slot and for FHIR, other calls of this worker compute (cpu_gate.py)
     with gate.released() if work else nullcontext():
         # past the cap, a call waits for a slot for a quarter of its budget (ordinary load queues briefly; a slow
@@ -100,12 +110,7 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                         "quarter of the budget; this call's FHIR data is treated as unknown", settings.fhir_max_calls)
             FHIR_CALLS_BUSY.inc()
             for query, _ in to_fetch:
-                if query.key in continued:
-                    _cut_short(query, "its next page was not fetched: other calls were fetching", incomplete,
-                               unknown)
-                    continue
-                resources.pop(query.kind, None)
-                _unavailable(query, service, PrefetchState.BUSY, unknown)
+                lost(query, PrefetchState.BUSY, "was not fetched: other calls were fetching")
             to_fetch, to_read, work = [], [], False
         if work and client is not None:  # nothing to do without a client
             pool = ThreadPoolExecutor(max_workers=settings.fhir_max_parallel, thread_name_prefix="fhir")
@@ -122,22 +127,14 @@ def gather_resources(call: HookCall, service: Service, settings: Settings,
                         log.warning("FHIR fetch for prefetch key %s passed the time budget; treated as unknown",
                                     query.key)
                         FHIR_ERRORS.labels(reason="deadline").inc()
-                        if query.key in continued:
-                            _cut_short(query, "its next page passed the time budget", incomplete, unknown)
-                            continue
-                        resources.pop(query.kind, None)
-                        _unavailable(query, service, PrefetchState.TIMED_OUT, unknown)
+                        lost(query, PrefetchState.TIMED_OUT, "passed the time budget")
                         continue
                     try:
                         result, complete = future.result()
                         fetched += 1
                     except FhirError as exc:
                         log.warning("FHIR fetch failed for prefetch key %s: %s", query.key, exc)
-                        if query.key in continued:
-                            _cut_short(query, "its next page could not be fetched", incomplete, unknown)
-                            continue
-                        resources.pop(query.kind, None)
-                        _unavailable(query, service, PrefetchState.FAILED, unknown)
+                        lost(query, PrefetchState.FAILED, "could not be fetched")
                         continue
                     resources.setdefault(query.kind, []).extend(result)
                     if not complete:

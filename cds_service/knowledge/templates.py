@@ -15,6 +15,7 @@ TODAY = re.compile(r"\s*today\(\)\s*(?:([+-])\s*(\d{1,4})\s*(day|days|week|weeks
 USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
                 "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
 CONTEXT_FIELDS = ("patientId", "userId", "encounterId")
+_NAMED_TOKENS = frozenset({*USER_TOKENS, *(f"context.{field}" for field in CONTEXT_FIELDS)})
 
 
 def unknown_tokens(template: str) -> list[str]:
@@ -24,9 +25,7 @@ def unknown_tokens(template: str) -> list[str]:
     for match in ANY_TOKEN.finditer(template):
         inner = match.group(1)
         name = NAME.fullmatch(inner)
-        known = (name is not None and (name.group(1) in USER_TOKENS or (name.group(1).removeprefix("context.")
-                                       in CONTEXT_FIELDS and name.group(1).startswith("context.")))) \
-            or TODAY.fullmatch(inner) is not None
+        known = TODAY.fullmatch(inner) is not None or (name is not None and name.group(1) in _NAMED_TOKENS)
         if not known:
             out.append(match.group(0))
     return out

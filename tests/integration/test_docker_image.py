@@ -31,7 +31,7 @@ from tests.support.container_image import (
     remove_stale_containers,
 )
 from tests.support.jwt_issuer import SANDBOX_ISS, ec_issuer, write_issuers
-from tests.support.loopback import http_request
+from tests.support.loopback import http_request, raw_exchange
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -110,15 +110,7 @@ def test_calls_without_a_jwt_are_refused_and_a_signed_call_gets_cards(served, ho
 
 def test_nginx_answers_an_oversized_body_itself_as_an_operation_outcome(served):
     request = b"POST /cds-services/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 50:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    head, _, payload = answer.partition(b"\r\n\r\n")
+    head, payload = raw_exchange(served.port, request)
     assert head.split(b" ")[1] == b"413"
     outcome = json.loads(payload)
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "too-long"

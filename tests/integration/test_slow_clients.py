@@ -17,7 +17,7 @@ import pytest
 
 from cds_service.case_runner import build_request, service_for
 from cds_service.proxy import find_nginx
-from tests.support.loopback import http_request
+from tests.support.loopback import http_request, raw_exchange
 from tests.support.service_server import ServiceServer
 
 pytestmark = [pytest.mark.integration,
@@ -82,15 +82,7 @@ def test_calls_are_answered_while_48_slow_clients_hold_connections(proxied, hook
 ])
 def test_the_proxys_own_refusals_are_operation_outcomes(proxied, request_bytes, status, issue):
     port = int(proxied.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request_bytes)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 50:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    head, _, payload = answer.partition(b"\r\n\r\n")
+    head, payload = raw_exchange(port, request_bytes, timeout_s=5)
     assert head.split(b" ")[1] == str(status).encode()
     assert b"application/fhir+json" in head
     outcome = json.loads(payload)

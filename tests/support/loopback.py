@@ -39,6 +39,21 @@ def http_request(
             return error.code, error.read()
 
 
+def raw_exchange(port: int, request: bytes, timeout_s: float = 10.0) -> tuple[bytes, bytes]:
+    """Send request bytes as they are (for requests an HTTP client would not make) to 127.0.0.1:port and return
+    the answer's head and body; reads until the head and at least a short body are in, or the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 50:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return head, payload
+
+
 def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> str | None:
     """Poll url until it answers 200; return None then, or why it never did."""
     deadline = time.monotonic() + timeout_s
