@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     fhir.add_argument("--no-demo-patients", action="store_true", help="load only the Bundles given")
     fhir.add_argument("--service-url", default="http://localhost:8080/cds-services",
                       help="the discovery URL put in the printed Sandbox link (default %(default)s)")
+    fhir.add_argument("--sandbox-url", default="https://sandbox.cds-hooks.org/",
+                      help="the Sandbox the printed link opens, e.g. a local build at http://localhost:8000/ "
+                           "(default %(default)s)")
     fhir.add_argument("--cache", type=Path, help="folder for sekmet-fhir's virtualenv (default ~/.cache/spasm-cds)")
     fhir.add_argument("--workdir", type=Path, help="folder for its settings, log and database (the database is "
                                                    "emptied at each start; default <SPASM_CDS_DATA_DIR>/demo-fhir)")
@@ -135,7 +138,6 @@ def _readme_with_settings_table(readme: Path) -> str | None:
 
 def _demo_fhir(args: argparse.Namespace) -> int:
     from datetime import date
-    from urllib.parse import urlencode
 
     import requests
 
@@ -165,10 +167,8 @@ def _demo_fhir(args: argparse.Namespace) -> int:
             for patient in loaded:
                 print(f"  {patient.id:<38} {patient.name:<28} {patient.source}")
             if loaded:
-                query = urlencode({"fhirServiceUrl": server.base_url, "serviceDiscoveryURL": args.service_url,
-                                   "patientId": loaded[0].id})
-                print(f"CDS Hooks Sandbox on this server and {args.service_url}:\n"
-                      f"  https://sandbox.cds-hooks.org/?{query}")
+                link = fhir.sandbox_link(args.sandbox_url, server.base_url, args.service_url, loaded[0].id)
+                print(f"CDS Hooks Sandbox on this server and {args.service_url}:\n  {link}")
             print("Ctrl-C stops it; the next start begins with an empty database.", flush=True)
             return server.wait()
     except (KnowledgeError, RuntimeError, TimeoutError, ValueError, requests.RequestException) as exc:

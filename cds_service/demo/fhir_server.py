@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -42,6 +43,13 @@ validation:
   inbound: warn
 log_inbound: false
 """
+
+
+def sandbox_link(sandbox_url: str, fhir_base: str, discovery_url: str, patient_id: str) -> str:
+    """A CDS Hooks Sandbox link (the public one or a local build) opening on this FHIR server, the service's
+    discovery URL and a patient, through the Sandbox's URL parameters."""
+    query = urlencode({"fhirServiceUrl": fhir_base, "serviceDiscoveryURL": discovery_url, "patientId": patient_id})
+    return f"{sandbox_url}?{query}"
 
 
 def default_cache() -> Path:

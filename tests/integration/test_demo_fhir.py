@@ -11,12 +11,13 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
 from cds_service.bundles import cramp_condition
 from cds_service.demo import load_demos
-from cds_service.demo.fhir_server import as_transaction, bundle_files, patient_name
+from cds_service.demo.fhir_server import as_transaction, bundle_files, patient_name, sandbox_link
 from tests.conftest import REPO
 from tests.support.fhir_server import ensure_sekmet, free_port, http_request
 from tests.support.synthea import BUNDLE_DIR
@@ -102,3 +103,13 @@ def test_only_transaction_and_collection_bundles_load(tmp_path):
     (tmp_path / "b.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("")
     assert bundle_files([tmp_path, Path("x.json")]) == [tmp_path / "b.json", Path("x.json")]
+
+
+def test_the_sandbox_link_names_the_service_on_any_port_and_a_local_sandbox():
+    link = sandbox_link("http://localhost:8000/", "http://localhost:18090/fhir",
+                        "http://localhost:18097/cds-services", "try-it-alpha")
+    sandbox, query = link.split("?", 1)
+    assert sandbox == "http://localhost:8000/"
+    assert parse_qs(query, strict_parsing=True) == {"fhirServiceUrl": ["http://localhost:18090/fhir"],
+                                                    "serviceDiscoveryURL": ["http://localhost:18097/cds-services"],
+                                                    "patientId": ["try-it-alpha"]}
