@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from cds_service import create_app
+from cds_service.demo import load_demos
+from cds_service.demo.fhir_server import sandbox_link
 from cds_service.settings import Settings
 from tests.conftest import REPO
 from tests.support.jwt_issuer import SANDBOX_ISS, SANDBOX_JKU, SANDBOX_KID, JwksServer, ec_issuer
@@ -88,18 +92,52 @@ def test_every_local_document_the_readme_links_exists():
     assert [t for t in targets if t and not (REPO / t).exists()] == []
 
 
-def test_the_documented_serve_command_with_auth_on_starts_and_takes_the_sandboxs_aud(tmp_path, knowledge):
+def documented_commands(program: str) -> list[str]:
+    """Each command line of the Sandbox walkthrough that runs `spasm-cds <program>`, continuation lines joined."""
     text = SANDBOX_DOC.read_text().replace("\\\n", " ")
-    (command,) = [line for line in text.splitlines() if "SPASM_CDS_AUTH=on" in line and "spasm-cds serve" in line]
-    env = dict(re.findall(r"(SPASM_CDS_[A-Z_]+)=(\S+)", command))
-    assert env["SPASM_CDS_PUBLIC_URL"] == "http://localhost:8080"
-    sandbox = ec_issuer()
-    (tmp_path / "sandbox").mkdir()
-    (tmp_path / "sandbox" / "jwks.json").write_text(json.dumps(sandbox.jwks()))
-    issuers = {"issuers": {SANDBOX_ISS: {"jwks_file": "jwks.json"}}}
-    (tmp_path / "sandbox" / "issuers.yaml").write_text(yaml.safe_dump(issuers))
-    env.update(SPASM_CDS_TRUSTED_ISSUERS=str(tmp_path / "sandbox" / "issuers.yaml"),
-               SPASM_CDS_DATA_DIR=str(tmp_path / "data"))
-    client = create_app(Settings.from_env(env), knowledge).test_client()
-    token = sandbox.token("http://localhost:8080/cds-services")
-    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    return [line for line in text.splitlines() if f"spasm-cds {program}" in line and not line.startswith("`")]
+
+
+def test_each_documented_serve_command_with_auth_on_starts_and_takes_the_sandboxs_aud(tmp_path, knowledge):
+    commands = [c for c in documented_commands("serve") if "SPASM_CDS_AUTH=on" in c]
+    assert len(commands) == 2, "docs/sandbox.md shows the default port and another one"
+    public_urls = []
+    for n, command in enumerate(commands):
+        env = dict(re.findall(r"(SPASM_CDS_[A-Z_]+)=(\S+)", command))
+        port = re.search(r"serve --port (\d+)", command)
+        assert env["SPASM_CDS_PUBLIC_URL"] == f"http://localhost:{port.group(1) if port else 8080}"
+        public_urls.append(env["SPASM_CDS_PUBLIC_URL"])
+        sandbox = ec_issuer()
+        folder = tmp_path / str(n) / "sandbox"
+        folder.mkdir(parents=True)
+        (folder / "jwks.json").write_text(json.dumps(sandbox.jwks()))
+        (folder / "issuers.yaml").write_text(yaml.safe_dump({"issuers": {SANDBOX_ISS: {"jwks_file": "jwks.json"}}}))
+        env.update(SPASM_CDS_TRUSTED_ISSUERS=str(folder / "issuers.yaml"), SPASM_CDS_DATA_DIR=str(tmp_path / str(n)))
+        client = create_app(Settings.from_env(env), knowledge).test_client()
+        token = sandbox.token(f"{env['SPASM_CDS_PUBLIC_URL']}/cds-services")
+        assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert public_urls[0] == "http://localhost:8080" and public_urls[1] != public_urls[0]
+
+
+def test_every_demo_fhir_option_the_walkthrough_uses_exists(tmp_path):
+    used = {o for c in documented_commands("demo-fhir") for o in re.findall(r"(--[a-z-]+)", c)}
+    assert {"--assume-cramps", "--service-url", "--sandbox-url"} <= used
+    result = subprocess.run([sys.executable, "-m", "cds_service", "demo-fhir", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    offered = set(re.findall(r"(--[a-z-]+)", result.stdout))
+    assert used - offered == set()
+
+
+def test_the_link_quoted_for_other_ports_is_the_one_demo_fhir_prints_and_names_the_served_port():
+    (other,) = [c for c in documented_commands("demo-fhir") if "--service-url" in c]
+    service_url = re.search(r"--service-url (\S+)", other).group(1)
+    sandbox_url = re.search(r"--sandbox-url (\S+)", other).group(1)
+    first = json.loads((REPO / "cds_service" / "demo" / load_demos().patients[0].file).read_text())
+    (patient_id,) = [e["resource"]["id"] for e in first["entry"] if e["resource"]["resourceType"] == "Patient"]
+    link = sandbox_link(sandbox_url, "http://localhost:8090/fhir", service_url, patient_id)
+    assert link in SANDBOX_DOC.read_text()
+    (serve,) = [c for c in documented_commands("serve") if "serve --port" in c]
+    public_url = re.search(r"SPASM_CDS_PUBLIC_URL=(\S+)", serve).group(1)
+    port = re.search(r"serve --port (\d+)", serve).group(1)
+    assert service_url == f"{public_url}/cds-services" and public_url.endswith(f":{port}")
