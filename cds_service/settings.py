@@ -142,6 +142,11 @@ class Settings:
                 "SPASM_CDS_AUTH=on. The page runs hook calls and takes feedback without a JWT, so keep it off in "
                 "production (the Docker image sets `off`)."})
 
+    admin_token: str = field(default="", metadata={
+        "help": "Bearer token of the feedback report page at /admin/feedback (`Authorization: Bearer <token>`); "
+                "empty: the page is off (404). Use a long random value (e.g. `openssl rand -hex 32`); the page shows "
+                "rules and counts, never patient data."})
+
     def __post_init__(self) -> None:
         """Every switch is checked once, here, and kept in one spelling (trimmed, lower case): a bad value is one
         ValueError line naming the variable, at start, never a surprise on some later call."""

@@ -1,0 +1,107 @@
+"""Feedback read back, counted in the database: cards issued per rule, rule version and UTC day, and the last
+outcome each card got. Everything is a GROUP BY on the server (the same statements on SQLite and PostgreSQL: both
+have json_each), so a report over millions of cards moves only a few rows per rule and day."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import String, Text, and_, case, cast, func, null, select, true
+
+from . import Database
+from .tables import CardIssued, Feedback
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True, order=True)
+class IssuedCount:
+    """Cards that showed a rule (at a version), issued on one UTC day (days since 1970-01-01)."""
+
+    rule: str
+    version: int
+    day: int
+    cards: int
+
+
+@dataclass(frozen=True)
+class OutcomeCount:
+    """Cards issued on one day that showed a rule and whose last feedback was this outcome and reason."""
+
+    rule: str
+    version: int
+    day: int
+    outcome: str  # accepted | overridden
+    reason_code: str | None
+    cards: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the database holds for a report's window."""
+
+    issued: tuple[IssuedCount, ...]
+    outcomes: tuple[OutcomeCount, ...]
+    feedback_records: int  # every outcome received on a card of the window (a card may get several)
+    unknown_card_feedback: int  # outcomes received in the window on cards this service has no record of
+
+
+def count_feedback(database: Database, since: int | None = None, until: int | None = None) -> Counts:
+    """The counts for cards issued at or after `since` and before `until` (epoch seconds; None: no bound)."""
+    window = []
+    if since is not None:
+        window.append(CardIssued.issued_at >= since)
+    if until is not None:
+        window.append(CardIssued.issued_at < until)
+    # each card once per rule it shows (a group card shows several), with that rule's version if it was recorded
+    rules = func.json_each(CardIssued.rules).table_valued("key", name="r")
+    # None was stored as JSON null, which PostgreSQL's json_each refuses: read it as SQL NULL (no rows)
+    stored_versions = case((cast(CardIssued.rule_versions, Text) == "null", null()), else_=CardIssued.rule_versions)
+    versions = func.json_each(stored_versions).table_valued("key", "value", name="v")
+    version = cast(versions.c.value, String).label("version")
+    day = (CardIssued.issued_at // DAY_S).label("day")
+
+    def per_rule(*columns):
+        return (select(rules.c.key.label("rule"), version, day, *columns)
+                .select_from(CardIssued)
+                .join(rules, true())
+                .outerjoin(versions, versions.c.key == rules.c.key))
+
+    issued = (per_rule(func.count().label("cards")).where(*window)
+              .group_by(rules.c.key, version, day))
+    # a card's last outcome is the one counted: a clinician who overrode, then accepted, accepted
+    ranked = (select(Feedback.service_id, Feedback.card_uuid, Feedback.outcome, Feedback.reason_code,
+                     func.row_number().over(partition_by=(Feedback.service_id, Feedback.card_uuid),
+                                            order_by=(Feedback.outcome_at_ms.desc(), Feedback.id.desc()))
+                     .label("n"))
+              .subquery("last"))
+    outcomes = (per_rule(ranked.c.outcome, ranked.c.reason_code, func.count().label("cards"))
+                .join(ranked, and_(ranked.c.card_uuid == CardIssued.card_uuid,
+                                   ranked.c.service_id == CardIssued.service_id, ranked.c.n == 1))
+                .where(*window)
+                .group_by(rules.c.key, version, day, ranked.c.outcome, ranked.c.reason_code))
+    records = (select(func.count()).select_from(Feedback)
+               .join(CardIssued, and_(CardIssued.card_uuid == Feedback.card_uuid,
+                                      CardIssued.service_id == Feedback.service_id))
+               .where(*window))
+    received = []
+    if since is not None:
+        received.append(Feedback.received_at >= since)
+    if until is not None:
+        received.append(Feedback.received_at < until)
+    unknown = select(func.count()).select_from(Feedback).where(~Feedback.card_known, *received)
+    with database.reading() as conn:
+        issued_rows = conn.execute(issued).all()
+        outcome_rows = conn.execute(outcomes).all()
+        feedback_records = conn.execute(records).scalar_one()
+        unknown_cards = conn.execute(unknown).scalar_one()
+    return Counts(
+        tuple(sorted(IssuedCount(r.rule, _version(r.version), int(r.day), int(r.cards)) for r in issued_rows)),
+        tuple(sorted((OutcomeCount(r.rule, _version(r.version), int(r.day), r.outcome, r.reason_code, int(r.cards))
+                      for r in outcome_rows),
+                     key=lambda o: (o.rule, o.version, o.day, o.outcome, o.reason_code or ""))),
+        int(feedback_records), int(unknown_cards))
+
+
+def _version(value: str | None) -> int:
+    """A stored version (text of a JSON number); cards issued before revision 0005 carried none: version 1."""
+    return int(value) if value is not None else 1
