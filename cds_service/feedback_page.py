@@ -12,6 +12,7 @@ from .feedback_formats import as_json
 from .feedback_report import Report
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
+LABEL_CHARS = 56  # a rule's label beside its bar is cut to this (the whole id is its tooltip and in the table)
 BAR_RULES = 25  # the most rules the bar chart draws (the review list first)
 SEGMENTS = (("accepted", "Accepted", "#2e7d32"), ("overridden_other", "Overridden, other reason", "#ef6c00"),
             ("snoozed", "Snoozed", "#6a1b9a"), ("not_relevant", "Not relevant", "#546e7a"),
@@ -33,7 +34,7 @@ def _bars(rules: list[dict[str, Any]]) -> dict[str, Any]:
     """Stacked horizontal bars, one per rule, as long as its cards issued."""
     shown = rules[:BAR_RULES]
     longest = max((r["issued"] for r in shown), default=0) or 1
-    left, width, row = 330, 560, 26
+    left, width, row = 400, 560, 26
     bars = []
     for i, rule in enumerate(shown):
         parts = {"accepted": rule["accepted"], "overridden_other": rule["overridden"] - rule["snoozed"]
@@ -46,7 +47,9 @@ def _bars(rules: list[dict[str, Any]]) -> dict[str, Any]:
                 rects.append({"x": round(x, 1), "w": round(w, 1), "colour": colour, "key": key,
                               "title": f"{label}: {parts[key]}"})
             x += w
-        bars.append({"y": 10 + i * row, "label": f"{rule['rule']} v{rule['version']}", "rule": rule["rule"],
+        label = f"{rule['rule']} v{rule['version']}"
+        bars.append({"y": 10 + i * row, "label": label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…",
+                     "full_label": label, "rule": rule["rule"],
                      "rects": rects, "end": round(x, 1), "issued": rule["issued"], "parts": parts})
     return {"rows": bars, "height": 30 + len(bars) * row, "left": left, "width": left + width + 70}
 

@@ -17,7 +17,7 @@ MIN_FEEDBACK = 10  # the default fewest cards with feedback before a rule is ran
 Z_95 = 1.959964  # two-sided 95% normal quantile, for the Wilson bound
 NO_REASON = "(no reason)"
 REVIEW_EXPLAINED = (
-    "Review first: rules ranked by the lower bound of the 95% Wilson score interval of their override rate "
+    "Rules are ranked by the lower bound of the 95% Wilson score interval of their override rate "
     "(overridden / cards with feedback, counting each card's last outcome). The bound is high only when the rate is "
     "high and there is enough feedback to trust it, so a rule overridden 3 times out of 3 does not outrank one "
     "overridden 80 times out of 100. Rules with fewer than {min_n} cards with feedback are not ranked.")
