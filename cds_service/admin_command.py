@@ -80,7 +80,7 @@ def run_feedback(args: argparse.Namespace) -> int:
         database.engine.dispose()
     report = build_report(counts, knowledge.override_effects, {r.id: r.title for r in knowledge.rules.values()},
                           args.by, args.since, args.until,
-                          MIN_FEEDBACK if args.min_feedback is None else args.min_feedback)
+                          MIN_FEEDBACK if args.min_feedback is None else max(1, args.min_feedback))
     if args.format == "html":
         from .feedback_page import render_page
         text = render_page(report, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
