@@ -75,7 +75,7 @@ def run_feedback(args: argparse.Namespace) -> int:
     database = open_database(settings.effective_database_url, settings.database_timeout_s)
     try:
         counts = count_feedback(database, epoch(args.since) if args.since else None,
-                                epoch(args.until) if args.until else None)
+                                epoch(args.until) if args.until else None, args.by)
     finally:
         database.engine.dispose()
     report = build_report(counts, knowledge.override_effects, {r.id: r.title for r in knowledge.rules.values()},

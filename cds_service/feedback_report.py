@@ -8,7 +8,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from .knowledge.model import OverrideEffect
 from .state.analytics import Counts
@@ -94,19 +94,19 @@ class Report:
 def build_report(counts: Counts, effects: Mapping[str, OverrideEffect], titles: Mapping[str, str],
                  by: str = "week", since: date | None = None, until: date | None = None,
                  min_feedback: int = MIN_FEEDBACK) -> Report:
-    """Fold the database's counts into per-rule reports, bucket days into weeks (Monday, UTC) or months, and rank."""
+    """Fold the database's counts (made per `by`: week or month) into per-rule reports, and rank them."""
     rules: dict[tuple[str, int], RuleReport] = {}
 
-    def tally(rule: str, version: int, day: int) -> Tally:
+    def tally(rule: str, version: int, period: str) -> Tally:
         report = rules.get((rule, version))
         if report is None:
             report = rules[(rule, version)] = RuleReport(rule, version, titles.get(rule, rule))
-        return report.periods.setdefault(period_of(day, by), Tally())
+        return report.periods.setdefault(period, Tally())
 
     for issued in counts.issued:
-        tally(issued.rule, issued.version, issued.day).issued += issued.cards
+        tally(issued.rule, issued.version, issued.period).issued += issued.cards
     for outcome in counts.outcomes:
-        bucket = tally(outcome.rule, outcome.version, outcome.day)
+        bucket = tally(outcome.rule, outcome.version, outcome.period)
         if outcome.outcome == "accepted":
             bucket.accepted += outcome.cards
             continue
@@ -142,14 +142,6 @@ def wilson_lower_bound(successes: int, n: int, z: float = Z_95) -> float:
     centre = p + z * z / (2 * n)
     margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, (centre - margin) / (1 + z * z / n))
-
-
-def period_of(day: int, by: str) -> str:
-    """The label of the week (its Monday, YYYY-MM-DD) or month (YYYY-MM) holding a day (days since 1970-01-01)."""
-    when = date(1970, 1, 1) + timedelta(days=day)
-    if by == "month":
-        return when.strftime("%Y-%m")
-    return (when - timedelta(days=when.weekday())).isoformat()
 
 
 def epoch(day: date) -> int:

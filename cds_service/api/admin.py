@@ -59,7 +59,8 @@ def feedback_report() -> Response | str:
     except ValueError:
         raise InvalidRequest("min_feedback: a whole number") from None
     try:
-        counts = count_feedback(app.database, epoch(since) if since else None, epoch(until) if until else None)
+        counts = count_feedback(app.database, epoch(since) if since else None, epoch(until) if until else None,
+                                by)
     except SQLAlchemyError as exc:
         raise StoreUnavailable(f"the database could not be read ({type(exc).__name__})") from None
     report = build_report(counts, app.knowledge.override_effects,

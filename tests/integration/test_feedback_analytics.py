@@ -75,10 +75,10 @@ def seed(database, knowledge) -> None:
         item("never-issued", "accepted", T0)])
 
 
-def report_of(database, knowledge, min_feedback: int = 1, **window):
+def report_of(database, knowledge, min_feedback: int = 1, by: str = "week", **window):
     since, until = window.get("since"), window.get("until")
-    counts = count_feedback(database, epoch(since) if since else None, epoch(until) if until else None)
-    return build_report(counts, knowledge.override_effects, {}, "week", since, until, min_feedback)
+    counts = count_feedback(database, epoch(since) if since else None, epoch(until) if until else None, by)
+    return build_report(counts, knowledge.override_effects, {}, by, since, until, min_feedback)
 
 
 def rule(report: dict, rule_id: str, version: int) -> dict:
@@ -130,6 +130,25 @@ def test_the_window_keeps_only_cards_issued_in_it(database, knowledge):
     assert [(r["rule"], r["version"], r["issued"], r["with_feedback"]) for r in second_week["rules"]] == \
         [("rule-a", 2, 1, 0)]
     assert rule(first_week, "rule-a", 2)["issued"] == 4 and rule(first_week, "rule-a", 2)["accepted"] == 2
+
+
+@pytest.mark.parametrize(("by", "periods"), [
+    ("week", [("2026-12-28", 2), ("2027-01-04", 1), ("2027-02-01", 1)]),  # a week across the new year: its Monday
+    ("month", [("2026-12", 1), ("2027-01", 2), ("2027-02", 1)]),
+])
+def test_the_database_puts_cards_in_utc_weeks_from_monday_and_in_calendar_months(database, knowledge, by, periods):
+    moments = [epoch(date(2026, 12, 31)) + 3600,  # Thursday
+               epoch(date(2027, 1, 4)) - 1,  # Sunday 23:59:59 UTC: the same week
+               epoch(date(2027, 1, 4)),  # Monday 00:00 UTC: the next
+               epoch(date(2027, 2, 1))]
+    for i, moment in enumerate(moments):
+        memory = CardMemory(database, read_secret(database), clock=lambda moment=moment: moment)
+        memory.record([IssuedCard(f"c{i}", "rule-a", "fp", {"rule-a": "fp"}, "info")], "svc", "patient-view",
+                      f"h{i}", "p", memory.key("p"), "ctx", memory.key("p", "u"))
+
+    report = as_json(report_of(database, knowledge, by=by))
+
+    assert [(p["period"], p["issued"]) for p in report["periods"]] == periods
 
 
 def test_counting_is_done_in_the_database_a_row_per_rule_and_day(database, knowledge):
