@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -137,8 +138,6 @@ def _patient_key(args: argparse.Namespace, database, settings: Settings) -> str 
 
 
 def _print_held(rows, as_json: bool) -> None:
-    import time
-
     now = int(time.time())
     if as_json:
         for h in rows:
@@ -156,8 +155,6 @@ def _print_held(rows, as_json: bool) -> None:
 
 
 def _print_one(h) -> None:
-    import time
-
     active = "yes" if h.active(int(time.time())) else "no (lapsed)"
     print("\n".join(f"{k:<12} {v}" for k, v in (
         ("id", h.id), ("patient key", h.patient_key), ("rule", h.card_key), ("kind", h.kind),

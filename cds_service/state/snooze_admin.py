@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, insert, select, tuple_
 
 from . import Database
 from .tables import Suppression, SuppressionAudit
@@ -105,28 +105,25 @@ class SnoozeAdmin:
         audit row, in one transaction. A clear that finds nothing is audited too (cleared_count 0)."""
         if not reason.strip():
             raise SelectionError("a reason is required")
-        if suppression_id:
-            held = self.show(suppression_id)
-            selector: dict[str, Any] = {"id": held.id}
-            keys = [(held.patient_key, held.card_key, held.kind)]
-        elif patient_key or rule:
-            selector = {k: v for k, v in (("patient_key", patient_key), ("rule", rule)) if v}
-            selector["kinds"] = list(kinds)
-            keys = None
-        else:
+        if suppression_id and (patient_key or rule):
+            raise SelectionError("give an id, or a patient and/or a rule, not both")
+        if not (suppression_id or patient_key or rule):
             raise SelectionError("say what to clear: a patient key, a rule or an id")
+        selector: dict[str, Any]
+        if suppression_id:
+            named = self.show(suppression_id)
+            selector, statement = {"id": named.id}, self._select((named.kind,), named.patient_key, named.card_key)
+        else:
+            selector = {**{k: v for k, v in (("patient_key", patient_key), ("rule", rule)) if v}, "kinds": list(kinds)}
+            statement = self._select(kinds, patient_key, rule)
         now = int(self._clock())
         with self.database.durable_transaction() as conn:
-            if keys is None:
-                rows = conn.execute(self._select(kinds, patient_key, rule)
-                                    .order_by(Suppression.patient_key, Suppression.card_key, Suppression.kind)).all()
-                keys = [(r.patient_key, r.card_key, r.kind) for r in rows]
-                found = [Held(*r) for r in rows]
-            else:
-                found = [held]
-            if keys:
-                conn.execute(delete(Suppression).where(
-                    tuple_(Suppression.patient_key, Suppression.card_key, Suppression.kind).in_(keys)))
+            found = [Held(*row) for row in conn.execute(
+                statement.order_by(Suppression.patient_key, Suppression.card_key, Suppression.kind))]
+            if found:
+                conn.execute(delete(Suppression).where(tuple_(Suppression.patient_key, Suppression.card_key,
+                                                              Suppression.kind).in_(
+                    [(h.patient_key, h.card_key, h.kind) for h in found])))
             cleared = [{"patient_key": h.patient_key, "card_key": h.card_key, "kind": h.kind, "set_at": h.set_at,
                         "until_at": h.until_at, "reason_code": h.reason_code} for h in found]
             audit_id = conn.execute(insert(SuppressionAudit).returning(SuppressionAudit.id), {
@@ -141,11 +138,6 @@ class SnoozeAdmin:
                      .order_by(SuppressionAudit.id.desc()).limit(limit))
         with self.database.reading() as conn:
             return [AuditEntry(*row) for row in conn.execute(statement)]
-
-    def count(self, kinds: Sequence[str] = ADMIN_KINDS) -> int:
-        with self.database.reading() as conn:
-            return conn.execute(select(func.count()).select_from(Suppression)
-                                .where(Suppression.kind.in_(kinds))).scalar_one()
 
     @staticmethod
     def _select(kinds: Sequence[str], patient_key: str | None, rule: str | None) -> Select:

@@ -134,6 +134,8 @@ def test_snooze_show_and_clear_by_id_and_selectors_that_name_nothing(served, kno
     assert main(["snooze", "show", "zz/x/snooze"]) == 2
     assert main(["snooze", "clear", "--reason", "nothing named"]) == 2
     assert "say what to clear" in capsys.readouterr().err
+    assert main(["snooze", "clear", "--id", held.id, "--rule", rule, "--reason", "both"]) == 2
+    assert "not both" in capsys.readouterr().err
     assert main(["snooze", "clear", "--id", held.id, "--reason", "by id"]) == 0
 
     assert f"patient key  {held.patient_key}" in shown and "snooze-30d" in shown
