@@ -62,3 +62,8 @@ def test_json_format_and_bad_parameters(admin_app):
     for query in ("by=day", "format=xml", "since=yesterday", "min_feedback=many"):
         bad = client.get(f"/admin/feedback?{query}", headers=BEARER)
         assert_operation_outcome(bad.status_code, bad.content_type, bad.data, 400)
+
+
+def test_a_short_admin_token_is_refused_at_start():
+    with pytest.raises(ValueError, match="SPASM_CDS_ADMIN_TOKEN: at least 16 characters"):
+        Settings.from_env({"SPASM_CDS_ADMIN_TOKEN": "letmein"})
