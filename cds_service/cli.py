@@ -1,6 +1,6 @@
 """The spasm-cds command: serve (gunicorn by default), lint (check the knowledge), docs (generated pages), evaluate
-(cards for files), db (migrations), demo-fhir (a local FHIR server with demo data) and terminology build (the
-RxNorm roll-up table)."""
+(cards for files), db (migrations), demo-fhir (a local FHIR server with demo data), terminology build (the
+RxNorm roll-up table), feedback report and snooze (list, show, clear, audit)."""
 from __future__ import annotations
 
 import argparse
@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     from .knowledge.rxnorm_table import add_arguments as add_build_arguments
     add_build_arguments(terminology_sub.add_parser("build", help="write mappings/rxnorm/product-ingredient.tsv "
                                                                  "(or --out) for the concepts in mappings/"))
+    from .admin_command import add_feedback_arguments, add_snooze_arguments
+    add_feedback_arguments(sub)
+    add_snooze_arguments(sub)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.command in ("feedback", "snooze"):
+        return _admin(args)
     if args.command == "terminology":
         from .knowledge.rxnorm_table import run as build_terminology
         return build_terminology(args, argv[2:])
@@ -174,6 +179,19 @@ def _demo_fhir(args: argparse.Namespace) -> int:
     except (KnowledgeError, RuntimeError, TimeoutError, ValueError, requests.RequestException) as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """`feedback report` and `snooze ...` (admin_command.py)."""
+    from .admin_command import run_feedback, run_snooze
+    from .telemetry import configure_logging
+
+    try:
+        configure_logging(Settings.from_env().log_level)
+        return run_feedback(args) if args.command == "feedback" else run_snooze(args)
+    except (KnowledgeError, ValueError) as exc:
+        print(f"spasm-cds {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _db(args: argparse.Namespace) -> int:

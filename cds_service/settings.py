@@ -11,6 +11,7 @@ from typing import Any
 PREFIX = "SPASM_CDS_"
 LOCAL_FHIR_ALLOWED_URLS = "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
 _CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 def _default_knowledge_dir() -> Path:
@@ -142,6 +143,11 @@ class Settings:
                 "SPASM_CDS_AUTH=on. The page runs hook calls and takes feedback without a JWT, so keep it off in "
                 "production (the Docker image sets `off`)."})
 
+    admin_token: str = field(default="", metadata={
+        "help": "Bearer token of the feedback report page at /admin/feedback (`Authorization: Bearer <token>`); "
+                "empty: the page is off (404). At least 16 characters; use a long random value (e.g. "
+                "`openssl rand -hex 32`). The page shows rules and counts, never patient data."})
+
     def __post_init__(self) -> None:
         """Every switch is checked once, here, and kept in one spelling (trimmed, lower case): a bad value is one
         ValueError line naming the variable, at start, never a surprise on some later call."""
@@ -152,6 +158,8 @@ class Settings:
                 wanted = " or ".join(repr(a) for a in allowed if a) + (" (or empty)" if "" in allowed else "")
                 raise ValueError(f"{PREFIX}{name.upper()}: {raw!r} is not {wanted}")
             object.__setattr__(self, name, value)
+        if self.admin_token and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"{PREFIX}ADMIN_TOKEN: at least {MIN_ADMIN_TOKEN_CHARS} characters, or empty (page off)")
 
     @property
     def auth_on(self) -> bool:

@@ -33,6 +33,12 @@ def read_secret(database: Database, configured: str = "") -> bytes:
     return value.encode("utf-8")
 
 
+def keyed(secret: bytes, *parts: str) -> str:
+    """The HMAC-SHA256 of the parts under the secret: what is stored instead of a patient id (and, with a user and
+    an encounter, a hook context)."""
+    return hmac.new(secret, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 _RETRY_S = 1.0  # after a database failure, the next try is at most this often
 
 
@@ -61,8 +67,7 @@ class CardMemory:
 
     def key(self, *parts: str) -> str:
         """The keyed hash of the parts (a patient id; or patient, user and encounter for a hook context)."""
-        message = "\x1f".join(parts).encode("utf-8")
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return keyed(self._secret, *parts)
 
     def recall(self, patient_key: str, service_id: str, hook_instance: str, shown_since: int | None,
                select_service: str | None = None, context_key: str = "", select_since: int = 0,

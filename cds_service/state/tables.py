@@ -99,3 +99,21 @@ class Suppression(Base):
     reason_code: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     __table_args__ = (Index("ix_suppression_set_at", "set_at"),)
+
+
+class SuppressionAudit(Base):
+    """One administrative clear of suppressions (`spasm-cds snooze clear`, revision 0006): who, when, why, what was
+    asked and what went. Keys and counts only: never a patient id."""
+
+    __tablename__ = "suppression_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # epoch seconds
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    selector: Mapped[dict] = mapped_column(JSON, nullable=False)  # what was asked: patient_key, rule or id
+    cleared_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    cleared: Mapped[list] = mapped_column(JSON, nullable=False)  # [{patient_key, card_key, kind, until_at}, ...]
+
+    __table_args__ = (Index("ix_suppression_audit_at", "at"),)

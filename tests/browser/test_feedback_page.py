@@ -1,0 +1,153 @@
+"""The feedback report page in a real browser: the service under gunicorn on 127.0.0.1 on a database seeded with
+cards and feedback of eight weeks, Debian's headless chromium driven by selenium. The admin token goes in the
+Authorization header of every request the page makes, through the DevTools protocol (Network.setExtraHTTPHeaders),
+as an admin's client would send it; the page sets no cookie and runs no script. The tables and both charts must show
+the seeded counts. A screenshot goes to tmp_path, and also to the path in SPASM_CDS_FEEDBACK_SCREENSHOT when that
+is set (docs/feedback-report.png is made this way)."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cds_service.feedback_report import wilson_lower_bound
+from cds_service.memory import IssuedCard
+from cds_service.settings import Settings
+from cds_service.state import open_database
+from cds_service.state.feedback import FeedbackItem, FeedbackStore
+from cds_service.state.suppression import CardMemory, read_secret
+from tests.browser.test_try_it_page import CHROMEDRIVER, CHROMIUM, WAIT_S, WIDTH, _missing_browser
+from tests.conftest import REPO
+from tests.support.service_server import ServiceServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+TOKEN = "browser-test-admin-token-6f1d2c"
+T0 = 1_800_000_000  # 2027-01-15
+WEEK = 7 * 86_400
+
+
+def seed(data_dir: Path, knowledge) -> dict[str, Counter[str]]:
+    """Eight weeks of cards of six real rules, with feedback drawn at rates that differ per rule (a fixed seed);
+    returns the counts per rule that the page must show."""
+    database = open_database(Settings(data_dir=data_dir).effective_database_url)
+    rules = sorted(knowledge.rules)[:6]
+    override_rate = dict(zip(rules, (0.85, 0.6, 0.4, 0.25, 0.15, 0.5), strict=True))
+    draw = random.Random(15)
+    now = [T0]
+    memory = CardMemory(database, read_secret(database), clock=lambda: now[0])
+    store = FeedbackStore(database, clock=lambda: T0 + 9 * WEEK)
+    expected: dict[str, Counter[str]] = {r: Counter() for r in rules}
+    items = []
+    for week in range(8):
+        now[0] = T0 + week * WEEK
+        cards = []
+        for rule in rules:
+            for n in range(draw.randint(6, 14)):
+                uuid = f"{rule}-{week}-{n}"
+                cards.append(IssuedCard(uuid, rule, "fp", {rule: "fp"}, "warning",
+                                        {rule: knowledge.rules[rule].version}))
+                expected[rule]["issued"] += 1
+                roll = draw.random()
+                if roll < 0.2:
+                    continue  # no feedback
+                if draw.random() < override_rate[rule]:
+                    code = draw.choice(["snooze-30d", "not-relevant", "already-addressed"])
+                    items.append(FeedbackItem(uuid, "overridden", now[0] * 1000, reason_code=code))
+                    expected[rule]["overridden"] += 1
+                    expected[rule][code] += 1
+                else:
+                    items.append(FeedbackItem(uuid, "accepted", now[0] * 1000))
+                    expected[rule]["accepted"] += 1
+        memory.record(cards, "svc", "patient-view", f"h{week}", "p", memory.key("p"), "c", memory.key("p", "u"))
+    store.store("svc", items)
+    database.engine.dispose()
+    return expected
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    problem = _missing_browser()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {problem}")
+        pytest.skip(problem)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     f"--window-size={WIDTH},1000", "--hide-scrollbars", "--force-device-scale-factor=1",
+                     "--no-first-run", "--disable-extensions", "--disable-background-networking"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, knowledge) -> Iterator[tuple[ServiceServer, dict[str, Counter[str]]]]:
+    data_dir = tmp_path_factory.mktemp("feedback-page")
+    expected = seed(data_dir, knowledge)
+    env = {"SPASM_CDS_DATA_DIR": str(data_dir), "SPASM_CDS_ADMIN_TOKEN": TOKEN, "SPASM_CDS_LOG_LEVEL": "WARNING"}
+    with ServiceServer(extra_env=env) as server:
+        yield server, expected
+
+
+def test_the_report_page_shows_the_seeded_counts_in_its_tables_and_charts(chromium, seeded, knowledge, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    server, expected = seeded
+    chromium.get(f"{server.url}/admin/feedback")
+    assert "Feedback report" not in chromium.page_source  # no token yet: 401, nothing shown
+
+    chromium.execute_cdp_cmd("Network.enable", {})
+    chromium.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {TOKEN}"}})
+    try:
+        chromium.get(f"{server.url}/admin/feedback?min_feedback=20")
+        assert chromium.title == "spasm-cds feedback report"
+        for rule, counts in expected.items():
+            row = chromium.find_element(By.CSS_SELECTOR, f'#rules tr[data-rule="{rule}"]')
+            assert int(row.find_element(By.CSS_SELECTOR, "td.issued").text) == counts["issued"], rule
+            assert row.find_element(By.CSS_SELECTOR, "td.accepted").text.startswith(f"{counts['accepted']} ("), rule
+            assert row.find_element(By.CSS_SELECTOR, "td.overridden").text.startswith(f"{counts['overridden']} (")
+            assert int(row.find_element(By.CSS_SELECTOR, "td.snoozed").text) == counts["snooze-30d"], rule
+            assert int(row.find_element(By.CSS_SELECTOR, "td.not-relevant").text) == counts["not-relevant"], rule
+            bar = chromium.find_element(By.CSS_SELECTOR, f'#rules-chart g.bar[data-rule="{rule}"]')
+            assert int(bar.get_attribute("data-issued")) == counts["issued"]
+            assert bar.find_element(By.CSS_SELECTOR, "rect.accepted").size["width"] > 0
+        ranked = [r.get_attribute("data-rule")
+                  for r in chromium.find_elements(By.CSS_SELECTOR, "#review-first tr[data-rule]")]
+        assert ranked and ranked[0] == max(expected, key=lambda r: wilson_lower_bound(
+            expected[r]["overridden"], expected[r]["overridden"] + expected[r]["accepted"]))
+        issued_points = chromium.find_elements(By.CSS_SELECTOR, '#periods-chart g[data-series="issued"] circle')
+        assert [int(p.get_attribute("data-value")) for p in issued_points] == \
+            [int(c.text) for c in chromium.find_elements(By.CSS_SELECTOR, "#periods tr td:nth-child(2)")]
+        assert len(issued_points) == 8  # one point a week
+        assert sum(int(p.get_attribute("data-value")) for p in issued_points) == \
+            sum(c["issued"] for c in expected.values())
+        save_screenshot(chromium, tmp_path / "feedback-report.png")
+    finally:
+        chromium.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+
+
+def save_screenshot(driver, shot: Path) -> None:
+    """The whole page at WIDTH pixels wide, into shot and, if asked, into SPASM_CDS_FEEDBACK_SCREENSHOT."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(WIDTH, height)
+    assert driver.save_screenshot(str(shot)), "chromium took no screenshot"
+    assert shot.stat().st_size > 10_000
+    asked = os.environ.get("SPASM_CDS_FEEDBACK_SCREENSHOT")
+    if asked:
+        target = Path(asked) if Path(asked).is_absolute() else REPO / asked
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
+    driver.set_window_size(WIDTH, 1000)
