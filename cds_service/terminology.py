@@ -354,6 +354,16 @@ class Terminology:
             route = route or self._brand_routes.get(phrase)
         return found, route
 
+    def rxnorm_codes(self, concept_id: str) -> tuple[str, ...]:
+        """Every RxNorm code that identifies a medication concept by code: its own codes, then each product, salt
+        and brand code of the roll-up table holding one of its ingredients (and none it is not with), sorted."""
+        concept = self._concepts[concept_id]
+        ingredients, unless = set(concept.ingredients), set(concept.except_with)
+        products = {code for code, row in self._products.items()
+                    if ingredients & set(row.ingredients) and not unless & set(row.ingredients)}
+        own = concept.codes.get("rxnorm", ())
+        return (*own, *sorted(products - set(own), key=lambda c: (len(c), c)))
+
     def product_names(self, codings: Iterable[Mapping]) -> tuple[str, ...]:
         """The RxNorm names of the products (not ingredients, brands or packs) a medication's RxNorm codings name,
         as the roll-up table gives them: where a product's strength is read from."""
