@@ -30,6 +30,14 @@ function base64url(bytes) {
 
 function randomText(size) { return base64url(crypto.getRandomValues(new Uint8Array(size))); }
 
+async function send(url, options, what) {
+  try {
+    return await fetch(url, options);
+  } catch (e) {  // network down, refused, or blocked by CORS: fetch says only "failed to fetch"
+    throw new Error(`${what} could not be reached (${new URL(url).origin}).`);
+  }
+}
+
 async function readJson(response, what) {
   try {
     return await response.json();
@@ -41,12 +49,8 @@ async function readJson(response, what) {
 async function startLaunch(iss, launch) {
   say("Reading the EHR's SMART configuration…");
   const base = iss.replace(/\/+$/, "");
-  let response;
-  try {
-    response = await fetch(`${base}/.well-known/smart-configuration`, {headers: {Accept: "application/json"}});
-  } catch (e) {
-    throw new Error(`The FHIR server ${base} could not be reached for its SMART configuration.`);
-  }
+  const response = await send(`${base}/.well-known/smart-configuration`, {headers: {Accept: "application/json"}},
+                               `The SMART configuration of ${base}`);
   if (!response.ok) {
     throw new Error(`The FHIR server ${base} has no SMART configuration (HTTP ${response.status}); ` +
                     "it cannot launch SMART apps.");
@@ -80,10 +84,11 @@ async function finishLaunch(code, state) {
   const launch = JSON.parse(saved);
   history.replaceState(null, "", location.pathname);  // the code is spent: keep it out of the address bar
   say("Getting the access token…");
-  const response = await fetch(launch.token, {
+  const response = await send(launch.token, {
     method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded", Accept: "application/json"},
     body: new URLSearchParams({grant_type: "authorization_code", code, redirect_uri: app.dataset.redirectUri,
-                               client_id: app.dataset.clientId, code_verifier: launch.verifier})});
+                               client_id: app.dataset.clientId, code_verifier: launch.verifier})},
+    "The EHR's token endpoint");
   const answer = await readJson(response, "token response");
   if (!response.ok || !answer.access_token) {
     throw new Error(`The EHR refused the token request: ${answer.error_description || answer.error || response.status}`);
@@ -103,7 +108,8 @@ async function search(iss, token, url) {
   const found = [];
   let next = url;
   for (let page = 0; next && page < MAX_PAGES; page++) {
-    const response = await fetch(next, {headers: {Authorization: `Bearer ${token}`, Accept: "application/fhir+json"}});
+    const response = await send(next, {headers: {Authorization: `Bearer ${token}`, Accept: "application/fhir+json"}},
+                                "The FHIR server");
     if (response.status === 401 || response.status === 403) {
       throw new Error(`The FHIR server refused the access token (HTTP ${response.status}).`);
     }
