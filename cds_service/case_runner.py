@@ -3,6 +3,7 @@
 Used by `spasm-cds lint`, the knowledge tests (prefetch mode) and the integration tests (fetch mode)."""
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 _UNRESOLVABLE = "spasm-cds-case-nowhere"  # the id of a Medication no case creates, here or on a FHIR server
+CASE_BASE_URL = "http://spasm-cds.invalid"  # where cases' card links point (links are made only with a base URL)
 
 
 @dataclass(frozen=True)
@@ -320,11 +322,33 @@ def _card_problem(knowledge: Knowledge, case: Case, card: dict[str, Any] | None)
         for action in suggestion["actions"]:
             if action["type"] == "delete" and action.get("resourceId") not in drafts:
                 return f"a delete action names {action.get('resourceId')!r}, which is not a draft of the request"
+    problem = _smart_link_problem(knowledge, case, card)
+    if problem:
+        return problem
     if case.suggestions is not None:
         got = [a["resource"]["code"]["coding"][0]["code"] for s in card.get("suggestions", ()) for a in s["actions"]
                if a["type"] == "create"]
         if got != list(case.suggestions):
             return f"suggested orders {got} but the case expects {list(case.suggestions)}"
+    return None
+
+
+def _smart_link_problem(knowledge: Knowledge, case: Case, card: dict[str, Any]) -> str | None:
+    """What is wrong with the card's SMART app link against the case and the rule: present when the case asks,
+    absent when it forbids, and always an appContext that is JSON naming the rule's charted labs."""
+    apps = [link for link in card.get("links", ()) if link.get("type") == "smart"]
+    if case.smart_link is not None and bool(apps) != case.smart_link:
+        return "expected the card to offer the timeline app, it does not" if case.smart_link \
+            else "expected no timeline app link on the card, got one"
+    wanted = knowledge.rules[case.rule].card.smart_link
+    for app in apps:
+        try:
+            context = json.loads(app.get("appContext", ""))
+        except ValueError:
+            return "the timeline app link's appContext is not JSON"
+        charted = [lab.get("id") for lab in context.get("labs", ())]
+        if wanted and not set(wanted.labs) <= set(charted):
+            return f"the timeline app link charts {charted}, not the rule's labs {list(wanted.labs)}"
     return None
 
 
@@ -335,7 +359,7 @@ def run_case(knowledge: Knowledge, case: Case, settings: Settings | None = None,
     service = service_for(knowledge, case)
     body = build_request(knowledge, case, service, today)
     try:
-        response = respond(body, service, knowledge, settings or Settings(), today)
+        response = respond(body, service, knowledge, settings or Settings(), today, base_url=CASE_BASE_URL)
     except ServiceError as exc:
         return CaseResult([], None, f"the service answered {exc.status}: {exc.diagnostics}")
     return judge(knowledge, case, response)

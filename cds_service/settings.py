@@ -24,7 +24,8 @@ def _default_knowledge_dir() -> Path:
 # the settings that are switches or choices, and the values each accepts (after trimming and lower-casing)
 _CHOICES: dict[str, tuple[str, ...]] = {
     "auth": ("on", "off"), "deduplicate": ("on", "off"), "store_patient_ids": ("on", "off"),
-    "cpu_gate": ("on", "off"), "try_it": ("", "on", "off"), "proxy": ("none", "nginx")}
+    "cpu_gate": ("on", "off"), "try_it": ("", "on", "off"), "proxy": ("none", "nginx"),
+    "smart_launcher": ("", "on", "off")}
 
 @dataclass(frozen=True)
 class Settings:
@@ -142,6 +143,16 @@ class Settings:
                 "shows them, feedback stored like an EHR's); `off`: / and /try-it answer 404; empty: on unless "
                 "SPASM_CDS_AUTH=on. The page runs hook calls and takes feedback without a JWT, so keep it off in "
                 "production (the Docker image sets `off`)."})
+    smart_launcher: str = field(default="", metadata={
+        "help": "`on`: serve the development SMART launcher under /smart-launcher (docs/smart-app.md): it registers "
+                "launches, authorizes without a login and fronts `smart_fhir_url` with access tokens, so the "
+                "timeline app offered from cards runs against an open FHIR server; `off`: it answers 404; empty: on "
+                "while the try-it page is. Development only: in a hospital the EHR launches the app."})
+    smart_fhir_url: str = field(default="http://localhost:8090/fhir", metadata={
+        "help": "The open FHIR server the development SMART launcher fronts (the default is `spasm-cds "
+                "demo-fhir`'s); only a loopback URL is accepted, the service refuses to start otherwise."})
+    smart_client_id: str = field(default="spasm-cds-timeline", metadata={
+        "help": "The OAuth client id of the timeline app (register the app under it with the EHR)."})
 
     admin_token: str = field(default="", metadata={
         "help": "Bearer token of the feedback report page at /admin/feedback (`Authorization: Bearer <token>`); "
@@ -182,6 +193,11 @@ class Settings:
     def try_it_on(self) -> bool:
         """Whether the try-it page is served: as set, else unless authentication is on."""
         return self.try_it == "on" if self.try_it else not self.auth_on
+
+    @property
+    def smart_launcher_on(self) -> bool:
+        """Whether the development SMART launcher is served: as set, else while the try-it page is."""
+        return self.smart_launcher == "on" if self.smart_launcher else self.try_it_on
 
     @property
     def effective_fhir_allowed_urls(self) -> str:

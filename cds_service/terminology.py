@@ -228,6 +228,7 @@ class Terminology:
         self.dose_concepts = dose_concepts
         self._system_names = {uri: name for name, uris in systems.items() for uri in uris}
         self._concepts = concepts
+        self._rxnorm_codes: dict[str, tuple[str, ...]] = {}  # rxnorm_codes, worked out on first use
         by_ingredient: dict[str, set[str]] = defaultdict(set)
         self._rx_direct: dict[str, set[str]] = defaultdict(set)
         self._loinc: dict[str, tuple[str, int]] = {}  # code -> (concept, position in the concept's list)
@@ -353,6 +354,21 @@ class Terminology:
             found |= self._phrases[phrase]
             route = route or self._brand_routes.get(phrase)
         return found, route
+
+    def rxnorm_codes(self, concept_id: str) -> tuple[str, ...]:
+        """Every RxNorm code that identifies a medication concept by code: its own codes, then each product, salt
+        and brand code of the roll-up table holding one of its ingredients (and none it is not with), sorted."""
+        known = self._rxnorm_codes.get(concept_id)
+        if known is not None:
+            return known
+        concept = self._concepts[concept_id]
+        ingredients, unless = set(concept.ingredients), set(concept.except_with)
+        products = {code for code, row in self._products.items()
+                    if ingredients & set(row.ingredients) and not unless & set(row.ingredients)}
+        own = concept.codes.get("rxnorm", ())
+        codes = (*own, *sorted(products - set(own), key=lambda c: (len(c), c)))
+        self._rxnorm_codes[concept_id] = codes  # a card render asks again and again; the answer never changes
+        return codes
 
     def product_names(self, codings: Iterable[Mapping]) -> tuple[str, ...]:
         """The RxNorm names of the products (not ingredients, brands or packs) a medication's RxNorm codings name,

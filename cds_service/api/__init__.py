@@ -18,7 +18,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 def register_api(app: Flask) -> None:
     """Attach the blueprints and the hooks: request id, JWT verification, prefetch cap, CORS."""
-    from . import admin, discovery, feedback, knowledge_pages, openapi, ops, services, tryit
+    from . import admin, discovery, feedback, knowledge_pages, openapi, ops, services, smart_app, smart_launcher, tryit
 
     @app.before_request
     def _assign_request_id() -> None:
@@ -75,6 +75,8 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(tryit.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(smart_app.bp)
+    app.register_blueprint(smart_launcher.bp)
 
 
 def _guarded(path: str) -> bool:

@@ -25,7 +25,7 @@ def post_feedback(service_id: str) -> Response:
     entries were malformed and left out, 200 with an OperationOutcome naming each of them (the others are kept)."""
     _result, rejected = record_feedback(service_id, json_body())
     if not rejected:
-        return Response(status=200)
+        return Response(status=200, mimetype="text/plain")  # the empty body, typed as the OpenAPI document says
     response = jsonify({"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "invalid", "diagnostics": f"not stored: {problem}"} for problem in rejected]})
     response.mimetype = "application/fhir+json"

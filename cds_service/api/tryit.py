@@ -11,15 +11,18 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, redirect, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..bundles import ORDER_HOOKS, InputError
 from ..demo import Demo, Order, demo_bundle, hook_request, load_demos, order_from_rxnorm
 from ..errors import ServiceError
 from ..pipeline import respond
 from ..render.cards import OVERRIDE_SYSTEM
+from . import smart_launcher
 from .current import prefetch_resource_count, state
 from .feedback import record_feedback
 from .safe_markdown import safe_html, safe_url
@@ -88,7 +91,7 @@ def run() -> str | tuple[str, int]:
     except (InputError, ServiceError) as exc:
         status = exc.status if isinstance(exc, ServiceError) and 400 <= exc.status < 500 else 400
         return _page(chosen, error=str(getattr(exc, "diagnostics", exc))), status
-    cards = [_card_view(card, service.id) for card in response["cards"]]
+    cards = [_card_view(card, service.id, body["context"]["patientId"]) for card in response["cards"]]
     return _page(chosen, ran={"service": service, "cards": cards, "request": _pretty(body),
                               "response": _pretty(response)})
 
@@ -157,9 +160,14 @@ def _pasted(text: str) -> Any:
     return document
 
 
-def _card_view(card: dict[str, Any], service_id: str) -> dict[str, Any]:
-    """What the template shows of a card; every string is escaped by the template except detail_html."""
+def _card_view(card: dict[str, Any], service_id: str, patient_id: str) -> dict[str, Any]:
+    """What the template shows of a card; every string is escaped by the template except detail_html. A SMART
+    app link becomes a button that launches the app the way an EHR does (smart_launch)."""
     source = card.get("source") or {}
+    links = [link for link in card.get("links", ()) if link.get("type") != "smart"]
+    apps = [{"label": link["label"], "url": link["url"], "app_context": link.get("appContext", ""),
+             "patient": patient_id, "token": _app_token(patient_id, link["url"], link.get("appContext", ""))}
+            for link in card.get("links", ()) if link.get("type") == "smart" and safe_url(link.get("url"))]
     return {
         "uuid": card["uuid"], "token": _card_token(service_id, card["uuid"]),
         "indicator": card["indicator"], "indicator_label": _INDICATOR_LABELS.get(card["indicator"], card["indicator"]),
@@ -167,11 +175,35 @@ def _card_view(card: dict[str, Any], service_id: str) -> dict[str, Any]:
         "source_label": source.get("label", ""), "source_url": safe_url(source.get("url")),
         "suggestions": [{"uuid": s["uuid"], "label": s["label"]} for s in card.get("suggestions", ())
                         if s.get("uuid")],
-        "links": [{"label": link["label"], "url": safe_url(link.get("url"))} for link in card.get("links", ())
+        "links": [{"label": link["label"], "url": safe_url(link.get("url"))} for link in links
                   if safe_url(link.get("url"))],
+        "apps": apps,
         "reasons": [{"code": r["code"], "display": r.get("display", r["code"])}
                     for r in card.get("overrideReasons", ())],
     }
+
+
+def _app_token(patient_id: str, url: str, app_context: str) -> str:
+    """A keyed hash that proves the page itself showed this SMART link for this patient, so the launch route
+    sends the browser only to a link of a card it showed."""
+    return state().memory.key("try-it-smart", patient_id, url, app_context)
+
+
+@bp.post("/try-it/smart")
+def smart_launch() -> WerkzeugResponse | tuple[str, int]:
+    """Launch a card's SMART app as an EHR does: register the launch (patient, the card's appContext) with the
+    development launcher, then open the app's URL with `iss` and `launch` (SMART App Launch, EHR launch)."""
+    form = request.form
+    patient, url, context = form.get("patient", ""), form.get("url", ""), form.get("app_context", "")
+    chosen = {**dict.fromkeys(_CHOICES, ""), "hook": "patient-view"}
+    if not hmac.compare_digest(form.get("token", ""), _app_token(patient, url, context)):
+        return _page(chosen, error="that app link was not shown by this page; run a patient and use its card"), 400
+    if not state().settings.smart_launcher_on:
+        return _page(chosen, error="the development SMART launcher is off (SPASM_CDS_SMART_LAUNCHER): an EHR must "
+                                   "launch this app"), 409
+    launch_id = smart_launcher.register_launch(patient, context or None)
+    sep = "&" if "?" in url else "?"
+    return redirect(f"{url}{sep}{urlencode({'iss': smart_launcher.issuer(), 'launch': launch_id})}", 303)
 
 
 def _card_token(service_id: str, card_uuid: str) -> str:

@@ -52,6 +52,12 @@ def rule_page(rule: Rule, knowledge: Knowledge) -> str:
     if rule.card.suggest_labs:
         labels = ", ".join(knowledge.concepts[c].label for c in rule.card.suggest_labs)
         lines += ["", f"Offers a proposed order (ServiceRequest) to recheck: {labels}."]
+    smart = rule.card.smart_link
+    if smart:
+        labs = ", ".join(knowledge.concepts[c].label for c in smart.labs)
+        drugs = ", ".join(knowledge.concepts[c].label for c in smart.medications)
+        lines += ["", f"Offers the timeline app (a SMART link, docs/smart-app.md), *{smart.label}*: {labs} over time"
+                  + (f", with the start dates of: {drugs}." if drugs else ".")]
     lines += ["", "## Sources", ""]
     for sid in rule.sources:
         source = knowledge.sources[sid]

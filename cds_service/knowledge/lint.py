@@ -182,6 +182,12 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
                 problems.append(f"{rel}: card.suggest_labs: {lab!r} is not a lab concept in mappings/labs")
             elif not concepts[lab].lab.order_loinc:
                 problems.append(f"{rel}: card.suggest_labs: lab {lab!r} has no lab.order to suggest")
+        smart = doc["card"].get("smart_link") or {}
+        for field, domain in (("labs", "lab"), ("medications", "medication")):
+            for cid in smart.get(field) or ():
+                if cid not in concepts or concepts[cid].domain != domain:
+                    problems.append(f"{rel}: card.smart_link.{field}: {cid!r} is not a {domain} concept in "
+                                    f"mappings/{domain}s")
         if doc["card"].get("suggest_missing_labs"):
             include = doc.get("include") or ()
             # a missing-lab may stand alone or be one alternative of an `any` ("low, or not measured lately")

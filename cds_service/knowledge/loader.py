@@ -31,6 +31,7 @@ from .model import (
     RepeatWindows,
     Rule,
     Service,
+    SmartLink,
     Source,
 )
 from .rxnorm_table import read_rows
@@ -330,8 +331,15 @@ def _build_rules(entries, concepts, units, problems, dose_unit: str = "") -> dic
                               links=tuple((link["label"], link["url"]) for link in card.get("links", ())),
                               group=card.get("group"), short=card.get("short"),
                               suggest_remove_draft=bool(card.get("suggest_remove_draft")),
-                              suggest_labs=tuple(card.get("suggest_labs") or ()))))
+                              suggest_labs=tuple(card.get("suggest_labs") or ()),
+                              smart_link=_smart_link(card.get("smart_link")))))
     return rules
+
+
+def _smart_link(raw: dict[str, Any] | None) -> SmartLink | None:
+    if not raw:
+        return None
+    return SmartLink(label=raw["label"], labs=tuple(raw["labs"]), medications=tuple(raw.get("medications") or ()))
 
 
 def _build_cases(entries, rules) -> list[Case]:
@@ -343,7 +351,7 @@ def _build_cases(entries, rules) -> list[Case]:
             chart = dict(defaults)
             for key, value in c.items():
                 if key in ("name", "expect", "hook", "summary_contains", "detail_contains", "suggestions", "note",
-                           "notice_contains", "cards"):
+                           "notice_contains", "cards", "smart_link"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
             hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
@@ -354,7 +362,7 @@ def _build_cases(entries, rules) -> list[Case]:
                               suggestions=tuple(c["suggestions"]) if "suggestions" in c else None,
                               notice=c.get("notice"),
                               notice_contains=tuple(c.get("notice_contains", ())),
-                              cards=c.get("cards")))
+                              cards=c.get("cards"), smart_link=c.get("smart_link")))
     return cases
 
 

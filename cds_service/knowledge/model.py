@@ -112,6 +112,16 @@ class Source:
 
 
 @dataclass(frozen=True)
+class SmartLink:
+    """The timeline app a card offers (a CDS Hooks link of type smart): the lab concepts it charts over time and the
+    medication concepts whose start dates it marks."""
+
+    label: str
+    labs: tuple[str, ...]
+    medications: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CardTemplate:
     """Card text with {alias.field} placeholders, plus what the card offers."""
 
@@ -123,6 +133,7 @@ class CardTemplate:
     suggest_remove_draft: bool = False
     short: str | None = None  # the finding's words in its group card's summary
     suggest_labs: tuple[str, ...] = ()  # lab concepts proposed as orders whatever their last result (a recheck)
+    smart_link: SmartLink | None = None  # the timeline app offered from the card
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,7 @@ class Case:
     notice: bool | None = None  # whether the notice of missing data (or of an order not checked) must be given
     notice_contains: tuple[str, ...] = ()  # the missing-data notice must be shown and contain these
     cards: int | None = None  # how many cards the response must hold, the notice not counted
+    smart_link: bool | None = None  # whether the rule's card must (or must not) offer the timeline app
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 from ..evaluate.engine import Evaluation, Finding
 from ..knowledge.lint import PLACEHOLDER
 from ..knowledge.model import Knowledge
+from .smart_link import smart_link
 from .suggestions import order_lab_suggestion, remove_draft_suggestion
 
 CARD_NAMESPACE = uuid.UUID("6f1d3c2e-8a7b-5d4c-9e0f-123456789abc")
@@ -223,11 +224,13 @@ def _diagnoses(rule) -> frozenset[str]:
 
 
 def _link_rule_pages(card: dict[str, Any], base_url: str, knowledge: Knowledge) -> None:
-    """An absolute link to each rule's knowledge page, after the rule's own links."""
+    """The timeline app when a rule offers it (smart_link.py), then the rule's own links, then an absolute link to
+    each rule's knowledge page."""
     rules = card["extension"][EXTENSION_KEY]["rules"]
     links = [{"label": f"Why this card: {knowledge.rules[r].title}" if len(rules) > 1 else "Why this card",
               "url": f"{base_url}/knowledge/{r}", "type": "absolute"} for r in rules]
-    card["links"] = card.get("links", []) + links
+    app = smart_link(rules, base_url, knowledge)
+    card["links"] = ([app] if app else []) + card.get("links", []) + links
 
 
 def _group_summary(template: str, items: list[str], limit: int, orders: str = "") -> str:

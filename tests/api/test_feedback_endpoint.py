@@ -182,7 +182,7 @@ def test_a_valid_body_is_stored_once_and_an_unknown_card_is_flagged(client):
     first = client.post(PATH, json=body)
     again = client.post(PATH, json=body)
 
-    assert (first.status_code, first.data) == (200, b"")
+    assert (first.status_code, first.data, first.mimetype) == (200, b"", "text/plain")  # as openapi.json says
     assert (again.status_code, again.data) == (200, b"")
     with client.application.extensions["spasm_cds"].database.engine.connect() as conn:
         stored = conn.execute(select(Feedback.outcome, Feedback.card_known, Feedback.reason_code,

@@ -68,6 +68,10 @@ def rule_names_a_concept_of_another_domain(root):
     edit(root, RULE, lambda d: d["include"][0].update(medication="example-ache"))
 
 
+def smart_link_charts_a_medication_as_a_lab(root):
+    edit(root, RULE, lambda d: d["card"].update(smart_link={"label": "Examplium over time", "labs": ["examplinols"]}))
+
+
 def rule_has_no_no_card_case(root):
     edit(root, CASES, lambda d: [c.update(expect="card") for c in d["cases"]])
 
@@ -218,6 +222,8 @@ BROKEN = [
      f"{RULE}: include[0].medication: 'no-such-drugs' is not a concept in mappings/"),
     (rule_names_a_concept_of_another_domain,
      f"{RULE}: include[0].medication: 'example-ache' is a condition, not a medication"),
+    (smart_link_charts_a_medication_as_a_lab,
+     f"{RULE}: card.smart_link.labs: 'examplinols' is not a lab concept in mappings/labs"),
     (rule_has_no_no_card_case,
      f"{CASES}: cases: rule 'examplinol-low-examplium' needs at least one case with expect: no-card"),
     (rule_has_no_cases_file,
