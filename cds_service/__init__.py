@@ -62,7 +62,7 @@ def _compile_request_schemas() -> None:
     start instead of failing the first call with a 500, and under gunicorn the preloading master does it once
     (the first call of each worker took ~150 ms more, most of it checking the hook request schema)."""
     from .hook_request import _fast_validator
-    from .knowledge.loader import validator
+    from .schemas import validator
 
     _fast_validator()
     for name in ("hook-request", "feedback"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import KnowledgeError
 from .settings import Settings
+from .vocabulary import Hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = sub.add_parser("evaluate", help="cards for a FHIR Bundle or CDS Hooks request; a folder: alert burden")
     evaluate.add_argument("path", type=Path, help="a Bundle or request JSON file, or a folder of them")
     evaluate.add_argument("--json", action="store_true", help="print the exact response (folder: the report)")
-    evaluate.add_argument("--hook", choices=["patient-view", "order-select", "order-sign"],
+    evaluate.add_argument("--hook", choices=[str(h) for h in Hook],
                           help="the hook to call for a Bundle (default patient-view)")
     evaluate.add_argument("--draft-order", metavar="RXNORM", help="add a draft MedicationRequest (order hooks)")
     evaluate.add_argument("--assume-cramps", action="store_true", help="add an active cramp Condition (what-if)")
@@ -83,12 +84,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from .knowledge.docs import all_pages
+    from .knowledge.docs import all_pages, rule_language_files
     from .knowledge.loader import load_knowledge
 
-    try:
-        knowledge = load_knowledge(Settings.from_env().knowledge_dir)
-    except KnowledgeError as exc:
+    knowledge_dir = Settings.from_env().knowledge_dir
+    try:  # the rule schema first: the knowledge is read against it, and a new criterion kind's rules need it
+        language = {path: text for path, text in rule_language_files(knowledge_dir).items()
+                    if path.read_text(encoding="utf-8") != text}
+        if not args.check:
+            for path, text in language.items():
+                path.write_text(text, encoding="utf-8")
+        knowledge = load_knowledge(knowledge_dir)
+    except (KnowledgeError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     pages = all_pages(knowledge)
@@ -106,7 +113,9 @@ def _docs(args: argparse.Namespace) -> int:
             print(f"{args.out / p}: not current; run spasm-cds docs", file=sys.stderr)
         if readme is not None:
             print(f"{args.readme}: the settings table is not current; run spasm-cds docs", file=sys.stderr)
-        return 1 if stale or extra or readme is not None else 0
+        for path in language:
+            print(f"{path}: not current with the criterion kinds; run spasm-cds docs", file=sys.stderr)
+        return 1 if stale or extra or readme is not None or language else 0
     generated.mkdir(parents=True, exist_ok=True)
     for p in extra:
         (args.out / p).unlink()
@@ -116,7 +125,7 @@ def _docs(args: argparse.Namespace) -> int:
         args.readme.write_text(readme)
     table = "rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"
     print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}; settings table in "
-          f"{args.readme}: {table}")
+          f"{args.readme}: {table}; rule schema and kinds table: {len(language)} rewritten")
     return 0
 
 

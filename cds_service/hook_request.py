@@ -11,8 +11,8 @@ from typing import Any
 import jsonschema_rs
 
 from .errors import InvalidRequest
-from .knowledge.loader import schema, validator
 from .knowledge.model import Service
+from .schemas import schema, validator
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 

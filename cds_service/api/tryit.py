@@ -15,11 +15,12 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
-from ..bundles import ORDER_HOOKS, InputError
+from ..bundles import InputError
 from ..demo import Demo, Order, demo_bundle, hook_request, load_demos, order_from_rxnorm
 from ..errors import ServiceError
 from ..pipeline import respond
 from ..render.cards import OVERRIDE_SYSTEM
+from ..vocabulary import ORDER_HOOKS
 from .current import prefetch_resource_count, state
 from .feedback import record_feedback
 from .safe_markdown import safe_html, safe_url

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..evaluate.engine import Evaluation, Finding
-from ..knowledge.lint import PLACEHOLDER
-from ..knowledge.model import Knowledge
+from ..knowledge.model import PLACEHOLDER, Knowledge
+from ..vocabulary import DRAFT_ORDERS
 from .suggestions import order_lab_suggestion, remove_draft_suggestion
 
 CARD_NAMESPACE = uuid.UUID("6f1d3c2e-8a7b-5d4c-9e0f-123456789abc")
@@ -308,7 +308,7 @@ def _missing_data_card(knowledge: Knowledge, hook_instance: str, patient_id: str
         orders = template["unidentified_orders"]
         summary = orders["summary"]
         detail = f"{orders['detail']}\n\n{detail}" if named else orders["detail"]
-        extension.update({"missingData": [*kinds, "draft-orders"], "uncheckedOrders": list(unchecked_drafts)})
+        extension.update({"missingData": [*kinds, DRAFT_ORDERS], "uncheckedOrders": list(unchecked_drafts)})
     return {
         "uuid": card_id(hook_instance, patient_id, "missing-data"),
         "summary": _clip(fill(summary, fields), knowledge.max_summary_chars),
