@@ -20,7 +20,7 @@ from ..demo import Demo, Order, demo_bundle, hook_request, load_demos, order_fro
 from ..errors import ServiceError
 from ..pipeline import respond
 from ..render.cards import OVERRIDE_SYSTEM
-from ..vocabulary import ORDER_HOOKS
+from ..vocabulary import ORDER_HOOKS, Hook
 from .current import prefetch_resource_count, state
 from .feedback import record_feedback
 from .safe_markdown import safe_html, safe_url
@@ -59,14 +59,14 @@ def _only_when_on() -> None:
 def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
     """A pasted Bundle over SPASM_CDS_MAX_BODY_BYTES: said on the page (the form itself is not read)."""
     limit = state().settings.max_body_bytes
-    return _page({**dict.fromkeys(_CHOICES, ""), "patient": PASTE, "hook": "patient-view"},
+    return _page({**dict.fromkeys(_CHOICES, ""), "patient": PASTE, "hook": Hook.PATIENT_VIEW},
                  error=f"the pasted Bundle is larger than {limit:,} bytes (SPASM_CDS_MAX_BODY_BYTES)"), 413
 
 
 @bp.get("/")
 def page() -> str:
     """The form, with the first demo patient chosen."""
-    return _page({**dict.fromkeys(_CHOICES, ""), "patient": load_demos().patients[0].id, "hook": "patient-view"})
+    return _page({**dict.fromkeys(_CHOICES, ""), "patient": load_demos().patients[0].id, "hook": Hook.PATIENT_VIEW})
 
 
 @bp.post("/try-it")
