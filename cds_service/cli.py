@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from .errors import KnowledgeError
@@ -17,6 +18,7 @@ from .vocabulary import Hook
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `spasm-cds` and `python -m cds_service`."""
     parser = argparse.ArgumentParser(prog="spasm-cds", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spasm-cds {metadata.version('spasm-cds')}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the CDS Hooks service (gunicorn)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; SPASM_CDS_HOST)")
@@ -61,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     terminology = sub.add_parser("terminology", help="build the RxNorm roll-up table from an RxNorm release "
                                                      "and/or curated code lists")
     terminology_sub = terminology.add_subparsers(dest="action", required=True)
-    from .knowledge.rxnorm_table import add_arguments as add_build_arguments
+    from .tools.rxnorm_build import add_arguments as add_build_arguments
     add_build_arguments(terminology_sub.add_parser("build", help="write mappings/rxnorm/product-ingredient.tsv "
                                                                  "(or --out) for the concepts in mappings/"))
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.command == "terminology":
-        from .knowledge.rxnorm_table import run as build_terminology
+        from .tools.rxnorm_build import run as build_terminology
         return build_terminology(args, argv[2:])
     if args.command == "demo-fhir":
         return _demo_fhir(args)
@@ -132,7 +134,7 @@ def _docs(args: argparse.Namespace) -> int:
 def _readme_with_settings_table(readme: Path) -> str | None:
     """The README's new text when its settings table is stale, None when it is current or there is no README
     (then a note says so). ValueError when the README lacks the table's markers."""
-    from .settings_doc import with_settings_table
+    from .tools.settings_doc import with_settings_table
 
     if not readme.is_file():
         print(f"{readme}: not found; the settings table was not checked", file=sys.stderr)
@@ -149,8 +151,8 @@ def _demo_fhir(args: argparse.Namespace) -> int:
     import requests
 
     from .bundles import cramp_condition
-    from .demo import fhir_server as fhir
     from .knowledge.loader import load_knowledge
+    from .tools import demo_fhir as fhir
 
     settings = Settings.from_env()
     cache = args.cache or fhir.default_cache()

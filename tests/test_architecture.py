@@ -228,3 +228,14 @@ def test_the_request_path_never_reaches_the_loader_or_the_linter(module):
 def test_reached_from_follows_imports_through_other_modules():
     assert "cds_service.knowledge.lint" in reached_from("cds_service.cli")  # cli -> loader -> lint
     assert "cds_service.vocabulary" in reached_from("cds_service.evaluate.engine")  # engine -> criteria -> vocabulary
+
+
+# what a serving process runs: the app factory and everything a call goes through
+SERVING = ("cds_service", "cds_service.app_state", "cds_service.gunicorn_conf", *REQUEST_PATH)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULE_OF if m in SERVING or under(m, REQUEST_PATH)))
+def test_the_service_never_reaches_the_build_time_tools(module):
+    """cds_service.tools (the RxNorm table build, the demo FHIR server and its installer, the settings table of the
+    README) is for the command line and developers: nothing a serving process imports leads there."""
+    assert sorted(m for m in reached_from(module) if under(m, ("cds_service.tools",))) == []
