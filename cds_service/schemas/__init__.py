@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -16,9 +17,11 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 
 @cache
 def schema(name: str) -> dict[str, Any]:
-    """schemas/<name>.schema.json as written (its patterns in JSON Schema's ECMA-262 dialect), checked."""
+    """schemas/<name>.schema.json as written (its patterns in JSON Schema's ECMA-262 dialect), checked against the
+    JSON Schema meta-schema by jsonschema-rs (in milliseconds, where python-jsonschema took a third of a second for
+    all of them at every start); a broken schema raises jsonschema_rs.ValidationError."""
     doc = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(doc)
+    jsonschema_rs.validator_for(doc)
     return doc
 
 
@@ -64,9 +67,22 @@ def _with_python_patterns(node: Any) -> Any:
     return out
 
 
+@cache
+def fast_validator(name: str) -> jsonschema_rs.Validator:
+    """The same schema compiled by jsonschema-rs (ECMA-262 patterns natively): a valid document passes in
+    microseconds instead of milliseconds; only an invalid one goes on to the python-jsonschema validator, whose
+    errors name the field."""
+    return jsonschema_rs.validator_for(schema(name))
+
+
 def schema_problems(doc: Any, name: str, where: str, one_of: str = "") -> list[str]:
     """Every schema violation of doc, as 'file: path: message' lines sorted by path; `one_of` is what to say of an
     object that matches none of a oneOf's shapes (the schema's own message lists them all)."""
+    try:
+        if fast_validator(name).is_valid(doc):
+            return []
+    except (ValueError, TypeError):  # a value JSON has no type for (a YAML date): the reference validator decides
+        pass
     errors = sorted(validator(name).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{where}: {_path(e.absolute_path) or '(top)'}: {_explain(e, one_of)}" for e in errors]
 

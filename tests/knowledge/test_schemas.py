@@ -62,3 +62,15 @@ def test_the_services_schema_names_the_hooks_of_the_hook_enum_and_services_read_
     for service in knowledge.services.values():
         assert Hook(service.hook) and all(DataKind(q.kind) for q in service.queries)
         assert service.required_data <= set(DataKind)
+
+
+def test_a_schema_that_breaks_the_meta_schema_is_refused_when_read(tmp_path, monkeypatch):
+    import jsonschema_rs
+
+    import cds_service.schemas as schemas
+
+    (tmp_path / "broken.schema.json").write_text('{"$schema": "https://json-schema.org/draft/2020-12/schema", '
+                                                 '"type": 5}', encoding="utf-8")
+    monkeypatch.setattr(schemas, "SCHEMA_DIR", tmp_path)
+    with pytest.raises(jsonschema_rs.ValidationError):
+        schemas.schema.__wrapped__("broken")
