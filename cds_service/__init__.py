@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     register_error_handlers(app)
     register_api(app)
     _compile_request_schemas()
+    memory.compile_statements()
     return app
 
 
@@ -61,9 +62,8 @@ def _compile_request_schemas() -> None:
     """Check and compile the schemas every request is validated against now, at start: a broken schema stops the
     start instead of failing the first call with a 500, and under gunicorn the preloading master does it once
     (the first call of each worker took ~150 ms more, most of it checking the hook request schema)."""
-    from .hook_request import _fast_validator
-    from .knowledge.loader import validator
+    from .schemas import fast_validator, validator
 
-    _fast_validator()
+    fast_validator("hook-request")
     for name in ("hook-request", "feedback"):
         validator(name)

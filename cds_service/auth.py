@@ -21,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .errors import StoreUnavailable, Unauthorized
-from .knowledge.loader import schema_problems
+from .schemas import schema_problems
 from .settings import Settings
 from .state import Database
 from .state.replay import JtiStore, ReplayMemoryFull

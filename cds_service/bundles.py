@@ -17,16 +17,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .knowledge.model import Knowledge, Service
+from .vocabulary import ORDER_HOOKS, DataKind, Hook
 
-ORDER_HOOKS = ("order-select", "order-sign")
 CRAMP_CONCEPT = "muscle-cramp"
 _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 _CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 # the data kind each resource type belongs to (Medications travel with the requests, as _include brings them)
-KIND_OF_TYPE = {"Patient": "patient", "MedicationRequest": "medication-requests", "Medication": "medication-requests",
-                "MedicationStatement": "medication-statements", "Condition": "conditions",
-                "Observation": "observations"}
+KIND_OF_TYPE = {"Patient": DataKind.PATIENT, "MedicationRequest": DataKind.MEDICATION_REQUESTS,
+                "Medication": DataKind.MEDICATION_REQUESTS, "MedicationStatement": DataKind.MEDICATION_STATEMENTS,
+                "Condition": DataKind.CONDITIONS, "Observation": DataKind.OBSERVATIONS}
 _SEARCH_PARAMETERS = {"patient", "status", "code", "_sort", "_count", "_include"}
 
 
@@ -84,7 +84,7 @@ def chart_of(bundle: Any) -> Chart:
             by_reference[f"{resource['resourceType']}/{resource.get('id')}"] = rewritten
         elif resource.get("resourceType") == "Practitioner" and practitioner is None:
             practitioner = resource.get("id")
-    patients = resources.get("patient", [])
+    patients = resources.get(DataKind.PATIENT, [])
     if len(patients) != 1 or not patients[0].get("id"):
         raise InputError(f"the Bundle holds {len(patients)} Patient(s) with an id; evaluate needs exactly one")
     return Chart(patient_id=patients[0]["id"], user_id=f"Practitioner/{practitioner or 'spasm-cds-evaluate'}",
@@ -146,7 +146,7 @@ def request_from_chart(chart: Chart, service: Service, hook_instance: str,
     for query in service.queries:
         found = list(chart.resources.get(query.kind, ()))
         found += [r for r in extra if KIND_OF_TYPE.get(r.get("resourceType", "")) == query.kind]
-        if query.kind == "patient":
+        if query.kind == DataKind.PATIENT:
             prefetch[query.key] = found[0]
         else:
             prefetch[query.key] = answer_template(found, query.template, chart.by_reference)
@@ -197,7 +197,7 @@ def request_for_file(path: Path, knowledge: Knowledge, hook: str | None, what_if
                 raise InputError(f"the request is a {document['hook']} call, not {hook}")
             service = service_for_hook(knowledge, str(document["hook"]))
             return service, _amend_request(document, service, knowledge, what_if, today)
-        service = service_for_hook(knowledge, hook or "patient-view")
+        service = service_for_hook(knowledge, hook or Hook.PATIENT_VIEW)
         if service.hook in ORDER_HOOKS and not what_if.draft_rxnorm:
             raise InputError(f"an {service.hook} call from a Bundle needs --draft-order RXNORM")
         chart = chart_of(document)
@@ -214,7 +214,7 @@ def _amend_request(body: dict[str, Any], service: Service, knowledge: Knowledge,
     body = json.loads(json.dumps(body))  # the caller's document stays as it was read
     patient_id = str((body.get("context") or {}).get("patientId", ""))
     if what_if.assume_cramps:
-        key = next((q.key for q in service.queries if q.kind == "conditions"), None)
+        key = next((q.key for q in service.queries if q.kind == DataKind.CONDITIONS), None)
         held = (body.get("prefetch") or {}).get(key) if key else None
         if not isinstance(held, dict) or held.get("resourceType") != "Bundle":
             raise InputError("--assume-cramps needs the request's conditions prefetch as a Bundle")
@@ -234,7 +234,7 @@ def add_draft(body: dict[str, Any], knowledge: Knowledge, rxnorm: str | None,
     draft = draft_order(knowledge, str(context.get("patientId", "")), rxnorm, text)
     drafts = context.setdefault("draftOrders", {"resourceType": "Bundle", "type": "collection", "entry": []})
     drafts.setdefault("entry", []).append({"resource": draft})
-    if body["hook"] == "order-select":
+    if body["hook"] == Hook.ORDER_SELECT:
         context.setdefault("selections", []).append(f"MedicationRequest/{draft['id']}")
     return body
 

@@ -16,6 +16,7 @@ from .knowledge.model import Case, Knowledge, Service
 from .pipeline import respond
 from .render.cards import EXTENSION_KEY
 from .settings import Settings
+from .vocabulary import ORDER_HOOKS, DataKind, Hook
 
 _CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -52,8 +53,8 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
         patient["gender"] = person["sex"]
     if "age" in person:
         patient["birthDate"] = date(today.year - person["age"], 1, 1).isoformat()
-    out: dict[str, list[dict]] = {"patient": [patient], "medication-requests": [], "medication-statements": [],
-                                  "conditions": [], "observations": []}
+    out: dict[str, list[dict]] = {kind: [] for kind in DataKind}
+    out[DataKind.PATIENT].append(patient)
     for i, med in enumerate(chart.get("medications") or ()):
         concept: dict[str, Any] = {}
         if "rxnorm" in med:
@@ -79,15 +80,16 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
             if "form" in med:
                 medication["form"] = {"text": med["form"]}
             resource["medicationReference"] = {"reference": f"Medication/medication-{i}"}
-            out["medication-requests"].append(medication)
+            out[DataKind.MEDICATION_REQUESTS].append(medication)
         else:
             resource["medicationCodeableConcept"] = concept
-        out["medication-requests" if kind == "MedicationRequest" else "medication-statements"].append(resource)
+        into = DataKind.MEDICATION_REQUESTS if kind == "MedicationRequest" else DataKind.MEDICATION_STATEMENTS
+        out[into].append(resource)
     for i, draft in enumerate(chart.get("draft_orders") or ()):
         if draft.get("reference") == "server":
             # the EHR's own record: fetch mode loads it into the FHIR server; prefetch mode sends it with the
             # medication orders, as _include would (no case has a FHIR server in prefetch mode)
-            out["medication-requests"].append(_draft_medication(knowledge, draft, i))
+            out[DataKind.MEDICATION_REQUESTS].append(_draft_medication(knowledge, draft, i))
     for i, cond in enumerate(chart.get("conditions") or ()):
         system = "icd10cm" if "icd10cm" in cond else "snomed"
         resource = {"resourceType": "Condition", "id": f"cond-{i}", "subject": subject,
@@ -101,7 +103,7 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
             resource["onsetDateTime"] = (today - timedelta(days=cond["onset_days_ago"])).isoformat()
         if "abatement_days_ago" in cond:
             resource["abatementDateTime"] = (today - timedelta(days=cond["abatement_days_ago"])).isoformat()
-        out["conditions"].append(resource)
+        out[DataKind.CONDITIONS].append(resource)
     for i, lab in enumerate(chart.get("labs") or ()):
         unit = lab.get("unit")
         quantity: dict[str, Any] = {"value": lab["value"]}
@@ -117,7 +119,7 @@ def build_resources(knowledge: Knowledge, case: Case, patient_id: str, today: da
             resource["referenceRange"] = [rng]
         if "interpretation" in lab:
             resource["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": lab["interpretation"]}]}]
-        out["observations"].append(resource)
+        out[DataKind.OBSERVATIONS].append(resource)
     return out
 
 
@@ -195,7 +197,7 @@ def draft_context(knowledge: Knowledge, case: Case, patient_id: str,
             selections.append(f"MedicationRequest/draft-{i}")
     context: dict[str, Any] = {"draftOrders": {"resourceType": "Bundle", "type": "collection",
                                                "entry": entries + medications}}
-    if case.hook == "order-select":
+    if case.hook == Hook.ORDER_SELECT:
         context["selections"] = selections
     return context
 
@@ -217,7 +219,7 @@ def build_request(knowledge: Knowledge, case: Case, service: Service, today: dat
     holds the case's resources under the ids `placed` maps them to (case Type/id -> server Type/id)."""
     body: dict[str, Any] = {"hook": case.hook, "hookInstance": str(uuid.uuid4()),
                             "context": {"userId": "Practitioner/case-user", "patientId": patient_id}}
-    if case.hook in ("order-select", "order-sign"):
+    if case.hook in ORDER_HOOKS:
         body["context"].update(draft_context(knowledge, case, patient_id, placed))
     if fhir_server:
         body["fhirServer"] = fhir_server
@@ -229,8 +231,8 @@ def build_request(knowledge: Knowledge, case: Case, service: Service, today: dat
             if query.key in unavailable:
                 prefetch[query.key] = {"resourceType": "OperationOutcome", "issue": [
                     {"severity": "error", "code": "exception", "diagnostics": "fetch failed at the EHR"}]}
-            elif query.kind == "patient":
-                prefetch[query.key] = resources["patient"][0]
+            elif query.kind == DataKind.PATIENT:
+                prefetch[query.key] = resources[DataKind.PATIENT][0]
             else:
                 prefetch[query.key] = {"resourceType": "Bundle", "type": "searchset",
                                        "entry": [{"resource": r} for r in resources[query.kind]]}

@@ -7,15 +7,18 @@ import argparse
 import os
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from .errors import KnowledgeError
 from .settings import Settings
+from .vocabulary import Hook
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `spasm-cds` and `python -m cds_service`."""
     parser = argparse.ArgumentParser(prog="spasm-cds", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spasm-cds {metadata.version('spasm-cds')}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the CDS Hooks service (gunicorn)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; SPASM_CDS_HOST)")
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = sub.add_parser("evaluate", help="cards for a FHIR Bundle or CDS Hooks request; a folder: alert burden")
     evaluate.add_argument("path", type=Path, help="a Bundle or request JSON file, or a folder of them")
     evaluate.add_argument("--json", action="store_true", help="print the exact response (folder: the report)")
-    evaluate.add_argument("--hook", choices=["patient-view", "order-select", "order-sign"],
+    evaluate.add_argument("--hook", choices=[str(h) for h in Hook],
                           help="the hook to call for a Bundle (default patient-view)")
     evaluate.add_argument("--draft-order", metavar="RXNORM", help="add a draft MedicationRequest (order hooks)")
     evaluate.add_argument("--assume-cramps", action="store_true", help="add an active cramp Condition (what-if)")
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     terminology = sub.add_parser("terminology", help="build the RxNorm roll-up table from an RxNorm release "
                                                      "and/or curated code lists")
     terminology_sub = terminology.add_subparsers(dest="action", required=True)
-    from .knowledge.rxnorm_table import add_arguments as add_build_arguments
+    from .tools.rxnorm_build import add_arguments as add_build_arguments
     add_build_arguments(terminology_sub.add_parser("build", help="write mappings/rxnorm/product-ingredient.tsv "
                                                                  "(or --out) for the concepts in mappings/"))
     from .admin_command import add_feedback_arguments, add_snooze_arguments
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("feedback", "snooze"):
         return _admin(args)
     if args.command == "terminology":
-        from .knowledge.rxnorm_table import run as build_terminology
+        from .tools.rxnorm_build import run as build_terminology
         return build_terminology(args, argv[2:])
     if args.command == "demo-fhir":
         return _demo_fhir(args)
@@ -91,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from .knowledge.docs import all_pages
+    from .knowledge.docs import all_pages, rule_language_files
     from .knowledge.loader import load_knowledge
 
-    try:
-        knowledge = load_knowledge(Settings.from_env().knowledge_dir)
-    except KnowledgeError as exc:
+    knowledge_dir = Settings.from_env().knowledge_dir
+    try:  # the rule schema first: the knowledge is read against it, and a new criterion kind's rules need it
+        language = {path: text for path, text in rule_language_files(knowledge_dir).items()
+                    if path.read_text(encoding="utf-8") != text}
+        if not args.check:
+            for path, text in language.items():
+                path.write_text(text, encoding="utf-8")
+        knowledge = load_knowledge(knowledge_dir)
+    except (KnowledgeError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     pages = all_pages(knowledge)
@@ -114,7 +123,9 @@ def _docs(args: argparse.Namespace) -> int:
             print(f"{args.out / p}: not current; run spasm-cds docs", file=sys.stderr)
         if readme is not None:
             print(f"{args.readme}: the settings table is not current; run spasm-cds docs", file=sys.stderr)
-        return 1 if stale or extra or readme is not None else 0
+        for path in language:
+            print(f"{path}: not current with the criterion kinds; run spasm-cds docs", file=sys.stderr)
+        return 1 if stale or extra or readme is not None or language else 0
     generated.mkdir(parents=True, exist_ok=True)
     for p in extra:
         (args.out / p).unlink()
@@ -124,14 +135,14 @@ def _docs(args: argparse.Namespace) -> int:
         args.readme.write_text(readme)
     table = "rewritten" if readme is not None else "current" if args.readme.is_file() else "skipped"
     print(f"wrote {len(stale)} page(s), removed {len(extra)}; {len(pages)} pages in {args.out}; settings table in "
-          f"{args.readme}: {table}")
+          f"{args.readme}: {table}; rule schema and kinds table: {len(language)} rewritten")
     return 0
 
 
 def _readme_with_settings_table(readme: Path) -> str | None:
     """The README's new text when its settings table is stale, None when it is current or there is no README
     (then a note says so). ValueError when the README lacks the table's markers."""
-    from .settings_doc import with_settings_table
+    from .tools.settings_doc import with_settings_table
 
     if not readme.is_file():
         print(f"{readme}: not found; the settings table was not checked", file=sys.stderr)
@@ -147,8 +158,8 @@ def _demo_fhir(args: argparse.Namespace) -> int:
     import requests
 
     from .bundles import cramp_condition
-    from .demo import fhir_server as fhir
     from .knowledge.loader import load_knowledge
+    from .tools import demo_fhir as fhir
 
     settings = Settings.from_env()
     cache = args.cache or fhir.default_cache()

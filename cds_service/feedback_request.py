@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidRequest
-from .knowledge.loader import validator
 from .knowledge.model import Knowledge, Service
 from .render.cards import OVERRIDE_SYSTEM
+from .schemas import validator
 from .state.feedback import FeedbackItem
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")

@@ -1,4 +1,5 @@
-"""One hook call from body to response: parse -> gather -> facts -> gate -> evaluate -> screen -> render.
+"""One hook call from body to response: parse -> gather -> facts -> gate -> evaluate -> select -> render -> settle,
+and the typed cards turned into CDS Hooks JSON once, at the end.
 
 Shared by the HTTP view, the case runner and the command line, so all three give the same cards."""
 from __future__ import annotations
@@ -15,8 +16,8 @@ from .gather import gather_resources
 from .gather.facts import PatientFacts, condition_facts, extract_drafts, extract_facts
 from .hook_request import parse_hook_request
 from .knowledge.model import Knowledge, Service
-from .render.cards import EXTENSION_KEY, render_cards
-from .screen import screen
+from .render.cards import render_cards
+from .screen import select_findings
 from .settings import Settings
 from .telemetry import record_cards, record_facts
 
@@ -47,14 +48,14 @@ def respond(body: Any, service: Service, knowledge: Knowledge, settings: Setting
     if observe is not None:
         observe(facts)
     evaluation = evaluate(service.rules, facts, knowledge.terminology)
-    screening = screen(evaluation, call, service, knowledge, settings, memory)
+    screening = select_findings(evaluation, call, service, knowledge, settings, memory)
     cards = render_cards(screening.evaluation, knowledge, call.hook_instance, call.patient_id,
                          tuple(sorted(gathered.unknown)), base_url=settings.public_url or base_url,
                          override_reasons=service.override_reasons,
                          group_reasons=service.group_override_reasons, incomplete=gathered.incomplete)
     cards = screening.settle(cards)
-    record_cards(cards, EXTENSION_KEY, evaluation.silenced)
+    record_cards(((c.rules, c.indicator) for c in cards), evaluation.silenced)
     log.info("service %s: %d card(s) [%s]; %d rule(s) silenced by unknown data; %d FHIR quer(ies)",
              service.id, len(cards), ",".join(f.rule.id for f in evaluation.findings), len(evaluation.silenced),
              gathered.fetched)
-    return {"cards": cards}
+    return {"cards": [card.to_json() for card in cards]}

@@ -1,7 +1,8 @@
-"""STEP 5b, around render (step 6): what this patient should see now. Before render, findings turned off by the
-site or the request, snoozed, or called not relevant (data unchanged) are dropped; after render, cards already shown
-to this clinician within their repeat window, or at order-select (unless critical and not acted on), are held back,
-the rest is capped at the maximum number of cards and recorded as issued. Without a card memory, or with its
+"""STEP 5b, around render (step 6): what this patient should see now. select_findings, before render, drops the
+findings turned off by the site or the request, snoozed, or called not relevant (data unchanged); Screening.settle,
+after render, reads the typed Cards (render/card.py): cards already shown to this clinician within their repeat
+window, or at order-select (unless critical and not acted on), are held back, the rest is capped at the maximum
+number of cards and recorded as issued. Without a card memory, or with its
 database down, only the configuration applies (logged)."""
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .evaluate.engine import Evaluation, Finding, finding_key
 from .hook_request import HookCall
 from .knowledge.model import Knowledge, Service
 from .memory import IssuedCard, Recall
-from .render.cards import EXTENSION_KEY
+from .render.card import Card
 from .settings import Settings
 from .telemetry import CARDS_UNRECORDED, SUPPRESSED
 
@@ -48,24 +49,23 @@ class Screening:
     user_key: str = ""  # patient and user: repeats and acknowledgements are the clinician's
     select_since: int = 0  # order-sign: cards order-select issued since then are not repeated
 
-    def settle(self, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def settle(self, cards: list[Card]) -> list[Card]:
         """Hold back repeats, cap the number of cards, and record the cards returned (database faults logged)."""
         held: Counter[str] = Counter()
         shown, notices = [], []
         for card in cards:
-            rules = _rules_of(card)
-            if not rules:
+            if not card.rules:
                 notices.append(card)
                 continue
-            reason = self._repeat(card, rules)
+            reason = self._repeat(card)
             if reason:
-                _count_suppressed(rules, reason, held)
+                _count_suppressed(card.rules, reason, held)
             else:
                 shown.append(card)
         limit = self.choices.max_cards
         if limit is not None and len(shown) > limit:
             for card in shown[limit:]:
-                _count_suppressed(_rules_of(card), "max-cards", held)
+                _count_suppressed(card.rules, "max-cards", held)
             shown = shown[:limit]
         if held:
             log.info("service %s: held back %s", self.service.id, ", ".join(f"{n} by {r}" for r, n in held.items()))
@@ -73,44 +73,42 @@ class Screening:
         self._record(final)
         return final
 
-    def _repeat(self, card: dict[str, Any], rules: tuple[str, ...]) -> str | None:
+    def _repeat(self, card: Card) -> str | None:
         """Why this card must not be shown again now, or None."""
         if self.memory is None or self.recall is None or not self.deduplicate:
             return None  # recall is read only with a memory
-        key, fingerprint = card_key(card), self._card_fingerprint(card, rules)
+        key, fingerprint = card.key, self._card_fingerprint(card)
         now = self.memory.now()
         if self.service.deduplicate:
-            group = card["extension"][EXTENSION_KEY].get("group")
-            days = self.knowledge.repeat_windows.days(card["indicator"], group, rules)
+            days = self.knowledge.repeat_windows.days(card.indicator, card.group, card.rules)
             since = now - days * _DAY_S
             if days and self.recall.acknowledged_since(key, fingerprint, since):
                 return "acknowledged"
-            if days and card["indicator"] == "info" and self.recall.last_shown.get((key, fingerprint), -1) >= since:
+            if days and card.indicator == "info" and self.recall.last_shown.get((key, fingerprint), -1) >= since:
                 return "repeat-window"
         # a critical card nobody acted on at selection is shown again at signing
         if (self.service.skip_shown_at and (key, fingerprint) in self.recall.shown_at_select
-                and (card["indicator"] != "critical"
+                and (card.indicator != "critical"
                      or self.recall.acknowledged_since(key, fingerprint, self.select_since))):
             return "shown-at-order-select"
         return None
 
-    def _card_fingerprint(self, card: dict[str, Any], rules: tuple[str, ...]) -> str:
-        if not rules:
-            return _digest(card["extension"][EXTENSION_KEY].get("missingData", []))
-        if len(rules) == 1 and "group" not in card["extension"][EXTENSION_KEY]:
-            return self._fingerprint(card, rules[0])
-        return _digest(sorted((r, self._fingerprint(card, r)) for r in rules))
+    def _card_fingerprint(self, card: Card) -> str:
+        if not card.rules:
+            return _digest(list(card.missing_data or ()))
+        if len(card.rules) == 1 and card.group is None:
+            return self._fingerprint(card, card.rules[0])
+        return _digest(sorted((r, self._fingerprint(card, r)) for r in card.rules))
 
-    def _fingerprint(self, card: dict[str, Any], rule: str) -> str:
+    def _fingerprint(self, card: Card, rule: str) -> str:
         """The fingerprint of the card's finding of this rule (about the card's order, if it is about one)."""
-        return self.fingerprints[finding_key(rule, card["extension"][EXTENSION_KEY].get("order"))]
+        return self.fingerprints[finding_key(rule, card.order)]
 
-    def _record(self, cards: list[dict[str, Any]]) -> None:
+    def _record(self, cards: list[Card]) -> None:
         if self.memory is None or self.recall is None:
             return  # no memory, or it could not be read: recording now would only fail or mislead
-        issued = [IssuedCard(c["uuid"], card_key(c), self._card_fingerprint(c, _rules_of(c)),
-                             {r: self._fingerprint(c, r) for r in _rules_of(c)}, c["indicator"],
-                             dict(c["extension"][EXTENSION_KEY].get("ruleVersions") or {})) for c in cards]
+        issued = [IssuedCard(c.uuid, c.key, self._card_fingerprint(c), {r: self._fingerprint(c, r) for r in c.rules},
+                             c.indicator, dict(c.rule_versions)) for c in cards]
         try:
             self.memory.record(issued, self.service.id, self.call.hook, self.call.hook_instance,
                                self.call.patient_id, self.patient_key, self.context_key, self.user_key)
@@ -120,8 +118,8 @@ class Screening:
                         "feedback on them will be flagged unknown", self.service.id, exc, len(issued))
 
 
-def screen(evaluation: Evaluation, call: HookCall, service: Service, knowledge: Knowledge, settings: Settings,
-           memory: CardMemory | None = None) -> Screening:
+def select_findings(evaluation: Evaluation, call: HookCall, service: Service, knowledge: Knowledge,
+                    settings: Settings, memory: CardMemory | None = None) -> Screening:
     """Drop the findings this call must not show; raises InvalidRequest on a badly typed configuration choice."""
     choices = choose(service, site_defaults(knowledge, settings.configuration_defaults), call.extension)
     drafts = _draft_digests(call.context)
@@ -185,19 +183,6 @@ def finding_fingerprint(finding: Finding, drafts: Mapping[str, str]) -> str:
     speaks about (id and content). Any change in these is a change in the triggering data."""
     return _digest([finding.rule.id, sorted(finding.fields.items()),
                     sorted((d, drafts.get(d, "")) for d in finding.drafts)])
-
-
-def card_key(card: dict[str, Any]) -> str:
-    """What identifies a card across calls: its rule, its group (group:<name>), or missing-data."""
-    extension = card["extension"][EXTENSION_KEY]
-    if "group" in extension:
-        return f"group:{extension['group']}"
-    rules = extension.get("rules") or ()
-    return rules[0] if rules else "missing-data"
-
-
-def _rules_of(card: dict[str, Any]) -> tuple[str, ...]:
-    return tuple((card.get("extension") or {}).get(EXTENSION_KEY, {}).get("rules") or ())
 
 
 def _draft_digests(context: Mapping[str, Any]) -> dict[str, str]:

@@ -8,7 +8,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -103,11 +102,12 @@ def metrics_text() -> bytes:
     return generate_latest()
 
 
-def record_cards(cards: Iterable[dict[str, Any]], extension_key: str, silenced: Iterable[str]) -> None:
-    """Count each finding a card shows, under its rule and the card's indicator; and the silenced rules."""
-    for card in cards:
-        for rule in (card.get("extension") or {}).get(extension_key, {}).get("rules", ()):
-            CARDS.labels(rule=rule, indicator=card["indicator"]).inc()
+def record_cards(cards: Iterable[tuple[tuple[str, ...], str]], silenced: Iterable[str]) -> None:
+    """Count each finding a card shows (cards as their rules and indicator), under its rule and the card's
+    indicator; and the silenced rules."""
+    for rules, indicator in cards:
+        for rule in rules:
+            CARDS.labels(rule=rule, indicator=indicator).inc()
     for rule in silenced:
         SILENCED.labels(rule=rule).inc()
 

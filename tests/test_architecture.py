@@ -181,13 +181,61 @@ def test_the_cycle_finder_finds_a_cycle(monkeypatch):
     assert any("cds_service.settings" in c and "cds_service.pipeline" in c for c in import_cycles())
 
 
-LOWER = ("cds_service.knowledge", "cds_service.terminology", "cds_service.settings", "cds_service.errors")
+# the bottom layer: the shapes knowledge takes, the closed vocabularies, the schemas, settings and errors
+LOWER = ("cds_service.knowledge.model", "cds_service.knowledge.templates", "cds_service.knowledge.identity",
+         "cds_service.knowledge.rxnorm_table", "cds_service.terminology", "cds_service.settings", "cds_service.errors",
+         "cds_service.vocabulary", "cds_service.schemas")
 UPPER = ("cds_service.gather", "cds_service.evaluate", "cds_service.render", "cds_service.screen",
-         "cds_service.pipeline", "cds_service.api", "cds_service.state", "cds_service.app_state", "cds_service.cli")
+         "cds_service.pipeline", "cds_service.api", "cds_service.state", "cds_service.app_state", "cds_service.cli",
+         "cds_service.knowledge.loader", "cds_service.knowledge.lint", "cds_service.knowledge.docs")
+# what runs per call; the knowledge readers (loader, linter) run at start and in the CLI, above the criterion registry
+REQUEST_PATH = ("cds_service.api", "cds_service.hook_request", "cds_service.feedback_request", "cds_service.auth",
+                "cds_service.pipeline", "cds_service.screen", "cds_service.render", "cds_service.evaluate",
+                "cds_service.gather", "cds_service.memory", "cds_service.state")
+READERS = ("cds_service.knowledge.loader", "cds_service.knowledge.lint")
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULE_OF if m.startswith(LOWER)))
 def test_knowledge_settings_and_errors_never_import_the_request_path(module):
-    """Knowledge (with terminology), settings and errors are the bottom layer: the request path imports them,
-    never the other way round."""
+    """The knowledge model, vocabularies, schemas, settings and errors are the bottom layer: the request path and
+    the knowledge readers import them, never the other way round."""
     assert sorted(m for m in project_imports(module) if m.startswith(UPPER)) == []
+
+
+def under(module: str, packages: tuple[str, ...]) -> bool:
+    """Whether the module is one of the packages or modules, or inside one."""
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def reached_from(module: str) -> set[str]:
+    """Every project module the module imports, directly or through others."""
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        for m in project_imports(pending.pop()) - seen:
+            seen.add(m)
+            pending.append(m)
+    return seen
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULE_OF if under(m, REQUEST_PATH)))
+def test_the_request_path_never_reaches_the_loader_or_the_linter(module):
+    """Schema validators live with the schemas (cds_service.schemas), the criterion registry in evaluate/: nothing a
+    call runs needs the code that reads and checks the knowledge files."""
+    assert sorted(m for m in reached_from(module) if under(m, READERS)) == []
+
+
+def test_reached_from_follows_imports_through_other_modules():
+    assert "cds_service.knowledge.lint" in reached_from("cds_service.cli")  # cli -> loader -> lint
+    assert "cds_service.vocabulary" in reached_from("cds_service.evaluate.engine")  # engine -> criteria -> vocabulary
+
+
+# what a serving process runs: the app factory and everything a call goes through
+SERVING = ("cds_service", "cds_service.app_state", "cds_service.gunicorn_conf", *REQUEST_PATH)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULE_OF if m in SERVING or under(m, REQUEST_PATH)))
+def test_the_service_never_reaches_the_build_time_tools(module):
+    """cds_service.tools (the RxNorm table build, the demo FHIR server and its installer, the settings table of the
+    README) is for the command line and developers: nothing a serving process imports leads there."""
+    assert sorted(m for m in reached_from(module) if under(m, ("cds_service.tools",))) == []

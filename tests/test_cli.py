@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 
+import pytest
 import yaml
 
 from cds_service import create_app
+from cds_service.cli import main
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.settings import Settings
 from tests.conftest import REPO
@@ -50,3 +53,10 @@ def test_serve_with_authentication_on_and_no_public_url_refuses_to_start_in_one_
     assert result.stderr.splitlines() == [
         "spasm-cds: cannot start: SPASM_CDS_AUTH=on needs SPASM_CDS_PUBLIC_URL, the base URL EHRs call (e.g. "
         "https://cds.example.org): a JWT's aud is checked against it, never against the Host header"]
+
+
+def test_version_is_the_package_version(capsys):
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"spasm-cds {version}\n"

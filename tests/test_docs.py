@@ -6,7 +6,8 @@ import shutil
 
 from cds_service.case_runner import build_request, service_for
 from cds_service.cli import main
-from cds_service.knowledge.docs import all_pages
+from cds_service.knowledge.docs import KINDS_START, all_pages, rule_language_files
+from cds_service.schemas import SCHEMA_DIR
 from tests.conftest import REPO
 
 
@@ -65,3 +66,28 @@ def test_docs_check_refuses_a_readme_without_the_table_markers(tmp_path, capsys)
     readme.write_text("# a README without the settings table\n")
     assert main(["docs", "--check", "--out", str(REPO / "docs"), "--readme", str(readme)]) == 1
     assert "settings-table:start" in capsys.readouterr().err
+
+
+def test_the_rule_schema_and_the_kinds_table_are_written_from_the_criterion_registry():
+    """rule.schema.json's criterion shapes and hooks, and cards/README.md's table of kinds, are what `spasm-cds docs`
+    writes from evaluate/criteria.KINDS and the Hook enum."""
+    stale = [str(p) for p, text in rule_language_files(REPO).items() if p.read_text(encoding="utf-8") != text]
+    assert stale == [], f"run `spasm-cds docs`: {stale}"
+    assert set(rule_language_files(REPO)) == {SCHEMA_DIR / "rule.schema.json", REPO / "cards" / "README.md"}
+
+
+def test_docs_check_catches_a_stale_kinds_table_and_docs_rewrites_it(tmp_path, monkeypatch, capsys):
+    shutil.copytree(REPO / "cards", tmp_path / "cards")
+    shutil.copytree(REPO / "mappings", tmp_path / "mappings")
+    readme = tmp_path / "cards" / "README.md"
+    current = readme.read_text()
+    stale = current.replace(KINDS_START, KINDS_START + "\n| `retired: kind` | never | none |")
+    readme.write_text(stale)
+    monkeypatch.setenv("SPASM_CDS_KNOWLEDGE_DIR", str(tmp_path))
+    argv = ["--out", str(tmp_path / "docs"), "--readme", str(REPO / "README.md")]
+    shutil.copytree(REPO / "docs", tmp_path / "docs")
+    assert main(["docs", "--check", *argv]) == 1
+    assert f"{readme}: not current with the criterion kinds" in capsys.readouterr().err
+    assert readme.read_text() == stale
+    assert main(["docs", *argv]) == 0
+    assert readme.read_text() == current

@@ -14,8 +14,8 @@ import yaml
 
 from cds_service import create_app
 from cds_service.demo import load_demos
-from cds_service.demo.fhir_server import sandbox_link
 from cds_service.settings import Settings
+from cds_service.tools.demo_fhir import sandbox_link
 from tests.conftest import REPO
 from tests.support.jwt_issuer import SANDBOX_ISS, SANDBOX_JKU, SANDBOX_KID, JwksServer, ec_issuer
 

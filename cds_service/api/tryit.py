@@ -17,11 +17,12 @@ from flask import Blueprint, redirect, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ..bundles import ORDER_HOOKS, InputError
+from ..bundles import InputError
 from ..demo import Demo, Order, demo_bundle, hook_request, load_demos, order_from_rxnorm
 from ..errors import ServiceError
 from ..pipeline import respond
 from ..render.cards import OVERRIDE_SYSTEM
+from ..vocabulary import ORDER_HOOKS, Hook
 from . import smart_launcher
 from .current import prefetch_resource_count, state
 from .feedback import record_feedback
@@ -61,14 +62,14 @@ def _only_when_on() -> None:
 def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
     """A pasted Bundle over SPASM_CDS_MAX_BODY_BYTES: said on the page (the form itself is not read)."""
     limit = state().settings.max_body_bytes
-    return _page({**dict.fromkeys(_CHOICES, ""), "patient": PASTE, "hook": "patient-view"},
+    return _page({**dict.fromkeys(_CHOICES, ""), "patient": PASTE, "hook": Hook.PATIENT_VIEW},
                  error=f"the pasted Bundle is larger than {limit:,} bytes (SPASM_CDS_MAX_BODY_BYTES)"), 413
 
 
 @bp.get("/")
 def page() -> str:
     """The form, with the first demo patient chosen."""
-    return _page({**dict.fromkeys(_CHOICES, ""), "patient": load_demos().patients[0].id, "hook": "patient-view"})
+    return _page({**dict.fromkeys(_CHOICES, ""), "patient": load_demos().patients[0].id, "hook": Hook.PATIENT_VIEW})
 
 
 @bp.post("/try-it")
@@ -195,7 +196,7 @@ def smart_launch() -> WerkzeugResponse | tuple[str, int]:
     development launcher, then open the app's URL with `iss` and `launch` (SMART App Launch, EHR launch)."""
     form = request.form
     patient, url, context = form.get("patient", ""), form.get("url", ""), form.get("app_context", "")
-    chosen = {**dict.fromkeys(_CHOICES, ""), "hook": "patient-view"}
+    chosen = {**dict.fromkeys(_CHOICES, ""), "hook": Hook.PATIENT_VIEW}
     if not hmac.compare_digest(form.get("token", ""), _app_token(patient, url, context)):
         return _page(chosen, error="that app link was not shown by this page; run a patient and use its card"), 400
     if not state().settings.smart_launcher_on:

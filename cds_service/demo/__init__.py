@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from ..bundles import (
-    ORDER_HOOKS,
     InputError,
     add_draft,
     chart_of,
@@ -24,6 +23,7 @@ from ..bundles import (
     service_for_hook,
 )
 from ..knowledge.model import Knowledge, Service
+from ..vocabulary import ORDER_HOOKS
 
 DEMO_DIR = Path(__file__).resolve().parent
 # Patient ids on the page carry this prefix, so that a snooze set there can never hold back a real patient's cards

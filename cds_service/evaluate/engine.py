@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from ..gather.facts import ConditionFact, PatientFacts
-from ..knowledge.lint import KIND_FIELDS
 from ..knowledge.model import Rule
 from ..terminology import Terminology
 from .criteria import KINDS, Match
@@ -62,7 +61,7 @@ def evaluate(rules: tuple[Rule, ...], facts: PatientFacts, terminology: Terminol
     per_draft = [replace(facts, drafts=tuple(replace(d, selected=d.id == one) for d in facts.drafts))
                  for one in selected] if len(selected) > 1 else [facts]
     for rule in rules:
-        views = per_draft if any(c.kind == "draft-order" for c in rule.include) else (facts,)
+        views = per_draft if any(KINDS[c.kind].per_draft for c in rule.include) else (facts,)
         for view in views:
             finding, undecided = _run(rule, view, terminology, unread)
             if finding is not None:
@@ -81,14 +80,14 @@ def _run(rule: Rule, facts: PatientFacts, terminology: Terminology,
     bound: dict[str, Match] = {}
     decided = True
     for criterion in rule.include:
-        match = KINDS[criterion.kind](criterion, facts, terminology, bound)
+        match = KINDS[criterion.kind].evaluate(criterion, facts, terminology, bound)
         unread.update(dict.fromkeys(match.unread))
         if match.holds is False:
             return None, False
         if match.holds is None:
             decided = False
             continue
-        alias = criterion.alias or KIND_FIELDS[criterion.kind][0]
+        alias = criterion.alias or KINDS[criterion.kind].alias
         bound[alias] = match
         fields.update({f"{alias}.{k}": v for k, v in match.fields.items()})
     if not decided:
@@ -96,7 +95,7 @@ def _run(rule: Rule, facts: PatientFacts, terminology: Terminology,
     # an exclusion sees every order: "already takes this drug" must find the renewal of the drug ordered
     seen = {alias: replace(m, drafts=()) for alias, m in bound.items()} if rule.exclude else bound
     for criterion in rule.exclude:
-        match = KINDS[criterion.kind](criterion, facts, terminology, seen)
+        match = KINDS[criterion.kind].evaluate(criterion, facts, terminology, seen)
         unread.update(dict.fromkeys(match.unread))
         if match.holds is True:
             return None, False

@@ -22,13 +22,13 @@ from ..hook_request import HookCall
 from ..knowledge.model import DataQuery, Service
 from ..settings import Settings
 from ..telemetry import DATA_INCOMPLETE, FHIR_CALLS_BUSY, FHIR_ERRORS
+from ..vocabulary import MEDICATION_DATA, DataKind
 from .draft_medications import draft_references, found_in_request, readable
 from .fhir_client import FhirClient
 from .prefetch import PrefetchState, classify, render_template
 
 log = logging.getLogger(__name__)
 _MAX_REFERENCE_READS = 25
-MEDICATION_KINDS = ("medication-requests", "medication-statements")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def _resolve_medication_references(resources: dict[str, list[dict]], client: Fhi
     futures = [(ref, pool.submit(client.read, ref)) for ref in refs]
     wait([f for _, f in futures], timeout=max(0.0, deadline - time.monotonic()))
     read = _medications_read(futures, "a referenced Medication")
-    resources.setdefault("medication-requests", []).extend(read.values())
+    resources.setdefault(DataKind.MEDICATION_REQUESTS, []).extend(read.values())
     return len(read)
 
 
@@ -223,7 +223,7 @@ def _unresolved_medications(resources: Mapping[str, list[dict[str, Any]]]) -> di
     have = {f"Medication/{r.get('id')}" for rs in resources.values() for r in rs
             if isinstance(r, dict) and r.get("resourceType") == "Medication"}
     out: dict[str, set[str]] = {}
-    for kind in MEDICATION_KINDS:
+    for kind in MEDICATION_DATA:
         for r in resources.get(kind, ()):
             medication = r.get("medicationReference") if isinstance(r, dict) else None
             ref = medication.get("reference") if isinstance(medication, dict) else None

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..terminology import Terminology
+from ..vocabulary import MEDICATION_DATA, DataKind, Hook
 from .dosage import NO_DOSES, DailyDose, daily_doses
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,9 @@ def condition_facts(resources: Mapping[str, Sequence[dict[str, Any]]], terminolo
     """The active, not refuted conditions alone: enough for a service's relevance gate, so that a chart without a
     documented cramp costs no medication or lab extraction. A concept with a maximum age no longer counts that
     many days after the condition's onset."""
-    patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
+    patient = next((r for r in resources.get(DataKind.PATIENT, ()) if r.get("resourceType") == "Patient"), None)
     born = _date(patient.get("birthDate")) if patient else None
-    return tuple(_conditions(resources.get("conditions", ()), terminology, today, born))
+    return tuple(_conditions(resources.get(DataKind.CONDITIONS, ()), terminology, today, born))
 
 
 def extract_facts(resources: Mapping[str, Sequence[dict[str, Any]]], unknown: Iterable[str],
@@ -142,12 +143,12 @@ def extract_facts(resources: Mapping[str, Sequence[dict[str, Any]]], unknown: It
                   conditions: tuple[ConditionFact, ...] | None = None) -> PatientFacts:
     """Build PatientFacts from gathered resources; unparseable pieces are skipped, never guessed. `conditions`,
     when given, are condition_facts of the same resources, already read for the gate."""
-    patient = next((r for r in resources.get("patient", ()) if r.get("resourceType") == "Patient"), None)
+    patient = next((r for r in resources.get(DataKind.PATIENT, ()) if r.get("resourceType") == "Patient"), None)
     medications_by_id = {r.get("id"): r for rs in resources.values() for r in rs
                          if r.get("resourceType") == "Medication"}
-    meds = tuple(m for kind in ("medication-requests", "medication-statements")
+    meds = tuple(m for kind in MEDICATION_DATA
                  for m in _medications(resources.get(kind, ()), medications_by_id, terminology))
-    labs, unread = _labs(resources.get("observations", ()), terminology)
+    labs, unread = _labs(resources.get(DataKind.OBSERVATIONS, ()), terminology)
     return PatientFacts(
         today=today,
         age=_age(patient.get("birthDate"), today) if patient else None,
@@ -175,7 +176,7 @@ def extract_drafts(context: Mapping[str, Any], hook: str, terminology: Terminolo
         if not isinstance(r, dict) or r.get("resourceType") != "MedicationRequest":
             continue
         ident = str(r.get("id") or "")
-        selected = hook != "order-select" or f"MedicationRequest/{ident}" in selections
+        selected = hook != Hook.ORDER_SELECT or f"MedicationRequest/{ident}" in selections
         ref = _draft_reference(r)
         in_request = ref is None or ref.startswith("#")  # inline or contained; else gathered by reference
         medication = medications.get(ref) if ref is not None and not in_request else _medication_resource(r, {})

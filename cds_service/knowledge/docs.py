@@ -2,39 +2,16 @@
 clinicians read and what runs cannot drift apart. Used by `spasm-cds docs` and the /knowledge pages."""
 from __future__ import annotations
 
-from .model import Criterion, Knowledge, Rule
+import json
+from pathlib import Path
 
+from ..evaluate.criteria import KINDS, describe, placeholder_fields
+from ..schemas import SCHEMA_DIR
+from ..vocabulary import Hook
+from .model import Knowledge, Rule
 
-def describe(c: Criterion, knowledge: Knowledge) -> str:
-    """One criterion in plain words."""
-    names = " or ".join(knowledge.concepts[i].label for i in c.concepts if i in knowledge.concepts)
-    if c.kind == "medication":
-        since = f" for at least {c.since_days} days" if c.since_days else ""
-        return f"an active {names}{since}"
-    if c.kind == "condition":
-        return f"an active {names} on the problem list"
-    if c.kind == "lab":
-        spec = knowledge.concepts[c.concepts[0]].lab_spec
-        parts = []
-        if c.flag:
-            parts.append({"low": "below", "high": "above", "abnormal": "outside"}[c.flag] + " its reference range")
-        if c.below is not None:
-            parts.append(f"below {c.below:g} {spec.canonical_unit}")
-        if c.above is not None:
-            parts.append(f"above {c.above:g} {spec.canonical_unit}")
-        if c.times_uln is not None:
-            parts.append(f"above {c.times_uln:g} times the upper limit of normal")
-        value = "the albumin-corrected value of " if c.corrected else ""
-        return f"{value}the latest {names} within {c.within_days} days is " + " and ".join(parts)
-    if c.kind == "missing-lab":
-        return f"no result within {c.within_days} days for at least one of: {names.replace(' or ', ', ')}"
-    if c.kind == "age":
-        bounds = [f"at least {c.age_at_least}" if c.age_at_least is not None else "",
-                  f"below {c.age_below}" if c.age_below is not None else ""]
-        return "age " + " and ".join(b for b in bounds if b)
-    if c.kind == "sex":
-        return f"recorded sex {c.sex}"
-    return "any of: " + "; ".join(describe(sub, knowledge) for sub in c.any_of)
+KINDS_START = "<!-- criterion-kinds:start -->"
+KINDS_END = "<!-- criterion-kinds:end -->"
 
 
 def rule_page(rule: Rule, knowledge: Knowledge) -> str:
@@ -93,3 +70,42 @@ def all_pages(knowledge: Knowledge) -> dict[str, str]:
     pages = {"knowledge.md": index_page(knowledge)}
     pages.update({f"knowledge/{rule.id}.md": rule_page(rule, knowledge) for rule in knowledge.rules.values()})
     return pages
+
+
+def rule_schema_text(current: str) -> str:
+    """rule.schema.json with its hooks and its criterion shapes taken from the Hook enum and the criterion registry
+    (the rest of the schema is kept as written)."""
+    doc = json.loads(current)
+    doc["properties"]["hooks"]["items"]["enum"] = [str(h) for h in Hook]
+    doc["$defs"]["criterion"]["oneOf"] = [k.schema for k in KINDS.values()]
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def kinds_table() -> str:
+    """The table of criterion kinds in cards/README.md, from the registry."""
+    lines = ["| kind | holds when | card placeholders |", "|---|---|---|"]
+    for k in KINDS.values():
+        placeholders = ", ".join(f"`{{{k.alias}.{f}}}`" for f in sorted(placeholder_fields({k.name: None})))
+        if "daily_dose" in k.schema["properties"]:
+            placeholders += f"; with `daily_dose` also `{{{k.alias}.daily_dose}}`"
+        lines.append(f"| {k.usage} | {k.holds_when} | {placeholders} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_kinds_table(text: str, name: str) -> str:
+    """The document with the generated kinds table between its markers; ValueError when they are missing."""
+    if text.count(KINDS_START) != 1 or text.count(KINDS_END) != 1 or text.index(KINDS_START) > text.index(KINDS_END):
+        raise ValueError(f"{name}: needs one {KINDS_START} line followed by one {KINDS_END} line")
+    head, rest = text.split(KINDS_START, 1)
+    return f"{head}{KINDS_START}\n{kinds_table()}{KINDS_END}{rest.split(KINDS_END, 1)[1]}"
+
+
+def rule_language_files(knowledge_dir: Path) -> dict[Path, str]:
+    """The files the criterion registry writes, each with the text it should have: the rule schema and the kinds
+    table of cards/README.md (left out when the knowledge folder has no such README)."""
+    schema = SCHEMA_DIR / "rule.schema.json"
+    wanted = {schema: rule_schema_text(schema.read_text(encoding="utf-8"))}
+    readme = Path(knowledge_dir) / "cards" / "README.md"
+    if readme.is_file():
+        wanted[readme] = with_kinds_table(readme.read_text(encoding="utf-8"), str(readme))
+    return wanted

@@ -8,27 +8,10 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from .model import Case, Concept, Rule, Service, Source
+from ..evaluate.criteria import alias_of, kind_of, placeholder_fields
+from ..vocabulary import DataKind, Hook
+from .model import PLACEHOLDER, Case, Concept, Rule, Service, Source
 from .templates import unknown_tokens
-
-PLACEHOLDER = re.compile(r"\{([a-z_]+)\.([a-z_]+)\}")
-# the fields each criterion kind lends to card text, and the alias they go under by default
-KIND_FIELDS = {
-    "medication": ("medication", {"name", "label", "evidence"}),
-    "condition": ("condition", {"name", "label", "evidence"}),
-    "lab": ("lab", {"name", "value", "unit", "date", "range", "flag", "corrected", "times_uln", "evidence"}),
-    "missing-lab": ("missing", {"labels", "detail", "evidence"}),
-    "age": ("patient", {"age", "evidence"}),
-    "sex": ("patient", {"sex", "evidence"}),
-    "any": ("any", {"evidence"}),
-    "draft-order": ("draft", {"name", "label", "evidence"}),
-}
-DOSE_FIELDS = {"daily_dose"}  # what a medication or draft-order criterion with a daily_dose test adds
-_DOMAIN_OF_KIND = {"medication": "medication", "condition": "condition", "lab": "lab", "missing-lab": "lab",
-                   "draft-order": "medication"}
-# the hookVersion of each hook definition this service answers (CDS Hooks library, hooks at version 1.0)
-HOOK_VERSIONS = {"patient-view": "1.0", "order-select": "1.0", "order-sign": "1.0"}
-VALID_DATA_KINDS = {"patient", "medication-requests", "medication-statements", "conditions", "observations"}
 
 
 def check(raw: dict[str, Any], concepts: dict[str, Concept], rules: dict[str, Rule], cases: list[Case],
@@ -144,20 +127,15 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
         for part in ("include", "exclude"):
             for i, crit in enumerate(doc.get(part) or ()):
                 problems += _check_criterion(crit, concepts, f"{rel}: {part}[{i}]", doc)
-                if part == "include":
-                    kind = next(k for k in KIND_FIELDS if k in crit)
-                    if kind not in ("age", "sex"):
-                        aliases[crit.get("as") or KIND_FIELDS[kind][0]] += 1
+                if part == "include" and not kind_of(crit).alias_shared:
+                    aliases[alias_of(crit)] += 1
         for alias, n in aliases.items():
             if n > 1:
                 problems.append(f"{rel}: include: {n} criteria share the placeholder name {alias!r}; "
                                 f"give the others an `as:` name")
         allowed: set[str] = set()
         for crit in doc.get("include") or ():
-            kind = next(k for k in KIND_FIELDS if k in crit)
-            alias, fields = KIND_FIELDS[kind]
-            allowed.update(f"{crit.get('as') or alias}.{f}" for f in fields | (DOSE_FIELDS if "daily_dose" in crit
-                                                                                 else set()))
+            allowed.update(f"{alias_of(crit)}.{f}" for f in placeholder_fields(crit))
         for field in ("summary", "detail", "short"):
             text = doc["card"].get(field) or ""
             for m in PLACEHOLDER.finditer(text):
@@ -205,33 +183,19 @@ def _check_rules(entries, concepts, sources, policy, card_groups) -> list[str]:
 
 def _check_criterion(crit: dict, concepts, where: str, doc: dict) -> list[str]:
     problems: list[str] = []
-    kind = next(k for k in KIND_FIELDS if k in crit)
-    domain = _DOMAIN_OF_KIND.get(kind)
-    if domain:
-        value = crit[kind]
+    kind = kind_of(crit)
+    if kind.concepts:
+        value = crit[kind.name]
         for cid in [value] if isinstance(value, str) else value:
             concept = concepts.get(cid)
             if concept is None:
-                problems.append(f"{where}.{kind}: {cid!r} is not a concept in mappings/")
-            elif concept.domain != domain:
-                problems.append(f"{where}.{kind}: {cid!r} is a {concept.domain}, not a {domain}")
-    if kind == "lab" and not any(k in crit for k in ("flag", "below", "above", "times_uln")):
-        problems.append(f"{where}: a lab criterion needs flag, below, above or times_uln")
-    if kind == "lab" and crit.get("corrected") and crit["lab"] in concepts:
-        spec = concepts[crit["lab"]].lab
-        if spec is None or spec.correction is None:
-            problems.append(f"{where}.corrected: lab {crit['lab']!r} has no correction in its mapping")
-    if kind == "medication" and "since_days" in crit and "within_days" in crit:
-        problems.append(f"{where}: since_days and within_days do not go together")
+                problems.append(f"{where}.{kind.name}: {cid!r} is not a concept in mappings/")
+            elif concept.domain != kind.concepts:
+                problems.append(f"{where}.{kind.name}: {cid!r} is a {concept.domain}, not a {kind.concepts}")
+    if kind.check:
+        problems += kind.check(crit, concepts, where, doc)
     if crit.get("if_unknown") and ": include" in where:
         problems.append(f"{where}.if_unknown: only exclude criteria may ignore unknown data")
-    if kind == "draft-order" and not set(doc["hooks"]) <= {"order-select", "order-sign"}:
-        problems.append(f"{where}.draft-order: only order-select and order-sign calls have draft orders")
-    if kind == "medication" and crit.get("different_from"):
-        aliases = {c.get("as") or KIND_FIELDS[next(k for k in KIND_FIELDS if k in c)][0]
-                   for c in doc.get("include") or ()}
-        if crit["different_from"] not in aliases:
-            problems.append(f"{where}.different_from: {crit['different_from']!r} names no criterion of this rule")
     for i, sub in enumerate(crit.get("any") or ()):
         problems += _check_criterion(sub, concepts, f"{where}.any[{i}]", doc)
     return problems
@@ -306,12 +270,12 @@ def _check_services(doc, rules: dict[str, Rule], concepts) -> list[str]:
                 problems.append(f"{where}.prefetch.{key}: {token} is not a token this service fills (context."
                                 "patientId/userId/encounterId, the user* ids, today() with an optional +/- N "
                                 "days/weeks/months/years)")
-        if "hookVersion" in s and HOOK_VERSIONS.get(s["hook"], s["hookVersion"]) != s["hookVersion"]:
+        if "hookVersion" in s and s["hook"] in set(Hook) and Hook(s["hook"]).version != s["hookVersion"]:
             problems.append(f"{where}.hookVersion: {s['hookVersion']!r} is not the version of the {s['hook']} hook "
-                            f"definition ({HOOK_VERSIONS[s['hook']]})")
+                            f"definition ({Hook(s['hook']).version})")
         for kind in s.get("required_data", ()):
-            if kind not in VALID_DATA_KINDS:
-                problems.append(f"{where}.required_data: {kind!r} is not one of {sorted(VALID_DATA_KINDS)}")
+            if kind not in set(DataKind):
+                problems.append(f"{where}.required_data: {kind!r} is not one of {sorted(map(str, DataKind))}")
             elif kind not in doc["data"]:
                 problems.append(f"{where}.required_data: {kind!r} has no query under data:")
     for rid, rule in rules.items():
@@ -357,7 +321,7 @@ def _check_site_options(doc, rules: dict[str, Rule]) -> list[str]:
                 problems.append(f"{where}: services[{i}].configuration: {code!r} shows rule group {group!r}, "
                                 "which this service does not run")
         skip = s.get("skip_cards_shown_at")
-        if skip and (s["hook"] != "order-sign" or hooks.get(skip["service"]) != "order-select"):
+        if skip and (s["hook"] != Hook.ORDER_SIGN or hooks.get(skip["service"]) != Hook.ORDER_SELECT):
             problems.append(f"{where}: services[{i}].skip_cards_shown_at: only an order-sign service can skip the "
                             "cards of an order-select service named in services")
     return problems

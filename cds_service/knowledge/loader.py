@@ -3,16 +3,16 @@
 All problems are gathered and raised together as KnowledgeError (file and field named in each)."""
 from __future__ import annotations
 
-import json
-from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
+from .. import schemas
 from ..errors import KnowledgeError
+from ..evaluate.criteria import KINDS, kind_of
+from ..vocabulary import DataKind, Hook
 from . import lint
 from .identity import build_cases as build_identity_cases
 from .identity import concept_problems as identity_concept_problems
@@ -36,13 +36,8 @@ from .model import (
 )
 from .rxnorm_table import read_rows
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 CONCEPT_DOMAINS = {"medications": "medication", "labs": "lab", "conditions": "condition"}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# which data kinds each criterion kind reads; the gate reads conditions
-_KIND_DATA = {"medication": ("medication-requests", "medication-statements"), "condition": ("conditions",),
-              "lab": ("observations",), "missing-lab": ("observations",), "age": ("patient",),
-              "sex": ("patient",), "any": (), "draft-order": ()}
 
 
 def _flatten(criteria) -> list[Criterion]:
@@ -52,81 +47,14 @@ def _flatten(criteria) -> list[Criterion]:
         out.append(c)
         out.extend(_flatten(c.any_of))
     return out
-_CRITERION_KEYS = ("medication", "condition", "lab", "missing-lab", "age", "sex", "any", "draft-order")
 
 
-@cache
-def schema(name: str) -> dict[str, Any]:
-    """schemas/<name>.schema.json as written (its patterns in JSON Schema's ECMA-262 dialect), checked."""
-    doc = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(doc)
-    return doc
-
-
-@cache
-def validator(name: str) -> Draft202012Validator:
-    """The validator for schemas/<name>.schema.json, its patterns translated for Python's re (python_pattern)."""
-    return Draft202012Validator(_with_python_patterns(schema(name)))
-
-
-def python_pattern(pattern: str) -> str:
-    """An ECMA-262 pattern as Python's re reads it the same way: a `$` outside a character class becomes `\\Z`.
-    In ECMA-262 (and jsonschema-rs) `$` matches only at the end, but re.search lets it match before a final
-    newline, so "p1\\n" would pass `^[a-z0-9]+$` here and fail in every other JSON Schema validator."""
-    out, i, in_class = [], 0, False
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        if char == "[" and not in_class:
-            in_class = True
-        elif char == "]" and in_class:
-            in_class = False
-        out.append("\\Z" if char == "$" and not in_class else char)
-        i += 1
-    return "".join(out)
-
-
-def _with_python_patterns(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_with_python_patterns(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "pattern" and isinstance(value, str):
-            out[key] = python_pattern(value)
-        elif key == "patternProperties" and isinstance(value, dict):
-            out[key] = {python_pattern(k): _with_python_patterns(v) for k, v in value.items()}
-        else:
-            out[key] = _with_python_patterns(value)
-    return out
-
-
-def schema_problems(doc: Any, schema: str, where: str) -> list[str]:
-    """Every schema violation of doc, as 'file: path: message' lines sorted by path."""
-    errors = sorted(validator(schema).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
-    return [f"{where}: {_path(e.absolute_path) or '(top)'}: {_explain(e)}" for e in errors]
-
-
-def _path(parts) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _explain(error) -> str:
-    if error.validator == "required":
-        return f"add the required field {error.message.split(' ')[0]}"
-    if error.validator == "additionalProperties":
-        return f"unknown field ({error.message.split('(')[-1].rstrip(')')})"
-    if error.validator == "oneOf" and isinstance(error.instance, dict):
-        return ("not a valid criterion: use exactly one of medication, condition, lab (with within_days), "
-                "missing-lab (with within_days), age, sex, and only their own fields")
-    return error.message
+def schema_problems(doc: Any, name: str, where: str) -> list[str]:
+    """Every schema violation of a knowledge file, as 'file: path: message' lines; a criterion that matches no
+    kind says which kinds there are."""
+    kinds = [k.name + "".join(f" (with {r})" for r in k.schema["required"][1:]) for k in KINDS.values()]
+    return schemas.schema_problems(doc, name, where, one_of=f"not a valid criterion: use exactly one of "
+                                   f"{', '.join(kinds)}, and only their own fields")
 
 
 _UNREADABLE = object()
@@ -279,10 +207,9 @@ def _build_concepts(entries) -> dict[str, Concept]:
 
 def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, problems: list[str],
                dose_unit: str = "") -> Criterion:
-    kind = next(k for k in _CRITERION_KEYS if k in raw)
-    value = raw[kind]
-    ids = tuple([value] if isinstance(value, str) else value) if kind in (
-        "medication", "condition", "lab", "missing-lab", "draft-order") else ()
+    kind = kind_of(raw)
+    value = raw[kind.name]
+    ids = tuple([value] if isinstance(value, str) else value) if kind.concepts else ()
     bounds: dict[str, float | None] = {"below": None, "above": None}
     for side in bounds:
         if side in raw:
@@ -306,13 +233,23 @@ def _criterion(raw: dict, concepts: dict[str, Concept], units, where: str, probl
     age = raw.get("age") or {}
     any_of = tuple(_criterion(sub, concepts, units, f"{where}.any[{i}]", problems, dose_unit)
                    for i, sub in enumerate(raw.get("any") or ()))
-    return Criterion(kind=kind, concepts=ids, alias=raw.get("as", ""), within_days=raw.get("within_days"),
+    return Criterion(kind=kind.name, concepts=ids, value=_frozen(value), alias=raw.get("as", ""),
+                     within_days=raw.get("within_days"),
                      flag=raw.get("flag"), below=bounds["below"], above=bounds["above"],
                      age_at_least=age.get("at_least"), age_below=age.get("below"), sex=raw.get("sex"),
                      times_uln=raw.get("times_uln"), corrected=bool(raw.get("corrected")),
                      since_days=raw.get("since_days"), any_of=any_of, with_drafts=bool(raw.get("with_drafts")),
                      different_from=raw.get("different_from", ""), ignore_unknown=raw.get("if_unknown") == "ignore",
                      confirmed=raw.get("confirmed") is True, dose_above=dose_above)
+
+
+def _frozen(value: Any) -> Any:
+    """A YAML value made immutable (lists become tuples, mappings read-only), for a kind that reads it whole."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    return value
 
 
 def _build_rules(entries, concepts, units, problems, dose_unit: str = "") -> dict[str, Rule]:
@@ -354,7 +291,7 @@ def _build_cases(entries, rules) -> list[Case]:
                            "notice_contains", "cards", "smart_link"):
                     continue
                 chart[key] = value  # a case's own value replaces the default
-            hook = c.get("hook") or (rule.hooks[0] if rule else "patient-view")
+            hook = c.get("hook") or (rule.hooks[0] if rule else Hook.PATIENT_VIEW)
             cases.append(Case(rule=doc["rule"], name=c["name"], expect=c["expect"], hook=hook,
                               chart=MappingProxyType(chart),
                               summary_contains=tuple(c.get("summary_contains", ())),
@@ -391,12 +328,12 @@ def _build_services(doc, rules, concepts, systems, options: dict[str, ConfigOpti
     services: dict[str, Service] = {}
     for s in doc["services"]:
         chosen = tuple(r for r in rules.values() if r.group in s["rule_groups"] and s["hook"] in r.hooks)
-        kinds: set[str] = {"conditions"} if s.get("gate") else set()
+        kinds: set[str] = {DataKind.CONDITIONS} if s.get("gate") else set()
         labs: set[str] = set()
         for rule in chosen:
             for c in _flatten(rule.include + rule.exclude):
-                kinds.update(_KIND_DATA[c.kind])
-                if c.kind in ("lab", "missing-lab"):
+                kinds.update(KINDS[c.kind].reads)
+                if KINDS[c.kind].concepts == "lab":
                     labs.update(c.concepts)
                     labs.update(concepts[lab].lab.correction.by for lab in c.concepts
                                 if lab in concepts and concepts[lab].lab and concepts[lab].lab.correction)

@@ -1,6 +1,7 @@
 """The frozen shapes knowledge takes after loading: concepts, rules, criteria, cards, sources, services."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from ..terminology import Terminology
     from .identity import IdentityCase
 
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\.([a-z_]+)\}")  # {alias.field} in card text
 CONFIGURATION_OPTIONS_KEY = "org.spasm-cds.configuration-options"  # discovery: what an EHR may choose
 
 
@@ -75,10 +77,12 @@ class Concept:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One line of a rule's include or exclude list; `kind` is one of criteria.KINDS."""
+    """One line of a rule's include or exclude list; `kind` is a key of evaluate/criteria.KINDS. The fields below
+    `value` are those the present kinds read, parsed by the loader; a new kind may read its own YAML from `value`."""
 
     kind: str
     concepts: tuple[str, ...] = ()
+    value: Any = field(default=None, hash=False)  # the YAML under the kind's key, read-only (tuples, mappings)
     alias: str = ""
     within_days: int | None = None
     flag: str | None = None

@@ -1,4 +1,4 @@
-"""Finding + card template -> a CDS Hooks card: uuid, indicator, summary, detail, source, suggestions,
+"""Finding + card template -> a Card (render/card.py): uuid, indicator, summary, detail, source, suggestions,
 overrideReasons, links. Text comes from cards/ only; placeholders are {alias.field}."""
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..evaluate.engine import Evaluation, Finding
-from ..knowledge.lint import PLACEHOLDER
-from ..knowledge.model import Knowledge
+from ..knowledge.model import PLACEHOLDER, Knowledge
+from ..vocabulary import DRAFT_ORDERS
+from .card import EXTENSION_KEY as EXTENSION_KEY  # where the callers have always found it
+from .card import Card
 from .smart_link import smart_link
 from .suggestions import order_lab_suggestion, remove_draft_suggestion
 
@@ -17,7 +19,6 @@ CARD_NAMESPACE = uuid.UUID("6f1d3c2e-8a7b-5d4c-9e0f-123456789abc")
 RULE_TOPIC_SYSTEM = "urn:spasm-cds:rule"
 GROUP_TOPIC_SYSTEM = "urn:spasm-cds:card-group"
 OVERRIDE_SYSTEM = "urn:spasm-cds:override-reason"
-EXTENSION_KEY = "org.spasm-cds"
 _ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
@@ -89,7 +90,7 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
                  missing_data: tuple[str, ...] = (), base_url: str = "",
                  override_reasons: tuple[tuple[str, str], ...] | None = None,
                  group_reasons: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
-                 incomplete: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+                 incomplete: frozenset[str] = frozenset()) -> list[Card]:
     """Cards for the findings, most urgent first: grouped findings share one card per group; plus one notice
     when unknown data silenced rules, when the drug of a draft order the call speaks about could not be identified,
     or when the rules met a lab result whose unit could not be read. `incomplete`: the missing kinds of which part
@@ -111,15 +112,14 @@ def render_cards(evaluation: Evaluation, knowledge: Knowledge, hook_instance: st
     cards += [_group_card(group, findings, knowledge, hook_instance, patient_id) for group, findings in groups.items()]
     for card in cards:
         # a card offers the reasons of its rules' folder: a work-up card is not an interaction
-        folder = knowledge.rules[card["extension"][EXTENSION_KEY]["rules"][0]].group
-        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
-                                   for code, display in (group_reasons or {}).get(folder, reasons)]
+        folder = knowledge.rules[card.rules[0]].group
+        card.override_reasons = [{"system": OVERRIDE_SYSTEM, "code": code, "display": display}
+                                 for code, display in (group_reasons or {}).get(folder, reasons)]
     if base_url:
         for card in cards:
             _link_rule_pages(card, base_url.rstrip("/"), knowledge)
     rank = knowledge.urgency
-    cards.sort(key=lambda c: (_ORDER[c["indicator"]],
-                              min(rank.get(r, len(rank)) for r in c["extension"][EXTENSION_KEY]["rules"])))
+    cards.sort(key=lambda c: (_ORDER[c.indicator], min(rank.get(r, len(rank)) for r in c.rules)))
     unread = evaluation.unread_labs if knowledge.missing_data_card and \
         knowledge.missing_data_card.get("unread_lab") else ()
     if knowledge.missing_data_card and (evaluation.unchecked_drafts or unread
@@ -137,21 +137,19 @@ def card_id(hook_instance: str, patient_id: str, key: str) -> str:
     return str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{patient_id}|{key}"))
 
 
-def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id: str) -> dict[str, Any]:
+def _card(finding: Finding, knowledge: Knowledge, hook_instance: str, patient_id: str) -> Card:
     rule = finding.rule
     card_uuid = card_id(hook_instance, patient_id, finding.key)
     names, dx = knowledge.proper_names, _diagnoses(rule)
     summary = _clip(fill(rule.card.summary, finding.fields, names, diagnoses=dx), knowledge.max_summary_chars)
     detail = f"{fill(rule.card.detail, finding.fields, names, diagnoses=dx)}\n\n{_cite(rule.sources, knowledge)}"
-    extension: dict[str, Any] = {"rule": rule.id, "rules": [rule.id], "ruleVersions": {rule.id: rule.version},
-                                 "evidence": rule.evidence}
-    if finding.drafts:
-        extension["order"] = finding.drafts[0]
     card = _frame(card_uuid, summary, rule.severity, detail, knowledge, rule.sources[0],
-                  (RULE_TOPIC_SYSTEM, rule.id, rule.title), extension)
+                  (RULE_TOPIC_SYSTEM, rule.id, rule.title), [finding], {"evidence": rule.evidence})
+    card.rule = rule.id
+    card.order = finding.drafts[0] if finding.drafts else None
     _add_suggestions(card, [finding], knowledge, patient_id)
     if rule.card.links:
-        card["links"] = [{"label": label, "url": url, "type": "absolute"} for label, url in rule.card.links]
+        card.links = [{"label": label, "url": url, "type": "absolute"} for label, url in rule.card.links]
     return card
 
 
@@ -168,7 +166,7 @@ def _sections(findings: list[Finding], knowledge: Knowledge) -> list[str]:
 
 
 def _order_card(draft_id: str, findings: list[Finding], knowledge: Knowledge, hook_instance: str,
-                patient_id: str) -> dict[str, Any]:
+                patient_id: str) -> Card:
     """Several findings about one draft order: one card, a section each (most urgent first), one removal."""
     template = knowledge.order_card
     assert template is not None
@@ -186,17 +184,16 @@ def _order_card(draft_id: str, findings: list[Finding], knowledge: Knowledge, ho
     detail = "\n\n".join([fill(template["detail"], fields), *_sections(findings, knowledge),
                            _cite(sources, knowledge)])
     card_uuid = card_id(hook_instance, patient_id, f"order:{draft_id}")
-    rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, first.rule.severity, detail, knowledge, first.rule.sources[0],
-                  (RULE_TOPIC_SYSTEM, first.rule.id, first.rule.title),
-                  {"order": draft_id, "rules": rules, "ruleVersions": {f.rule.id: f.rule.version for f in findings},
-                   "evidence": {f.rule.id: f.rule.evidence for f in findings}})
+                  (RULE_TOPIC_SYSTEM, first.rule.id, first.rule.title), findings,
+                  {"evidence": {f.rule.id: f.rule.evidence for f in findings}})
+    card.order = draft_id
     _add_suggestions(card, findings, knowledge, patient_id)
     return card
 
 
 def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_instance: str,
-                patient_id: str) -> dict[str, Any]:
+                patient_id: str) -> Card:
     template = knowledge.card_groups[group]
     findings = _by_urgency(findings, knowledge)
     names = knowledge.proper_names
@@ -209,11 +206,10 @@ def _group_card(group: str, findings: list[Finding], knowledge: Knowledge, hook_
     intro = fill(template["detail"], {"group.count": str(len(findings))})
     detail = "\n\n".join([intro, *_sections(findings, knowledge), _cite(sources, knowledge)])
     card_uuid = card_id(hook_instance, patient_id, f"group:{group}")
-    rules = [f.rule.id for f in findings]
     card = _frame(card_uuid, summary, findings[0].rule.severity, detail, knowledge, findings[0].rule.sources[0],
-                  (GROUP_TOPIC_SYSTEM, group, group),
-                  {"group": group, "rules": rules, "ruleVersions": {f.rule.id: f.rule.version for f in findings},
-                   "evidence": {f.rule.id: f.rule.evidence for f in findings}})
+                  (GROUP_TOPIC_SYSTEM, group, group), findings,
+                  {"evidence": {f.rule.id: f.rule.evidence for f in findings}})
+    card.group = group
     _add_suggestions(card, findings, knowledge, patient_id)
     return card
 
@@ -223,14 +219,14 @@ def _diagnoses(rule) -> frozenset[str]:
     return frozenset(c.alias or "condition" for c in rule.include if c.kind == "condition")
 
 
-def _link_rule_pages(card: dict[str, Any], base_url: str, knowledge: Knowledge) -> None:
+def _link_rule_pages(card: Card, base_url: str, knowledge: Knowledge) -> None:
     """The timeline app when a rule offers it (smart_link.py), then the rule's own links, then an absolute link to
     each rule's knowledge page."""
-    rules = card["extension"][EXTENSION_KEY]["rules"]
+    rules = card.rules
     links = [{"label": f"Why this card: {knowledge.rules[r].title}" if len(rules) > 1 else "Why this card",
               "url": f"{base_url}/knowledge/{r}", "type": "absolute"} for r in rules]
     app = smart_link(rules, base_url, knowledge)
-    card["links"] = ([app] if app else []) + card.get("links", []) + links
+    card.links = ([app] if app else []) + card.links + links
 
 
 def _group_summary(template: str, items: list[str], limit: int, orders: str = "") -> str:
@@ -245,17 +241,13 @@ def _group_summary(template: str, items: list[str], limit: int, orders: str = ""
 
 
 def _frame(card_uuid: str, summary: str, indicator: str, detail: str, knowledge: Knowledge, source_id: str,
-           topic: tuple[str, str, str], extension: dict[str, Any]) -> dict[str, Any]:
+           topic: tuple[str, str, str], findings: list[Finding], details: dict[str, Any]) -> Card:
     source = knowledge.sources[source_id]
-    return {
-        "uuid": card_uuid,
-        "summary": summary,
-        "indicator": indicator,
-        "detail": detail,
-        "source": {"label": f"spasm-cds: {source.label}", **({"url": source.url} if source.url else {}),
-                   "topic": {"system": topic[0], "code": topic[1], "display": topic[2]}},
-        "extension": {EXTENSION_KEY: extension},
-    }
+    return Card(card_uuid, summary, indicator, detail,
+                {"label": f"spasm-cds: {source.label}", **({"url": source.url} if source.url else {}),
+                 "topic": {"system": topic[0], "code": topic[1], "display": topic[2]}},
+                rules=tuple(f.rule.id for f in findings), rule_versions={f.rule.id: f.rule.version for f in findings},
+                details=details)
 
 
 def _cite(source_ids, knowledge: Knowledge) -> str:
@@ -263,7 +255,7 @@ def _cite(source_ids, knowledge: Knowledge) -> str:
     return "*Sources:* " + "; ".join(f"[{s.label}]({s.url})" if s.url else f"{s.label} ({s.citation})" for s in cited)
 
 
-def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: Knowledge, patient_id: str) -> None:
+def _add_suggestions(card: Card, findings: list[Finding], knowledge: Knowledge, patient_id: str) -> None:
     """One order per missing lab across the findings that ask for them (each lab once); or the removal of the
     draft order that triggered the card (the clinician picks at most one)."""
     loinc_uri = knowledge.systems["loinc"][0]
@@ -278,21 +270,21 @@ def _add_suggestions(card: dict[str, Any], findings: list[Finding], knowledge: K
         if f.rule.card.suggest_remove_draft:
             for draft_id in f.drafts:
                 removals.setdefault(draft_id, f.fields.get("draft.name", "the drug"))
-    suggestions = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card["uuid"], reason)
+    suggestions = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card.uuid, reason)
                    for cid, reason in wanted.items()]
     # a draft without an id cannot be named in a delete action ("MedicationRequest/" would delete nothing, or the
     # wrong thing): the card still warns, without the button
-    suggestions += [remove_draft_suggestion(draft_id, name, card["uuid"]) for draft_id, name in removals.items()
+    suggestions += [remove_draft_suggestion(draft_id, name, card.uuid) for draft_id, name in removals.items()
                     if draft_id]
     if suggestions:
-        card["suggestions"] = suggestions
-        card["selectionBehavior"] = "at-most-one" if removals and not wanted else "any"
+        card.suggestions = suggestions
+        card.selection_behavior = "at-most-one" if removals and not wanted else "any"
 
 
 def _missing_data_card(knowledge: Knowledge, hook_instance: str, patient_id: str, kinds: tuple[str, ...],
                        skipped: int,
                        unchecked_drafts: tuple[str, ...] = (), unread_labs: tuple[str, ...] = (),
-                       incomplete: frozenset[str] = frozenset()) -> dict[str, Any]:
+                       incomplete: frozenset[str] = frozenset()) -> Card:
     """The notice: which data could not be retrieved or read, or (first, being about the order itself) which draft
     orders could not be checked because their drug could not be identified."""
     template = knowledge.missing_data_card
@@ -302,24 +294,21 @@ def _missing_data_card(knowledge: Knowledge, hook_instance: str, patient_id: str
     fields = {"missing.data": ", ".join(named), "missing.count": str(skipped),
               "missing.orders": str(len(unchecked_drafts))}
     summary, detail = template["summary"], template["detail"]
-    extension: dict[str, Any] = {"missingData": list(kinds)}
+    missing = kinds
+    details: dict[str, Any] = {}
     if unread_labs:
-        extension["unreadLabs"] = list(unread_labs)
+        details["unreadLabs"] = list(unread_labs)
     if incomplete & set(kinds):
-        extension["incompleteData"] = [k for k in kinds if k in incomplete]
+        details["incompleteData"] = [k for k in kinds if k in incomplete]
     if unchecked_drafts:
         orders = template["unidentified_orders"]
         summary = orders["summary"]
         detail = f"{orders['detail']}\n\n{detail}" if named else orders["detail"]
-        extension.update({"missingData": [*kinds, "draft-orders"], "uncheckedOrders": list(unchecked_drafts)})
-    return {
-        "uuid": card_id(hook_instance, patient_id, "missing-data"),
-        "summary": _clip(fill(summary, fields), knowledge.max_summary_chars),
-        "indicator": "info",
-        "detail": fill(detail, fields),
-        "source": {"label": "spasm-cds"},
-        "extension": {EXTENSION_KEY: extension},
-    }
+        missing = (*kinds, DRAFT_ORDERS)
+        details["uncheckedOrders"] = list(unchecked_drafts)
+    return Card(card_id(hook_instance, patient_id, "missing-data"),
+                _clip(fill(summary, fields), knowledge.max_summary_chars), "info", fill(detail, fields),
+                {"label": "spasm-cds"}, missing_data=missing, details=details)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -4,6 +4,7 @@ EHR's FHIR server by (read from mappings/), their labels, units and fallback ran
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ..knowledge.model import Knowledge, SmartLink
@@ -34,7 +35,7 @@ def app_context(links: list[SmartLink], knowledge: Knowledge) -> dict[str, Any]:
             "labs": chart_labs, "medications": chart_medications}
 
 
-def smart_link(rule_ids: list[str], base_url: str, knowledge: Knowledge) -> dict[str, Any] | None:
+def smart_link(rule_ids: Sequence[str], base_url: str, knowledge: Knowledge) -> dict[str, Any] | None:
     """The timeline app link of a card about these rules, or None when none of them offers it. A shared card
     merges the charted concepts of its rules under the first one's label."""
     links = [link for link in (knowledge.rules[r].card.smart_link for r in rule_ids) if link is not None]

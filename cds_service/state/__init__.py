@@ -9,14 +9,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+HEAD_REVISION = "0005"  # the newest migration; tests/integration/test_state.py holds it equal to alembic's head
 _SQLITE_BUSY_TIMEOUT_S = 10.0
 _MIGRATION_LOCK = 72_610_001  # any constant: serialises replicas that start at once on one PostgreSQL
 _READ_ONLY = "spasm_read_only"
@@ -144,6 +144,9 @@ def connect(url: str, timeout_s: float = 3.0, hook_lock_wait_s: float = 0.2) -> 
 
 def upgrade(database: Database, revision: str = "head") -> None:
     """Apply every migration up to revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with database.engine.begin() as connection:
@@ -156,9 +159,20 @@ def upgrade(database: Database, revision: str = "head") -> None:
 def open_database(url: str, timeout_s: float = 3.0, hook_lock_wait_s: float = 0.2) -> Database:
     """Connect and migrate; pooled connections are then closed so that forked gunicorn workers open their own."""
     database = connect(url, timeout_s, hook_lock_wait_s)
-    upgrade(database)
+    if current_revision(database) != HEAD_REVISION:  # alembic (~11 MiB in every process) is loaded only to migrate
+        upgrade(database)
     database.engine.dispose()
     return database
+
+
+def current_revision(database: Database) -> str | None:
+    """The migration the database is at (alembic's version table), None when it has none (or cannot be read: the
+    migration then meets the fault and raises it)."""
+    try:
+        with database.reading() as conn:
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except SQLAlchemyError:
+        return None
 
 
 class Every:

@@ -61,6 +61,33 @@ class CardMemory:
                                    for shown in (False, True) for at_select in (False, True)}
         self._insert = database.insert(CardIssued).on_conflict_do_nothing(index_elements=["card_uuid"])
 
+    def compile_statements(self) -> None:
+        """Run each statement a hook call runs (the four recalls; the insert of one card and of several) in a
+        transaction that is rolled back, so that the engine holds them compiled: done in the preloading gunicorn
+        master, every worker inherits them and its first call does not compile them. It waits for a write lock no
+        longer than a hook call does (Database.brief_transaction). Then the master's connection is closed (workers
+        open their own). A database fault or a busy lock here is left for the calls to meet."""
+        row: dict[str, Any] = {
+            "card_uuid": "warm-up", "service_id": "", "hook": "", "hook_instance": "", "card_key": "",
+            "fingerprint": "", "rules": {}, "rule_versions": None, "indicator": "info", "patient_key": "",
+            "context_key": "", "user_key": None, "patient_id": None, "issued_at": 0}
+        params = {"patient_key": "", "user_key": "", "service_id": "", "since": 0, "hook_instance": "",
+                  "context_key": "", "select_service": "", "select_since": 0}
+        try:
+            with self.database.reading() as conn:
+                for statement in self._recall_statements.values():
+                    conn.execute(statement, params).all()
+            with self.database.brief_transaction() as conn:
+                conn.execute(self._insert, [row])
+                conn.execute(self._insert, [{**row, "card_uuid": "warm-up-2"}, row])
+                transaction = conn.get_transaction()
+                if transaction is not None:
+                    transaction.rollback()
+        except SQLAlchemyError:
+            pass
+        finally:
+            self.database.engine.dispose()
+
     def now(self) -> int:
         """The memory's clock, in epoch seconds."""
         return int(self._clock())

@@ -11,7 +11,7 @@ import pytest
 
 from cds_service.bundles import InputError
 from cds_service.demo import order_from_rxnorm
-from cds_service.knowledge.loader import python_pattern, schema, validator
+from cds_service.schemas import python_pattern, schema, validator
 from tests.support.assertions import assert_operation_outcome
 from tests.support.malformed import SERVICE, valid_body
 

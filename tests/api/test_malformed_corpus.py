@@ -69,10 +69,9 @@ def _json_bodies():
 def test_fast_and_reference_schema_validators_agree(name, body):
     """hook_request lets a body through on jsonschema-rs's word alone: it must never pass what python-jsonschema,
     the reference, rejects (nor the other way round, or good calls would pay for the slow path)."""
-    from cds_service.hook_request import _fast_validator
-    from cds_service.knowledge.loader import validator
+    from cds_service.schemas import fast_validator, validator
 
-    assert _fast_validator().is_valid(body) == validator("hook-request").is_valid(body), name
+    assert fast_validator("hook-request").is_valid(body) == validator("hook-request").is_valid(body), name
 
 
 @pytest.mark.parametrize("unit", ["10*99999999.mol/L", "10*999.mol/L", "10^-999.mmol/L", "m" * 5000,

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cds_service.demo import demo_bundle, load_demos
-from cds_service.demo.fhir_server import as_transaction
+from cds_service.tools.demo_fhir import as_transaction
 from tests.browser.test_try_it_page import WAIT_S, WIDTH
 from tests.browser.test_try_it_page import browser as browser
 from tests.conftest import REPO

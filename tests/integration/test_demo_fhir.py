@@ -17,7 +17,7 @@ import pytest
 
 from cds_service.bundles import cramp_condition
 from cds_service.demo import load_demos
-from cds_service.demo.fhir_server import as_transaction, bundle_files, patient_name, sandbox_link
+from cds_service.tools.demo_fhir import as_transaction, bundle_files, patient_name, sandbox_link
 from tests.conftest import REPO
 from tests.support.fhir_server import ensure_sekmet, free_port, http_request
 from tests.support.synthea import BUNDLE_DIR

@@ -12,8 +12,8 @@ from datetime import date
 import pytest
 
 from cds_service.demo import demo_bundle, hook_request, load_demos
-from cds_service.demo.fhir_server import as_transaction
 from cds_service.render.cards import EXTENSION_KEY
+from cds_service.tools.demo_fhir import as_transaction
 from tests.support.cds_client import call
 from tests.support.service_server import ServiceServer
 

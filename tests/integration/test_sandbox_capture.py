@@ -13,9 +13,9 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 import tests.conftest
-from cds_service.knowledge.loader import validator
 from cds_service.knowledge.model import Knowledge
 from cds_service.render.cards import EXTENSION_KEY
+from cds_service.schemas import validator
 from tests.support.cds_schema import schema_errors
 from tests.support.fhir_server import FhirServer, http_request
 from tests.support.synthea import cramp_condition, ordered_code

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cds_service.knowledge.loader import validator
+from cds_service.schemas import validator
 from tests.conftest import SHARED
 from tests.integration.test_sandbox_capture import load_alfreda
 from tests.support.cds_schema import schema_errors

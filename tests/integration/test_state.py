@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from cds_service.knowledge.model import OverrideEffect
 from cds_service.memory import IssuedCard, Recall
 from cds_service.settings import Settings
-from cds_service.state import connect, open_database
+from cds_service.state import HEAD_REVISION, connect, open_database
 from cds_service.state.feedback import FeedbackItem, FeedbackStore
 from cds_service.state.replay import JtiStore, ReplayMemoryFull
 from cds_service.state.suppression import CardMemory, read_secret
@@ -477,3 +477,16 @@ def test_cards_issued_keep_the_version_of_each_rule(database_url, open_db):
     with database.engine.connect() as conn:
         rows = dict(conn.execute(select(CardIssued.card_uuid, CardIssued.rule_versions)).all())
     assert rows == {"uuid-v2": {"rule-a": 2, "rule-b": 1}, "uuid-unversioned": None}
+
+
+def test_the_head_revision_the_service_checks_for_is_alembics():
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_database_at_the_head_revision_is_opened_without_loading_alembic(tmp_path):
+    url = sqlite_url(tmp_path)
+    open_database(url)  # migrates a new database
+    probe = ("import sys; from cds_service.state import current_revision, open_database; "
+             f"db = open_database({url!r}); print(current_revision(db), 'alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == [head_revision(), "False"]

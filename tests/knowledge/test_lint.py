@@ -253,7 +253,7 @@ BROKEN = [
      f"{DRUG}: routes[0]: 'intergalactic' is not a route in mappings/routes.yaml"),
     (criterion_with_two_kinds,
      f"{RULE}: include[0]: not a valid criterion: use exactly one of medication, condition, lab (with within_days), "
-     "missing-lab (with within_days), age, sex, and only their own fields"),
+     "missing-lab (with within_days), age, sex, any, draft-order, and only their own fields"),
     (required_field_missing,
      f"{LAB}: (top): add the required field 'label'"),
     (sources_file_missing,

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cds_service.knowledge.loader import CONCEPT_DOMAINS, SCHEMA_DIR, schema_problems
+from cds_service.knowledge.loader import CONCEPT_DOMAINS, schema_problems
+from cds_service.schemas import SCHEMA_DIR, schema
 from tests.conftest import REPO
 
 SCHEMAS = sorted(SCHEMA_DIR.glob("*.schema.json"))
@@ -51,3 +52,25 @@ def test_every_kind_of_knowledge_file_is_present():
     kinds = {schema_for(rel) for rel in KNOWLEDGE_FILES}
     assert kinds == {"sources", "policy", "services", "systems", "units", "rule", "cases", "concept", "routes",
                      "identity-cases", "dosing"}
+
+
+def test_the_services_schema_names_the_hooks_of_the_hook_enum_and_services_read_known_data_kinds(knowledge):
+    from cds_service.vocabulary import DataKind, Hook
+
+    services = schema("services")
+    assert services["properties"]["services"]["items"]["properties"]["hook"]["enum"] == [str(h) for h in Hook]
+    for service in knowledge.services.values():
+        assert Hook(service.hook) and all(DataKind(q.kind) for q in service.queries)
+        assert service.required_data <= set(DataKind)
+
+
+def test_a_schema_that_breaks_the_meta_schema_is_refused_when_read(tmp_path, monkeypatch):
+    import jsonschema_rs
+
+    import cds_service.schemas as schemas
+
+    (tmp_path / "broken.schema.json").write_text('{"$schema": "https://json-schema.org/draft/2020-12/schema", '
+                                                 '"type": 5}', encoding="utf-8")
+    monkeypatch.setattr(schemas, "SCHEMA_DIR", tmp_path)
+    with pytest.raises(jsonschema_rs.ValidationError):
+        schemas.schema.__wrapped__("broken")

@@ -1,7 +1,7 @@
 """A real FHIR R4 server (sekmet-fhir) for integration tests, run in its own virtualenv on 127.0.0.1.
 
 ensure_sekmet() installs it once into the test cache; FhirServer starts one throwaway instance and loads bundles.
-The install, settings and loading are cds_service.demo.fhir_server's, which `spasm-cds demo-fhir` uses too.
+The install, settings and loading are cds_service.tools.demo_fhir's, which `spasm-cds demo-fhir` uses too.
 """
 
 # What sekmet-fhir 0.1.1 answered when tried here (a bare patient id works in every patient= search):
@@ -29,7 +29,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from cds_service.demo import fhir_server as demo_fhir
+from cds_service.tools import demo_fhir
 from tests.support.loopback import LoopbackProcess, free_port, http_request
 
 __all__ = ["FhirServer", "ensure_sekmet", "free_port", "http_request"]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cds_service.cli import main as cli
-from cds_service.knowledge.rxnorm_table import CODES_HEADER, HEADER, Row, build, merge, read_release, read_rows
+from cds_service.knowledge.rxnorm_table import CODES_HEADER, HEADER, Row, read_rows
+from cds_service.tools.rxnorm_build import build, merge, read_release
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "mappings" / "rxnorm" / "product-ingredient.tsv"

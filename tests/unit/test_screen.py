@@ -7,8 +7,8 @@ from typing import Any
 
 from cds_service.evaluate.engine import Finding
 from cds_service.knowledge.model import RepeatWindows
-from cds_service.render.cards import EXTENSION_KEY
-from cds_service.screen import _draft_digests, card_key, finding_fingerprint
+from cds_service.render.card import EXTENSION_KEY, Card
+from cds_service.screen import _draft_digests, finding_fingerprint
 
 
 def finding(knowledge, fields: dict[str, str], drafts: tuple[str, ...] = ()) -> Finding:
@@ -50,6 +50,26 @@ def test_a_cards_window_is_its_rules_else_its_groups_else_its_indicators():
 
 
 def test_a_card_is_known_by_its_rule_its_group_or_as_the_missing_data_notice():
-    assert card_key({"extension": {EXTENSION_KEY: {"rule": "rule-a", "rules": ["rule-a"]}}}) == "rule-a"
-    assert card_key({"extension": {EXTENSION_KEY: {"group": "workup", "rules": ["a", "b"]}}}) == "group:workup"
-    assert card_key({"extension": {EXTENSION_KEY: {"missingData": ["observations"]}}}) == "missing-data"
+    frame = ("uuid-1", "A summary", "info", "Detail", {"label": "spasm-cds"})
+    assert Card(*frame, rule="rule-a", rules=("rule-a",)).key == "rule-a"
+    assert Card(*frame, group="workup", rules=("a", "b")).key == "group:workup"
+    assert Card(*frame, missing_data=("observations",)).key == "missing-data"
+
+
+def test_a_card_becomes_cds_hooks_json_with_its_extension_in_the_order_it_was_always_sent():
+    card = Card("uuid-1", "A summary", "warning", "Detail", {"label": "spasm-cds"}, rule="rule-a", rules=("rule-a",),
+                rule_versions={"rule-a": 2}, order="draft-0", details={"evidence": "B"},
+                suggestions=[{"label": "Remove"}], selection_behavior="at-most-one", override_reasons=[])
+    doc = card.to_json()
+    assert list(doc) == ["uuid", "summary", "indicator", "detail", "source", "extension", "suggestions",
+                         "selectionBehavior", "overrideReasons"]
+    assert list(doc["extension"][EXTENSION_KEY].items()) == [
+        ("rule", "rule-a"), ("rules", ["rule-a"]), ("ruleVersions", {"rule-a": 2}), ("evidence", "B"),
+        ("order", "draft-0")]
+    several = Card("uuid-3", "Two findings", "warning", "Detail", {"label": "spasm-cds"}, rules=("a", "b"),
+                   order="draft-0", details={"evidence": {"a": "B", "b": "C"}}).to_json()
+    assert list(several["extension"][EXTENSION_KEY]) == ["order", "rules", "ruleVersions", "evidence"]
+    notice = Card("uuid-2", "Data missing", "info", "Detail", {"label": "spasm-cds"}, missing_data=(),
+                  details={"unreadLabs": ["potassium"]}).to_json()
+    assert notice["extension"] == {EXTENSION_KEY: {"missingData": [], "unreadLabs": ["potassium"]}}
+    assert "overrideReasons" not in notice and "links" not in notice and "suggestions" not in notice

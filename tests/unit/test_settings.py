@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.settings import Settings
-from cds_service.settings_doc import END, START, settings_table, with_settings_table
+from cds_service.tools.settings_doc import END, START, settings_table, with_settings_table
 
 
 def test_defaults_serve_the_bundled_knowledge_on_loopback():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .settings import PREFIX, Settings
+from ..settings import PREFIX, Settings
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"

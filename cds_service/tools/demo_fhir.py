@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import requests
 
 from ..bundles import rewrite_references
-from . import demo_bundle, load_demos
+from ..demo import demo_bundle, load_demos
 
 SEKMET_REQUIREMENT = "sekmet-fhir==0.1.1"
 INSTALL_TIMEOUT_S = 600.0
