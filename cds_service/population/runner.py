@@ -1,0 +1,197 @@
+"""Where the patients are evaluated: in this process (--workers 1), on a pool of processes on this machine (every
+core by default), or on a Dask distributed cluster (--engine dask) when one machine is not enough.
+
+On Dask the export's files are read in parallel (one partition per file: a Bulk export splits large types into
+several files) and the patient grouping is Dask's task-based shuffle (Bag.groupby), so no machine holds the whole
+export. All three give the same rows, sorted by patient key, hook and file."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ndjson import Census, evaluate_bucket, evaluate_group, is_read, ndjson_files, partition, patient_of, records
+from .patients import Job, PatientRow, evaluate_file
+
+_FILES_PER_TASK = 4
+_BUCKET_BYTES = 32 * 2**20  # about this much NDJSON per bucket a worker holds in memory at once
+Advance = Callable[[str, int, int], None]  # (phase, done, total): what a progress bar is told
+
+
+@dataclass(frozen=True)
+class Population:
+    """The rows of every patient and hook, and what reading the input found (the report's `input` section)."""
+
+    rows: list[PatientRow]
+    input: dict[str, Any]
+
+
+def input_format(path: Path) -> str:
+    """ndjson when the folder holds *.ndjson files (a Bulk export), else bundles (*.json: Bundles or requests)."""
+    return "ndjson" if ndjson_files(path) else "bundles"
+
+
+def bundle_files(folder: Path) -> list[Path]:
+    """The *.json files under the folder, sorted."""
+    return sorted(p for p in folder.rglob("*.json") if p.is_file())
+
+
+def default_workers() -> int:
+    """Every core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_local(folder: Path, job: Job, workers: int, advance: Advance | None = None) -> Population:
+    """Every patient of the folder on `workers` processes (1: in this process). NdjsonError on a bad line."""
+    if input_format(folder) == "ndjson":
+        return _ndjson_local(folder, job, workers, advance)
+    files = bundle_files(folder)
+    tasks = [[(p, str(p.relative_to(folder))) for p in files[i:i + _FILES_PER_TASK]]
+             for i in range(0, len(files), _FILES_PER_TASK)]
+    rows = list(_each(tasks, _evaluate_files, job, workers, "patients", len(files), advance))
+    return Population(rows=_sorted(rows), input={"format": "bundles", "files_read": len(files)})
+
+
+def run_dask(folder: Path, job: Job, scheduler: str, workers: int) -> Population:
+    """Every patient of the folder on a Dask cluster: `scheduler` is its address, or "local" for a LocalCluster of
+    `workers` processes on 127.0.0.1 (no dashboard). The folder must be readable by every worker."""
+    import dask
+    import dask.bag as bag
+
+    with _dask_client(scheduler, workers):
+        if input_format(folder) == "bundles":
+            paths = bundle_files(folder)
+            named = [(str(p), str(p.relative_to(folder))) for p in paths]
+            found = bag.from_sequence(named, partition_size=_FILES_PER_TASK).map(
+                lambda pair: evaluate_file(Path(pair[0]), job, pair[1])).flatten()
+            return Population(rows=_sorted(found.compute()), input={"format": "bundles", "files_read": len(paths)})
+        census = Census()
+        files: list[str] = []
+        for path in ndjson_files(folder):
+            (files if is_read(path) else census.files_skipped).append(str(path.relative_to(folder)))
+        census.files_read = files
+        medications: dict[str, dict[str, Any]] = {}
+        mixed = [f for f in files if _may_hold_medications(f)]
+        if mixed:
+            found_medications = bag.from_sequence(mixed, npartitions=len(mixed)).map_partitions(
+                _medications_in, str(folder))
+            medications = dict(found_medications.compute())
+        items = bag.from_sequence(files, npartitions=max(1, len(files))).map_partitions(_keyed, str(folder))
+        counts = items.map(lambda item: f"{item[0]}\t{item[1]}").frequencies()
+        held = items.filter(lambda item: item[0] == "patient").map(lambda item: (item[2], item[3]))
+        grouped = held.groupby(lambda pair: pair[0], shuffle="tasks", npartitions=max(2, len(files), workers * 2))
+        found = grouped.map(lambda group: evaluate_group(group[0], [r for _, r in group[1]], medications, job))
+        rows, frequencies = dask.compute(found.flatten(), counts)
+        for tagged, n in frequencies:
+            tag, kind = tagged.split("\t")
+            census.resources[kind] += n
+            if tag == "orphan":
+                census.without_patient[kind] += n
+            census.patients += n if tag == "patient" and kind == "Patient" else 0
+        census.medications = medications
+        return Population(rows=_sorted(rows), input=census.figures())
+
+
+def _ndjson_local(folder: Path, job: Job, workers: int, advance: Advance | None) -> Population:
+    size = sum(p.stat().st_size for p in ndjson_files(folder))
+    buckets = max(workers * 4, size // _BUCKET_BYTES + 1)
+    read = [0]
+
+    def bytes_read(n: int) -> None:
+        read[0] += n
+        if advance:
+            advance("reading", read[0], size)
+
+    with tempfile.TemporaryDirectory(prefix="spasm-cds-ndjson-") as work:
+        census, paths = partition(folder, Path(work), buckets, bytes_read)
+        tasks = [(p, census.medications) for p in paths if p.stat().st_size]
+        rows = list(_each(tasks, _evaluate_bucket, job, workers, "patients", census.patients, advance))
+    return Population(rows=_sorted(rows), input=census.figures())
+
+
+def _each(tasks: Sequence[Any], work: Callable[[Any, Job], list[PatientRow]], job: Job, workers: int, phase: str,
+          total: int, advance: Advance | None) -> Iterator[PatientRow]:
+    """The rows of every task, in this process or on a pool (spawned: no state leaks in from this process)."""
+    done = 0
+    if workers <= 1 or len(tasks) <= 1:
+        results: Iterator[list[PatientRow]] = (work(task, job) for task in tasks)
+    else:
+        results = _pooled(tasks, work, job, workers)
+    for rows in results:
+        done += len({(r.patient, r.source) for r in rows})
+        if advance:
+            advance(phase, done, total)
+        yield from rows
+
+
+def _pooled(tasks: Sequence[Any], work: Callable[[Any, Job], list[PatientRow]], job: Job,
+            workers: int) -> Iterator[list[PatientRow]]:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures: list[Future[list[PatientRow]]] = [pool.submit(work, task, job) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _evaluate_files(task: list[tuple[Path, str]], job: Job) -> list[PatientRow]:
+    return [row for path, name in task for row in evaluate_file(path, job, name)]
+
+
+def _evaluate_bucket(task: tuple[Path, dict[str, dict[str, Any]]], job: Job) -> list[PatientRow]:
+    return evaluate_bucket(task[0], task[1], job)
+
+
+def _sorted(rows: Sequence[PatientRow]) -> list[PatientRow]:
+    return sorted(rows, key=lambda r: (r.patient, r.source, r.hook))
+
+
+def _may_hold_medications(name: str) -> bool:
+    return not Path(name).name.startswith(("Patient", "Observation", "Condition", "MedicationRequest",
+                                           "MedicationStatement"))
+
+
+def _medications_in(names: list[str], folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name in names:
+        for _, _, resource in records(Path(folder) / name, name):
+            if resource["resourceType"] == "Medication":
+                yield f"Medication/{resource.get('id')}", resource
+
+
+def _keyed(names: list[str], folder: str) -> list[tuple[str, str, str | None, dict[str, Any] | None]]:
+    """(tag, type, patient, resource): tag "patient" for a resource of a patient, "orphan" for one naming none,
+    "shared" for a Medication (joined to its requests apart). A list, not a generator: two computations (the
+    grouping and the census) read the same partition, and an iterator would be used up by the first."""
+    found: list[tuple[str, str, str | None, dict[str, Any] | None]] = []
+    for name in names:
+        for _, _, resource in records(Path(folder) / name, name):
+            kind = resource["resourceType"]
+            patient = None if kind == "Medication" else patient_of(resource)
+            if patient:
+                found.append(("patient", kind, patient, resource))
+            else:
+                found.append(("shared" if kind == "Medication" else "orphan", kind, None, None))
+    return found
+
+
+@contextmanager
+def _dask_client(scheduler: str, workers: int) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler != "local":
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+        yield client
+
