@@ -16,6 +16,7 @@ from typing import Any
 
 from ..bundles import (
     KIND_OF_TYPE,
+    ORDER_HOOKS,
     Chart,
     InputError,
     WhatIf,
@@ -96,7 +97,7 @@ def evaluate_file(path: Path, job: Job, name: str) -> list[PatientRow]:
     key = patient_key(ident, job.show_ids)
     for hook in job.hooks:
         try:
-            service, body = request_for_file(path, knowledge, hook, job.what_if, job.today)
+            service, body = request_for_file(path, knowledge, hook, _what_if(job, hook), job.today)
             rows.append(_row(key, service.hook, body, service, knowledge, job))
         except (InputError, ServiceError) as exc:
             why = str(getattr(exc, "diagnostics", exc))
@@ -112,11 +113,12 @@ def evaluate_chart(chart: Chart, job: Job) -> list[PatientRow]:
     for hook in job.hooks:
         try:
             service = service_for_hook(knowledge, hook or "patient-view")
-            if service.hook in ("order-select", "order-sign") and not job.what_if.draft_rxnorm:
+            if service.hook in ORDER_HOOKS and not job.what_if.draft_rxnorm:
                 raise InputError(f"an {service.hook} call from a Bundle needs --draft-order RXNORM")
             extra = [cramp_condition(knowledge, chart.patient_id, job.today)] if job.what_if.assume_cramps else []
             instance = str(uuid.uuid5(uuid.NAMESPACE_URL, f"spasm-cds:{chart.patient_id}"))
-            body = add_draft(request_from_chart(chart, service, instance, extra), knowledge, job.what_if.draft_rxnorm)
+            body = add_draft(request_from_chart(chart, service, instance, extra), knowledge,
+                             _what_if(job, hook).draft_rxnorm)
             rows.append(_row(key, service.hook, body, service, knowledge, job))
         except (InputError, ServiceError) as exc:
             why = str(getattr(exc, "diagnostics", exc))
@@ -163,6 +165,14 @@ def combined(rows: Sequence[PatientRow]) -> PatientRow:
                       missing_data_cards=sum(r.missing_data_cards for r in rows),
                       unrecognised_codes=first.unrecognised_codes, by_name=first.by_name,
                       unread_units=first.unread_units, error=failed[0].error if failed else None, source=first.source)
+
+
+def _what_if(job: Job, hook: str | None) -> WhatIf:
+    """The job's what-if for one hook: with several hooks asked for, the draft order goes to the order hooks only
+    (with one, a draft on patient-view is refused as a mistake)."""
+    if len(job.hooks) > 1 and hook not in ORDER_HOOKS:
+        return replace(job.what_if, draft_rxnorm=None)
+    return job.what_if
 
 
 def _row(key: str, hook: str, body: dict[str, Any], service: Any, knowledge: Knowledge, job: Job) -> PatientRow:
