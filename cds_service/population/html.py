@@ -11,8 +11,8 @@ from typing import Any
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;color:#1d2330;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #d5d9e0}
-.settings{background:#fff6db;border:1px solid #e7cf7a;padding:.6rem 1rem;border-radius:6px}
-.settings dt{font-weight:600;float:left;clear:left;width:12rem}.settings dd{margin:0 0 .2rem 12rem}
+.settings{background:#fff6db;border:1px solid #e7cf7a;padding:.6rem 1rem;border-radius:6px;display:grid;
+grid-template-columns:max-content 1fr;gap:.2rem 1.5rem}.settings dt{font-weight:600}.settings dd{margin:0}
 .row{display:flex;gap:2rem;flex-wrap:wrap;align-items:flex-start}.plot{flex:1 1 26rem}.plot svg{max-width:100%;
 height:auto}table{border-collapse:collapse;font-size:.92rem}td,th{border-bottom:1px solid #e3e6eb;padding:.25rem
 .6rem;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}.note{color:#5a6272;font-size:.9rem}
