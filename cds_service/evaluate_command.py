@@ -19,8 +19,8 @@ from rich.table import Table
 
 from .bundles import InputError, WhatIf, request_for_file
 from .errors import KnowledgeError, ServiceError
-from .knowledge.loader import load_knowledge
 from .pipeline import respond
+from .population.patients import knowledge_in
 from .render.cards import EXTENSION_KEY
 from .settings import Settings
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate args.path; 0 when every file gave a response, 1 otherwise, 2 on bad input or knowledge."""
     settings = Settings.from_env()
     try:
-        knowledge = load_knowledge(settings.knowledge_dir)
+        knowledge = knowledge_in(settings.knowledge_dir)  # loaded once: a folder's patients in this process use it
         today = date.fromisoformat(args.today) if args.today else date.today()
     except (KnowledgeError, ValueError) as exc:
         print(exc, file=sys.stderr)
