@@ -17,6 +17,7 @@ import pytest
 
 from cds_service.case_runner import build_resources
 from cds_service.cli import main
+from cds_service.population import runner
 from cds_service.population.ndjson import export_bundles
 from cds_service.population.patients import patient_key
 from cds_service.population.rows import COLUMNS
@@ -99,10 +100,14 @@ def test_one_process_and_two_give_the_same_figures(capsys, bundle_run, synthea_n
 
 
 @needs_bundles
-def test_a_dask_local_cluster_counts_the_replicated_population_as_the_local_run(capsys, bundle_run, tmp_path):
+def test_a_dask_local_cluster_counts_the_replicated_population_as_the_local_run(capsys, bundle_run, tmp_path,
+                                                                              monkeypatch):
     """The 48 bundles three times with new ids (144 patients, files mixed) on a LocalCluster of two worker
-    processes on 127.0.0.1: the same rows as two local processes, and three times the 48's counts per rule."""
+    processes on 127.0.0.1, files read in 1 MiB ranges (a patient's lines in several): the same rows as two local
+    processes, and three times the 48's counts per rule."""
+    monkeypatch.setattr(runner, "_RANGE_BYTES", 2**20)
     export_bundles(sorted(BUNDLES.glob("*.json")), tmp_path / "x3", copies=3)
+    assert (tmp_path / "x3" / "Observation.ndjson").stat().st_size > 8 * 2**20
     code, local, _ = evaluate(capsys, str(tmp_path / "x3"), *WHAT_IF, "--workers", "2",
                               "--parquet", str(tmp_path / "local.parquet"))
     code_dask, dask, err = evaluate(capsys, str(tmp_path / "x3"), *WHAT_IF, "--engine", "dask", "--scheduler",
@@ -176,6 +181,20 @@ def test_a_malformed_ndjson_line_is_named_by_file_and_line(capsys, tmp_path):
     assert figures == {}
     assert "Condition.ndjson:3: not a JSON line" in err
     assert "Traceback" not in err
+
+
+def test_on_dask_a_malformed_line_in_a_later_byte_range_is_named_by_file_and_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_RANGE_BYTES", 64)
+    lines = [json.dumps({"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": "Patient/p1"}})
+             for i in range(9)]
+    lines[6] = '{"resourceType": "Condition", "id": '
+    (tmp_path / "Condition.ndjson").write_text("\n".join(lines) + "\n")
+
+    code, _, err = evaluate(capsys, str(tmp_path), "--today", DAY, "--quiet", "--json", "--engine", "dask",
+                            "--workers", "1")
+
+    assert code == 2
+    assert "Condition.ndjson:7: not a JSON line" in err and "Traceback" not in err
 
 
 def test_a_json_line_that_is_no_resource_is_named_too(capsys, tmp_path):

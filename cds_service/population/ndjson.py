@@ -87,6 +87,34 @@ def records(path: Path, name: str) -> Iterator[tuple[int, bytes, dict[str, Any]]
             yield number, line.rstrip(b"\r\n"), resource
 
 
+def records_between(path: Path, name: str, start: int, end: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(line, resource) for the lines that start at a byte in [start, end): a byte range of a large file, for a
+    partition of a cluster. NdjsonError naming name:line on a bad line (its number counted only then)."""
+    with path.open("rb") as lines:
+        if start:
+            lines.seek(start - 1)
+            lines.readline()  # the line under way at start belongs to the range before
+        at = lines.tell()
+        while at < end:
+            line = lines.readline()
+            if not line:
+                break
+            if line.strip():
+                try:
+                    resource = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise NdjsonError(f"{name}:{_line_number(path, at)}: not a JSON line ({exc})") from None
+                if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                    raise NdjsonError(f"{name}:{_line_number(path, at)}: not a FHIR resource (no resourceType)")
+                yield line.rstrip(b"\r\n"), resource
+            at += len(line)
+
+
+def _line_number(path: Path, offset: int) -> int:
+    with path.open("rb") as lines:
+        return lines.read(offset).count(b"\n") + 1
+
+
 def partition(folder: Path, work: Path, buckets: int, advance: Any = None) -> tuple[Census, list[Path]]:
     """Read the export once into `buckets` files under work, each line as `<patient id>\\t<resource>`, all of a
     patient's lines in one bucket. `advance(n_bytes)` is told the progress. NdjsonError on a bad line."""
@@ -120,6 +148,11 @@ def partition(folder: Path, work: Path, buckets: int, advance: Any = None) -> tu
         for out in outs:
             out.close()
     return census, paths
+
+
+def resources_of(blobs: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The resources of newline-joined NDJSON lines."""
+    return [orjson.loads(line) for blob in blobs for line in blob.split(b"\n") if line]
 
 
 def groups(lines: Iterable[bytes]) -> dict[str, list[dict[str, Any]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -16,11 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ndjson import Census, evaluate_bucket, evaluate_group, is_read, ndjson_files, partition, patient_of, records
+from .ndjson import (
+    Census,
+    evaluate_bucket,
+    evaluate_group,
+    is_read,
+    ndjson_files,
+    partition,
+    patient_of,
+    records,
+    records_between,
+    resources_of,
+)
 from .patients import Job, PatientRow, evaluate_file
 
 _FILES_PER_TASK = 4
 _BUCKET_BYTES = 32 * 2**20  # about this much NDJSON per bucket a worker holds in memory at once
+_RANGE_BYTES = 64 * 2**20  # a Dask partition reads this much of a file
 Advance = Callable[[str, int, int], None]  # (phase, done, total): what a progress bar is told
 
 
@@ -82,18 +95,22 @@ def run_dask(folder: Path, job: Job, scheduler: str, workers: int) -> Population
             found_medications = bag.from_sequence(mixed, npartitions=len(mixed)).map_partitions(
                 _medications_in, str(folder))
             medications = dict(found_medications.compute())
-        items = bag.from_sequence(files, npartitions=max(1, len(files))).map_partitions(_keyed, str(folder))
-        counts = items.map(lambda item: f"{item[0]}\t{item[1]}").frequencies()
-        held = items.filter(lambda item: item[0] == "patient").map(lambda item: (item[2], item[3]))
-        grouped = held.groupby(lambda pair: pair[0], shuffle="tasks", npartitions=max(2, len(files), workers * 2))
-        found = grouped.map(lambda group: evaluate_group(group[0], [r for _, r in group[1]], medications, job))
-        rows, frequencies = dask.compute(found.flatten(), counts)
-        for tagged, n in frequencies:
-            tag, kind = tagged.split("\t")
-            census.resources[kind] += n
-            if tag == "orphan":
-                census.without_patient[kind] += n
-            census.patients += n if tag == "patient" and kind == "Patient" else 0
+        ranges = [(name, start, min(start + _RANGE_BYTES, size)) for name in files
+                  for size in [(folder / name).stat().st_size] for start in range(0, max(size, 1), _RANGE_BYTES)]
+        items = bag.from_sequence(ranges, npartitions=max(1, len(ranges))).map_partitions(_read_ranges, str(folder))
+        tallies = items.filter(lambda item: item[0] is None).pluck(1)
+        held = items.filter(lambda item: item[0] is not None)
+        grouped = held.groupby(lambda item: item[0], shuffle="tasks", npartitions=max(2, len(ranges), workers * 2))
+        found = grouped.map(lambda group: evaluate_group(group[0], resources_of(b for _, b in group[1]),
+                                                         medications, job))
+        rows, counted = dask.compute(found.flatten(), tallies)
+        for tally in counted:
+            for tagged, n in tally.items():
+                tag, kind = tagged.split("\t")
+                census.resources[kind] += n
+                if tag == "orphan":
+                    census.without_patient[kind] += n
+                census.patients += n if kind == "Patient" and tag == "patient" else 0
         census.medications = medications
         return Population(rows=_sorted(rows), input=census.figures())
 
@@ -167,20 +184,20 @@ def _medications_in(names: list[str], folder: str) -> Iterator[tuple[str, dict[s
                 yield f"Medication/{resource.get('id')}", resource
 
 
-def _keyed(names: list[str], folder: str) -> list[tuple[str, str, str | None, dict[str, Any] | None]]:
-    """(tag, type, patient, resource): tag "patient" for a resource of a patient, "orphan" for one naming none,
-    "shared" for a Medication (joined to its requests apart). A list, not a generator: two computations (the
-    grouping and the census) read the same partition, and an iterator would be used up by the first."""
-    found: list[tuple[str, str, str | None, dict[str, Any] | None]] = []
-    for name in names:
-        for _, _, resource in records(Path(folder) / name, name):
+def _read_ranges(ranges: list[tuple[str, int, int]], folder: str) -> list[tuple[str | None, Any]]:
+    """A partition's byte ranges as (patient, its lines joined) per patient, and one (None, tally) item: resources
+    by "tag<TAB>type", tag patient, orphan (naming no patient) or shared (Medication, joined apart). Few items and
+    bytes, not one parsed resource each, go through the shuffle. A list: two computations read it."""
+    lines: dict[str, list[bytes]] = {}
+    tally: Counter[str] = Counter()
+    for name, start, end in ranges:
+        for line, resource in records_between(Path(folder) / name, name, start, end):
             kind = resource["resourceType"]
             patient = None if kind == "Medication" else patient_of(resource)
             if patient:
-                found.append(("patient", kind, patient, resource))
-            else:
-                found.append(("shared" if kind == "Medication" else "orphan", kind, None, None))
-    return found
+                lines.setdefault(patient, []).append(line)
+            tally[f"{'patient' if patient else 'shared' if kind == 'Medication' else 'orphan'}\t{kind}"] += 1
+    return [(None, dict(tally)), *((patient, b"\n".join(own)) for patient, own in lines.items())]
 
 
 @contextmanager
