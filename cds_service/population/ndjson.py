@@ -1,11 +1,11 @@
 """Bulk FHIR NDJSON (the output of $export: one file per resource type, many patients mixed) -> per-patient groups.
 
-Reading streams: each line is parsed once and appended to one of N bucket files by a hash of its patient, so a
-worker groups one bucket in memory at a time, however large the export. A line's patient is the Patient's own id,
-or the `Patient/<id>` of its subject (or patient) reference. Files named for a resource type the rules never read
-(Claim.ndjson, Encounter-2.ndjson) are skipped whole. Medications belong to no patient: they are kept apart and
-joined to the requests that reference them. Also: export_bundles writes such an export from Bundles (for tests and
-the bench), with new ids per copy when a population is replicated."""
+Reading streams: byte ranges of the files are split in parallel, each line appended to one of N bucket files by a
+hash of its patient, so a worker groups one bucket in memory at a time, however large the export. A line's patient
+is the Patient's own id, or the `Patient/<id>` of its subject (or patient) reference. Files named for a resource
+type the rules never read (Claim.ndjson, Encounter-2.ndjson) are skipped whole. Medications belong to no patient:
+they are kept apart and joined to the requests that reference them. Also: export_bundles writes such an export from
+Bundles (for tests and the bench), with new ids per copy when a population is replicated."""
 from __future__ import annotations
 
 import re
@@ -41,6 +41,13 @@ class Census:
     without_patient: Counter[str] = field(default_factory=Counter)
     medications: dict[str, dict[str, Any]] = field(default_factory=dict)
     patients: int = 0
+
+    def add(self, other: Census) -> None:
+        """Count another part of the export in."""
+        self.resources.update(other.resources)
+        self.without_patient.update(other.without_patient)
+        self.medications.update(other.medications)
+        self.patients += other.patients
 
     def figures(self) -> dict[str, Any]:
         """As plain data (the report's `input` section)."""
@@ -115,39 +122,32 @@ def _line_number(path: Path, offset: int) -> int:
         return lines.read(offset).count(b"\n") + 1
 
 
-def partition(folder: Path, work: Path, buckets: int, advance: Any = None) -> tuple[Census, list[Path]]:
-    """Read the export once into `buckets` files under work, each line as `<patient id>\\t<resource>`, all of a
-    patient's lines in one bucket. `advance(n_bytes)` is told the progress. NdjsonError on a bad line."""
+def partition_range(path: Path, name: str, start: int, end: int, work: Path, buckets: int, tag: int) -> Census:
+    """Split the lines of a byte range of one file into `buckets` files under work, each line as
+    `<patient id>\\t<resource>`, all of a patient's lines in the same bucket number (bucket-<n>-<tag>.tsv: one set
+    per range, so ranges can be split in parallel). The census of the range. NdjsonError on a bad line."""
     census = Census()
-    paths = [work / f"bucket-{i:04d}.tsv" for i in range(buckets)]
-    outs: list[IO[bytes]] = [p.open("wb") for p in paths]
+    outs: dict[int, IO[bytes]] = {}
     try:
-        for path in ndjson_files(folder):
-            name = str(path.relative_to(folder))
-            if not is_read(path):
-                census.files_skipped.append(name)
-                if advance:
-                    advance(path.stat().st_size)
+        for line, resource in records_between(path, name, start, end):
+            kind = resource["resourceType"]
+            census.resources[kind] += 1
+            if kind == "Medication":
+                census.medications[f"Medication/{resource.get('id')}"] = resource
                 continue
-            census.files_read.append(name)
-            for _, line, resource in records(path, name):
-                kind = resource["resourceType"]
-                census.resources[kind] += 1
-                if kind == "Medication":
-                    census.medications[f"Medication/{resource.get('id')}"] = resource
-                    continue
-                patient = patient_of(resource)
-                if patient is None:
-                    census.without_patient[kind] += 1
-                    continue
-                census.patients += kind == "Patient"
-                outs[zlib.crc32(patient.encode()) % buckets].write(patient.encode() + _TAB + line + b"\n")
-            if advance:
-                advance(path.stat().st_size)
+            patient = patient_of(resource)
+            if patient is None:
+                census.without_patient[kind] += 1
+                continue
+            census.patients += kind == "Patient"
+            bucket = zlib.crc32(patient.encode()) % buckets
+            if bucket not in outs:
+                outs[bucket] = (work / f"bucket-{bucket:05d}-{tag:05d}.tsv").open("wb")
+            outs[bucket].write(patient.encode() + _TAB + line + b"\n")
     finally:
-        for out in outs:
+        for out in outs.values():
             out.close()
-    return census, paths
+    return census
 
 
 def resources_of(blobs: Iterable[bytes]) -> list[dict[str, Any]]:
@@ -176,10 +176,14 @@ def evaluate_group(patient: str, resources: list[dict[str, Any]], medications: M
     return evaluate_chart(chart, job)
 
 
-def evaluate_bucket(bucket: Path, medications: Mapping[str, Mapping[str, Any]], job: Job) -> list[PatientRow]:
-    """The rows of every patient in one bucket file (a worker's task)."""
-    with bucket.open("rb") as lines:
-        grouped = groups(lines)
+def evaluate_bucket(parts: Iterable[Path], medications: Mapping[str, Mapping[str, Any]],
+                    job: Job) -> list[PatientRow]:
+    """The rows of every patient in one bucket (its part files, in range order): a worker's task."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        with part.open("rb") as lines:
+            for patient, resources in groups(lines).items():
+                grouped.setdefault(patient, []).extend(resources)
     return [row for patient, resources in grouped.items()
             for row in evaluate_group(patient, resources, medications, job)]
 

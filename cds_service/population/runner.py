@@ -23,7 +23,7 @@ from .ndjson import (
     evaluate_group,
     is_read,
     ndjson_files,
-    partition,
+    partition_range,
     patient_of,
     records,
     records_between,
@@ -62,13 +62,14 @@ def default_workers() -> int:
 
 def run_local(folder: Path, job: Job, workers: int, advance: Advance | None = None) -> Population:
     """Every patient of the folder on `workers` processes (1: in this process). NdjsonError on a bad line."""
-    if input_format(folder) == "ndjson":
-        return _ndjson_local(folder, job, workers, advance)
-    files = bundle_files(folder)
-    tasks = [[(p, str(p.relative_to(folder))) for p in files[i:i + _FILES_PER_TASK]]
-             for i in range(0, len(files), _FILES_PER_TASK)]
-    rows = list(_each(tasks, _evaluate_files, job, workers, "patients", len(files), advance))
-    return Population(rows=_sorted(rows), input={"format": "bundles", "files_read": len(files)})
+    with _pool(workers) as pool:
+        if input_format(folder) == "ndjson":
+            return _ndjson_local(folder, job, pool, workers, advance)
+        files = bundle_files(folder)
+        tasks = [[(p, str(p.relative_to(folder))) for p in files[i:i + _FILES_PER_TASK]]
+                 for i in range(0, len(files), _FILES_PER_TASK)]
+        rows = _rows(_results(pool, _evaluate_files, [(task, job) for task in tasks]), len(files), advance)
+        return Population(rows=rows, input={"format": "bundles", "files_read": len(files)})
 
 
 def run_dask(folder: Path, job: Job, scheduler: str, workers: int) -> Population:
@@ -115,56 +116,84 @@ def run_dask(folder: Path, job: Job, scheduler: str, workers: int) -> Population
         return Population(rows=_sorted(rows), input=census.figures())
 
 
-def _ndjson_local(folder: Path, job: Job, workers: int, advance: Advance | None) -> Population:
-    size = sum(p.stat().st_size for p in ndjson_files(folder))
+def _ndjson_local(folder: Path, job: Job, pool: ProcessPoolExecutor | None, workers: int,
+                  advance: Advance | None) -> Population:
+    """Two rounds on the pool: each byte range of the export is split into bucket files by patient (in parallel),
+    then each bucket (its parts from every range) is grouped and evaluated."""
+    census = Census()
+    read: list[Path] = []
+    for path in ndjson_files(folder):
+        (read if is_read(path) else []).append(path)
+        (census.files_read if is_read(path) else census.files_skipped).append(str(path.relative_to(folder)))
+    size = sum(p.stat().st_size for p in read)
     buckets = max(workers * 4, size // _BUCKET_BYTES + 1)
-    read = [0]
-
-    def bytes_read(n: int) -> None:
-        read[0] += n
-        if advance:
-            advance("reading", read[0], size)
-
+    step = max(2**20, min(_RANGE_BYTES, size // (workers * 4) + 1))
+    ranges = [(path, str(path.relative_to(folder)), start, min(start + step, path.stat().st_size))
+              for path in read for start in range(0, max(path.stat().st_size, 1), step)]
     with tempfile.TemporaryDirectory(prefix="spasm-cds-ndjson-") as work:
-        census, paths = partition(folder, Path(work), buckets, bytes_read)
-        tasks = [(p, census.medications) for p in paths if p.stat().st_size]
-        rows = list(_each(tasks, _evaluate_bucket, job, workers, "patients", census.patients, advance))
-    return Population(rows=_sorted(rows), input=census.figures())
+        done = 0
+        for index, part in _results(pool, _split_range, [((r, Path(work), buckets, i), None)
+                                                          for i, r in enumerate(ranges)]):
+            census.add(part)
+            done += ranges[index][3] - ranges[index][2]
+            if advance:
+                advance("reading", done, size)
+        parts = sorted(Path(work).iterdir())
+        by_bucket = [[p for p in parts if p.name.startswith(f"bucket-{b:05d}-")] for b in range(buckets)]
+        tasks = [((own, census.medications), job) for own in by_bucket if own]
+        rows = _rows(_results(pool, _evaluate_bucket, tasks), census.patients, advance)
+    return Population(rows=rows, input=census.figures())
 
 
-def _each(tasks: Sequence[Any], work: Callable[[Any, Job], list[PatientRow]], job: Job, workers: int, phase: str,
-          total: int, advance: Advance | None) -> Iterator[PatientRow]:
-    """The rows of every task, in this process or on a pool (spawned: no state leaks in from this process)."""
+def _rows(results: Iterator[list[PatientRow]], total: int, advance: Advance | None) -> list[PatientRow]:
+    """Every task's rows, sorted; the progress bar told patients as tasks finish."""
+    rows: list[PatientRow] = []
     done = 0
-    if workers <= 1 or len(tasks) <= 1:
-        results: Iterator[list[PatientRow]] = (work(task, job) for task in tasks)
-    else:
-        results = _pooled(tasks, work, job, workers)
-    for rows in results:
-        done += len({(r.patient, r.source) for r in rows})
+    for found in results:
+        rows += found
+        done += len({(r.patient, r.source) for r in found})
         if advance:
-            advance(phase, done, total)
-        yield from rows
+            advance("patients", done, total)
+    return _sorted(rows)
 
 
-def _pooled(tasks: Sequence[Any], work: Callable[[Any, Job], list[PatientRow]], job: Job,
-            workers: int) -> Iterator[list[PatientRow]]:
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures: list[Future[list[PatientRow]]] = [pool.submit(work, task, job) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A pool of spawned processes (no state leaks in from this one), or None to work in this process."""
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def _results(pool: ProcessPoolExecutor | None, work: Callable[[Any, Any], Any],
+             tasks: Sequence[tuple[Any, Any]]) -> Iterator[Any]:
+    """work(*task) for every task, in this process or on the pool, as they finish; the first failure cancels the
+    rest."""
+    if pool is None:
+        for task in tasks:
+            yield work(*task)
+        return
+    futures: list[Future[Any]] = [pool.submit(work, *task) for task in tasks]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _split_range(task: tuple[tuple[Path, str, int, int], Path, int, int], _: None) -> tuple[int, Census]:
+    (path, name, start, end), work, buckets, index = task
+    return index, partition_range(path, name, start, end, work, buckets, index)
 
 
 def _evaluate_files(task: list[tuple[Path, str]], job: Job) -> list[PatientRow]:
     return [row for path, name in task for row in evaluate_file(path, job, name)]
 
 
-def _evaluate_bucket(task: tuple[Path, dict[str, dict[str, Any]]], job: Job) -> list[PatientRow]:
+def _evaluate_bucket(task: tuple[list[Path], dict[str, dict[str, Any]]], job: Job) -> list[PatientRow]:
     return evaluate_bucket(task[0], task[1], job)
 
 
