@@ -230,3 +230,25 @@ def write_ndjson(folder: Path, groups: Iterable[Iterable[dict]]) -> None:
         for resource in group:
             with (folder / f"{resource['resourceType']}.ndjson").open("a", encoding="utf-8") as out:
                 out.write(json.dumps(resource) + "\n")
+
+
+@needs_bundles
+def test_export_ndjson_writes_copies_with_new_ids_and_references_to_match(capsys, tmp_path):
+    code = main(["export-ndjson", str(BUNDLES / BUNDLE_NAMES[0]), "--out", str(tmp_path), "--copies", "2"])
+
+    out, _ = capsys.readouterr()
+    patients = [json.loads(line) for line in (tmp_path / "Patient.ndjson").read_text().splitlines()]
+    original = json.loads((BUNDLES / BUNDLE_NAMES[0]).read_text())["entry"][0]["resource"]["id"]
+    conditions = [json.loads(line) for line in (tmp_path / "Condition.ndjson").read_text().splitlines()]
+    assert code == 0 and "2 patient(s) from 1 Bundle(s)" in out
+    assert len({p["id"] for p in patients}) == 2 and original not in {p["id"] for p in patients}
+    assert {c["subject"]["reference"] for c in conditions} == {f"Patient/{p['id']}" for p in patients}
+    assert len({c["id"] for c in conditions}) == len(conditions)  # a copy's resources have new ids too
+
+
+def test_export_ndjson_refuses_a_file_that_is_no_bundle(capsys, tmp_path):
+    (tmp_path / "x.json").write_text('{"resourceType": "Patient", "id": "p"}')
+
+    code = main(["export-ndjson", str(tmp_path / "x.json"), "--out", str(tmp_path / "out")])
+
+    assert code == 2 and "x.json: not a FHIR Bundle" in capsys.readouterr().err
