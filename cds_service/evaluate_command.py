@@ -29,16 +29,20 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate args.path; 0 when every file gave a response, 1 otherwise, 2 on bad input or knowledge."""
     settings = Settings.from_env()
     try:
-        knowledge = knowledge_in(settings.knowledge_dir)  # loaded once: a folder's patients in this process use it
         today = date.fromisoformat(args.today) if args.today else date.today()
-    except (KnowledgeError, ValueError) as exc:
+    except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
     what_if = WhatIf(assume_cramps=args.assume_cramps, draft_rxnorm=args.draft_order)
     path: Path = args.path
     hooks: list[str] = list(dict.fromkeys(args.hook or ()))
-    if path.is_dir():
+    if path.is_dir():  # the knowledge is loaded where the patients are evaluated: here, or in each worker
         return _folder(path, settings, args, tuple(hooks) or (None,), what_if, today)
+    try:
+        knowledge = knowledge_in(settings.knowledge_dir)
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if len(hooks) > 1:
         print("one file is one call: give at most one --hook", file=sys.stderr)
         return 2
@@ -96,6 +100,9 @@ def _folder(folder: Path, settings: Settings, args: argparse.Namespace, hooks: t
                 population = run_local(folder, job, workers, _advance(progress))
     except InputError as exc:
         print(f"{exc}" if isinstance(exc, NdjsonError) else f"{folder}: {exc}", file=sys.stderr)
+        return 2
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
         return 2
     settings_shown = {"hooks": [h or "patient-view (request files: their own)" for h in hooks],
                       "today": today.isoformat(), "assume_cramps": what_if.assume_cramps,
