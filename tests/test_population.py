@@ -252,3 +252,13 @@ def test_export_ndjson_refuses_a_file_that_is_no_bundle(capsys, tmp_path):
     code = main(["export-ndjson", str(tmp_path / "x.json"), "--out", str(tmp_path / "out")])
 
     assert code == 2 and "x.json: not a FHIR Bundle" in capsys.readouterr().err
+
+
+@needs_bundles
+def test_broken_knowledge_found_in_a_worker_ends_the_run_with_its_problems(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPASM_CDS_KNOWLEDGE_DIR", str(tmp_path))  # no cards/, no mappings/
+
+    code, figures, err = evaluate(capsys, str(BUNDLES), "--quiet", "--json", "--workers", "2")
+
+    assert code == 2 and figures == {}
+    assert "knowledge has" in err and "problem(s)" in err and "Traceback" not in err
