@@ -262,3 +262,41 @@ def test_broken_knowledge_found_in_a_worker_ends_the_run_with_its_problems(capsy
 
     assert code == 2 and figures == {}
     assert "knowledge has" in err and "problem(s)" in err and "Traceback" not in err
+
+
+def medication_case(knowledge):
+    """A patient-view case that must give its card from a coded MedicationRequest."""
+    for case in knowledge.cases:
+        if case.hook == "patient-view" and case.expect == "card" and not case.chart.get("unavailable"):
+            requests = [r for r in build_resources(knowledge, case, "p", date.fromisoformat(DAY))
+                        .get("medication-requests", ()) if r["resourceType"] == "MedicationRequest"]
+            if requests and all("coding" in (r.get("medicationCodeableConcept") or {}) for r in requests):
+                return case
+    pytest.fail("no case gives a card from a coded MedicationRequest; the test needs one")
+
+
+def test_a_shared_medication_resource_is_joined_to_the_requests_naming_it_locally_and_on_dask(capsys, tmp_path,
+                                                                                           knowledge):
+    """As a Bulk export has it: the drug in Medication.ndjson, the request naming it by medicationReference."""
+    case = medication_case(knowledge)
+    resources = build_resources(knowledge, case, "med-patient", date.fromisoformat(DAY))
+    (tmp_path / "inline").mkdir()
+    write_ndjson(tmp_path / "inline", resources.values())
+    medications = []
+    requests = [r for r in resources["medication-requests"] if r["resourceType"] == "MedicationRequest"]
+    for i, request in enumerate(requests):
+        concept = request.pop("medicationCodeableConcept")
+        medications.append({"resourceType": "Medication", "id": f"m{i}", "code": concept})
+        request["medicationReference"] = {"reference": f"Medication/m{i}"}
+    (tmp_path / "shared").mkdir()
+    write_ndjson(tmp_path / "shared", [*resources.values(), medications])
+
+    inline = evaluate(capsys, str(tmp_path / "inline"), "--today", DAY, "--quiet", "--json", "--workers", "1")[1]
+    local = evaluate(capsys, str(tmp_path / "shared"), "--today", DAY, "--quiet", "--json", "--workers", "1")[1]
+    dask = evaluate(capsys, str(tmp_path / "shared"), "--today", DAY, "--quiet", "--json", "--engine", "dask",
+                    "--workers", "1")[1]
+
+    assert case.rule in inline["findings_by_rule"]
+    assert burden(local) == burden(dask) == burden(inline)
+    assert local["input"]["medications_shared"] == dask["input"]["medications_shared"] == len(medications)
+    assert dask["input"]["resources_by_type"]["Medication"] == len(medications)
