@@ -300,3 +300,18 @@ def test_a_shared_medication_resource_is_joined_to_the_requests_naming_it_locall
     assert burden(local) == burden(dask) == burden(inline)
     assert local["input"]["medications_shared"] == dask["input"]["medications_shared"] == len(medications)
     assert dask["input"]["resources_by_type"]["Medication"] == len(medications)
+
+
+def test_the_html_report_escapes_what_the_data_say():
+    from cds_service.population.html import report_html
+    from cds_service.population.patients import PatientRow
+    from cds_service.population.rows import figures
+
+    hostile = "<script>alert(1)</script>"
+    row = PatientRow(patient="k1", hook="patient-view", cards=0, unrecognised_codes=(hostile,),
+                     unread_units=(("potassium", hostile),), source="f")
+    page = report_html(figures([row], {"hooks": [hostile], "today": DAY}, {"format": "ndjson"}), f"t {hostile}")
+
+    assert "<script" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # title, settings, two tables
+    assert page.count("<svg") == 3  # cards per patient, the code, the unit
