@@ -315,3 +315,15 @@ def test_the_html_report_escapes_what_the_data_say():
     assert "<script" not in page
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # title, settings, two tables
     assert page.count("<svg") == 3  # cards per patient, the code, the unit
+
+
+@needs_bundles
+def test_a_folder_of_bundles_on_dask_gives_the_rows_of_the_local_run(capsys, bundle_run, tmp_path):
+    code, figures, err = evaluate(capsys, str(BUNDLES), *WHAT_IF, "--engine", "dask", "--workers", "2",
+                                  "--csv", str(tmp_path / "rows.csv"))
+
+    with (tmp_path / "rows.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert code == 0, err
+    assert burden(figures) == burden(bundle_run[0])
+    assert rows == bundle_run[1]
