@@ -117,8 +117,11 @@ def answer_template(resources: Iterable[dict[str, Any]], template: str,
         statuses = {s for value in params["status"] for s in value.split(",")}
         matches = [r for r in matches if r.get("status") in statuses]
     if "code" in params:
+        # the token list is long (every code of a concept): look codings up in sets, not token by token
         tokens = [t for value in params["code"] for t in value.split(",")]
-        matches = [r for r in matches if any(_token_matches(t, c) for t in tokens for c in _codings(r.get("code")))]
+        bare = {t for t in tokens if "|" not in t}
+        with_system = {(system, code) for system, _, code in (t.partition("|") for t in tokens if "|" in t)}
+        matches = [r for r in matches if any(_coding_in(c, bare, with_system) for c in _codings(r.get("code")))]
     for sort in params.get("_sort", ()):
         if sort.lstrip("-") != "date":
             raise InputError(f"cannot sort by {sort!r} (only date) in the template {template!r}")
@@ -243,11 +246,10 @@ def _codings(concept: Any) -> list[dict[str, Any]]:
     return [c for c in concept.get("coding") or () if isinstance(c, dict)] if isinstance(concept, dict) else []
 
 
-def _token_matches(token: str, coding: Mapping[str, Any]) -> bool:
-    if "|" in token:
-        system, code = token.split("|", 1)
-        return coding.get("code") == code and (coding.get("system") or "") == system
-    return coding.get("code") == token
+def _coding_in(coding: Mapping[str, Any], bare: set[str], with_system: set[tuple[str, str]]) -> bool:
+    """Whether a coding matches a token: `code` alone, or `system|code` (an empty system matches a coding with none)."""
+    code, system = coding.get("code"), coding.get("system") or ""
+    return isinstance(code, str) and isinstance(system, str) and (code in bare or (system, code) in with_system)
 
 
 def _effective(observation: Mapping[str, Any]) -> str:

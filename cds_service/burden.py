@@ -11,10 +11,13 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gather.facts import PatientFacts
 from .render.cards import EXTENSION_KEY
+
+if TYPE_CHECKING:
+    from .population.patients import PatientRow
 
 MISSING_DATA = "missingData"
 
@@ -50,6 +53,19 @@ class BurdenReport:
         identity = facts.identity
         self.unrecognised_codes.update(identity.unrecognised_codes)
         self.by_name += identity.by_name
+
+    def add_row(self, row: PatientRow) -> None:
+        """Count one patient's row (population/patients.py): what add() and observe() count, or its failure."""
+        if row.error is not None:
+            self.fail(row.source, row.error)
+            return
+        self.cards_per_patient.append(row.cards)
+        self.by_indicator.update(dict(row.indicators))
+        self.missing_data_cards += row.missing_data_cards
+        self.by_rule.update(row.rules)
+        self.unread_units.update(row.unread_units)
+        self.unrecognised_codes.update(row.unrecognised_codes)
+        self.by_name += row.by_name
 
     def fail(self, name: str, why: str) -> None:
         """Note a file that gave no response."""

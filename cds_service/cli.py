@@ -1,6 +1,7 @@
 """The spasm-cds command: serve (gunicorn by default), lint (check the knowledge), docs (generated pages), evaluate
-(cards for files), db (migrations), demo-fhir (a local FHIR server with demo data), terminology build (the
-RxNorm roll-up table), feedback report and snooze (list, show, clear, audit)."""
+(cards for files; a population report for a folder), export-ndjson (Bundles as a Bulk export), db
+(migrations), demo-fhir (a local FHIR server with demo data), terminology build (the RxNorm roll-up table),
+feedback report and snooze (list, show, clear, audit)."""
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = sub.add_parser("evaluate", help="cards for a FHIR Bundle or CDS Hooks request; a folder: alert burden")
     evaluate.add_argument("path", type=Path, help="a Bundle or request JSON file, or a folder of them")
     evaluate.add_argument("--json", action="store_true", help="print the exact response (folder: the report)")
-    evaluate.add_argument("--hook", choices=[str(h) for h in Hook],
-                          help="the hook to call for a Bundle (default patient-view)")
+    evaluate.add_argument("--hook", choices=[str(h) for h in Hook], action="append",
+                          help="the hook to call for a Bundle (default patient-view); a folder: repeat for several")
     evaluate.add_argument("--draft-order", metavar="RXNORM", help="add a draft MedicationRequest (order hooks)")
     evaluate.add_argument("--assume-cramps", action="store_true", help="add an active cramp Condition (what-if)")
     evaluate.add_argument("--today", metavar="YYYY-MM-DD", help="the day to evaluate on (default: today)")
+    _population_arguments(evaluate)
+    export = sub.add_parser("export-ndjson", help="write Bundles as a Bulk FHIR NDJSON export (a file per type, "
+                                                  "references Type/id), e.g. to try evaluate on one")
+    export.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="Bundle files or folders of them")
+    export.add_argument("--out", type=Path, required=True, help="the folder to write <Type>.ndjson into")
+    export.add_argument("--copies", type=int, default=1, metavar="N",
+                        help="write each Bundle N times, every id new per copy (a larger population)")
     fhir = sub.add_parser("demo-fhir", help="a local FHIR R4 server (sekmet-fhir, installed on first use) with the "
                                             "demo patients and any Bundles given, e.g. for the CDS Hooks Sandbox")
     fhir.add_argument("bundles", nargs="*", type=Path, metavar="BUNDLE",
@@ -86,11 +94,30 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     if args.command == "db":
         return _db(args)
+    if args.command == "export-ndjson":
+        return _export_ndjson(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "docs":
         return _docs(args)
     return _lint(args)
+
+
+def _population_arguments(evaluate: argparse.ArgumentParser) -> None:
+    """The options of `evaluate FOLDER`: outputs, privacy, and where it runs (issue 15)."""
+    folder = evaluate.add_argument_group("a folder (Bundles, requests, or a Bulk FHIR NDJSON export)")
+    folder.add_argument("--csv", type=Path, metavar="FILE", help="write one row per patient and hook as CSV")
+    folder.add_argument("--parquet", type=Path, metavar="FILE", help="the same rows as Parquet")
+    folder.add_argument("--html", type=Path, metavar="FILE", help="write the report with its plots as one HTML file")
+    folder.add_argument("--show-ids", action="store_true",
+                        help="rows carry patient ids and file names (default: a hashed key, no PHI)")
+    folder.add_argument("--workers", type=int, metavar="N", help="processes (default: every core); Dask: workers "
+                                                                  "of the local cluster")
+    folder.add_argument("--engine", choices=["local", "dask"], default="local",
+                        help="local (processes on this machine, default) or dask (a Dask distributed cluster)")
+    folder.add_argument("--scheduler", default="local", metavar="ADDRESS",
+                        help="the Dask scheduler (tcp://host:8786), or local for a LocalCluster (default)")
+    folder.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _docs(args: argparse.Namespace) -> int:
@@ -203,6 +230,23 @@ def _admin(args: argparse.Namespace) -> int:
     except (KnowledgeError, ValueError) as exc:
         print(f"spasm-cds {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _export_ndjson(args: argparse.Namespace) -> int:
+    from .bundles import InputError
+    from .population.ndjson import export_bundles
+
+    files = sorted(q for p in args.bundles for q in (p.rglob("*.json") if p.is_dir() else [p]))
+    if args.copies < 1 or not files:
+        print("give Bundle files (or folders of them) and --copies of 1 or more", file=sys.stderr)
+        return 2
+    try:
+        patients = export_bundles(files, args.out, args.copies)
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{patients} patient(s) from {len(files)} Bundle(s) written to {args.out}")
+    return 0
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -92,6 +92,10 @@ class KnowledgeError(Exception):
         super().__init__(f"knowledge has {len(problems)} problem(s):\n  {listed}")
         self.problems = problems
 
+    def __reduce__(self) -> tuple[type[KnowledgeError], tuple[list[str]]]:
+        """Pickled with its problems (a worker process that cannot load the knowledge reports it to the parent)."""
+        return (KnowledgeError, (self.problems,))
+
 
 class FhirError(Exception):
     """A call to the EHR's FHIR server failed; raised in gather/ and never let out of it."""

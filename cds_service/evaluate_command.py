@@ -1,7 +1,9 @@
 """`spasm-cds evaluate PATH`: run hook calls in process, without a server, and show what a clinician would see.
 
-One file: its cards as a table, or with --json the exact CDS Hooks response. A folder: a progress bar over its
-*.json files, then the alert-burden report (burden.py). The work is pipeline.respond, as in the HTTP view."""
+One file: its cards as a table, or with --json the exact CDS Hooks response. A folder (of Bundles or requests, or a
+Bulk FHIR NDJSON export): every patient on every core or a Dask cluster (population/), then the alert-burden report
+(burden.py), and on request per-patient rows (CSV, Parquet) and an HTML report. The work is pipeline.respond, as in
+the HTTP view."""
 from __future__ import annotations
 
 import argparse
@@ -12,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .bundles import InputError, WhatIf, request_for_file
-from .burden import BurdenReport
 from .errors import KnowledgeError, ServiceError
-from .knowledge.loader import load_knowledge
-from .knowledge.model import Knowledge
 from .pipeline import respond
+from .population.patients import knowledge_in
 from .render.cards import EXTENSION_KEY
 from .settings import Settings
 
@@ -29,17 +29,25 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate args.path; 0 when every file gave a response, 1 otherwise, 2 on bad input or knowledge."""
     settings = Settings.from_env()
     try:
-        knowledge = load_knowledge(settings.knowledge_dir)
         today = date.fromisoformat(args.today) if args.today else date.today()
-    except (KnowledgeError, ValueError) as exc:
+    except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
     what_if = WhatIf(assume_cramps=args.assume_cramps, draft_rxnorm=args.draft_order)
     path: Path = args.path
-    if path.is_dir():
-        return _folder(path, knowledge, settings, args, what_if, today)
+    hooks: list[str] = list(dict.fromkeys(args.hook or ()))
+    if path.is_dir():  # the knowledge is loaded where the patients are evaluated: here, or in each worker
+        return _folder(path, settings, args, tuple(hooks) or (None,), what_if, today)
     try:
-        service, body = request_for_file(path, knowledge, args.hook, what_if, today)
+        knowledge = knowledge_in(settings.knowledge_dir)
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if len(hooks) > 1:
+        print("one file is one call: give at most one --hook", file=sys.stderr)
+        return 2
+    try:
+        service, body = request_for_file(path, knowledge, hooks[0] if hooks else None, what_if, today)
         response = respond(body, service, knowledge, settings, today)
     except InputError as exc:
         print(exc, file=sys.stderr)
@@ -52,23 +60,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         Console().print(cards_table(response, f"{path.name}: {service.id}"))
     return 0
-
-
-def evaluate_folder(folder: Path, knowledge: Knowledge, settings: Settings, hook: str | None, what_if: WhatIf,
-                    today: date, progress: Progress | None = None) -> BurdenReport:
-    """The burden report over every *.json file under the folder (sorted), one patient per file."""
-    files = sorted(p for p in folder.rglob("*.json") if p.is_file())
-    report = BurdenReport()
-    task = progress.add_task("evaluating", total=len(files)) if progress else None
-    for path in files:
-        try:
-            service, body = request_for_file(path, knowledge, hook, what_if, today)
-            report.add(respond(body, service, knowledge, settings, today, observe=report.observe))
-        except (InputError, ServiceError) as exc:
-            report.fail(str(path.relative_to(folder)), str(getattr(exc, "diagnostics", exc)))
-        if progress is not None and task is not None:
-            progress.advance(task)
-    return report
 
 
 def cards_table(response: dict[str, Any], title: str) -> Table:
@@ -85,18 +76,82 @@ def cards_table(response: dict[str, Any], title: str) -> Table:
     return table
 
 
-def _folder(folder: Path, knowledge: Knowledge, settings: Settings, args: argparse.Namespace, what_if: WhatIf,
-            today: date) -> int:
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        report = evaluate_folder(folder, knowledge, settings, args.hook, what_if, today, progress)
-    figures = report.figures()
+def _folder(folder: Path, settings: Settings, args: argparse.Namespace, hooks: tuple[str | None, ...],
+            what_if: WhatIf, today: date) -> int:
+    """The population report over the folder: 0 when every patient was evaluated, 1 when some were not, 2 on bad
+    input (a malformed NDJSON line names file:line) or options."""
+    from .population.ndjson import NdjsonError
+    from .population.patients import Job
+    from .population.rows import figures as figures_of
+    from .population.runner import default_workers, input_format, run_dask, run_local
+
+    workers = args.workers or default_workers()
+    if workers < 1:
+        print("--workers must be 1 or more", file=sys.stderr)
+        return 2
+    job = Job(hooks=hooks, what_if=what_if, today=today, settings=settings, show_ids=args.show_ids)
+    engine = (f"dask ({args.scheduler})" if args.engine == "dask" else
+              f"this machine, {workers} process{'es' if workers > 1 else ''}")
+    try:
+        if args.engine == "dask":
+            population = run_dask(folder, job, args.scheduler, workers)
+        else:
+            with _progress(args.quiet) as progress:
+                population = run_local(folder, job, workers, _advance(progress))
+    except InputError as exc:
+        print(f"{exc}" if isinstance(exc, NdjsonError) else f"{folder}: {exc}", file=sys.stderr)
+        return 2
+    except KnowledgeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings_shown = {"hooks": [h or "patient-view (request files: their own)" for h in hooks],
+                      "today": today.isoformat(), "assume_cramps": what_if.assume_cramps,
+                      "draft_order": what_if.draft_rxnorm, "input": input_format(folder), "engine": engine}
+    figures = figures_of(population.rows, settings_shown, population.input)
+    title = f"alert burden on {today.isoformat()}"
+    _write_outputs(args, population.rows, figures, title)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
-        _print_report(figures, f"alert burden on {today.isoformat()}", str(folder))
+        _print_report(figures, title, str(folder))
     for name, why in figures["failed_files"].items():
         print(f"{name}: {why}", file=sys.stderr)
+    without = figures["input"].get("resources_without_patient") or {}
+    if without:
+        print("resources naming no patient, left out: " + ", ".join(f"{k} {v}" for k, v in without.items()),
+              file=sys.stderr)
     return 1 if figures["failed_files"] else 0
+
+
+def _write_outputs(args: argparse.Namespace, rows: list[Any], figures: dict[str, Any], title: str) -> None:
+    from .population.rows import write_csv, write_parquet
+
+    if args.csv:
+        write_csv(rows, args.csv, args.show_ids)
+    if args.parquet:
+        write_parquet(rows, args.parquet, args.show_ids)
+    if args.html:
+        from .population.html import report_html
+
+        args.html.write_text(report_html(figures, title), encoding="utf-8")
+
+
+def _progress(quiet: bool) -> Progress:
+    """A bar on stderr; none when --quiet or stderr is not a terminal."""
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=quiet or not console.is_terminal)
+
+
+def _advance(progress: Progress) -> Any:
+    tasks: dict[str, TaskID] = {}
+
+    def advance(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=total)
+        progress.update(tasks[phase], completed=done, total=total)
+
+    return advance
 
 
 def _print_report(figures: dict[str, Any], title: str, caption: str) -> None:

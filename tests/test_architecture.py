@@ -239,3 +239,42 @@ def test_the_service_never_reaches_the_build_time_tools(module):
     """cds_service.tools (the RxNorm table build, the demo FHIR server and its installer, the settings table of the
     README) is for the command line and developers: nothing a serving process imports leads there."""
     assert sorted(m for m in reached_from(module) if under(m, ("cds_service.tools",))) == []
+
+
+# --- the population report stays off the serving path (issue 15) -------------------------------------------------
+
+ANALYTICS = {"pyarrow", "dask", "distributed", "matplotlib"}  # the `analytics` extra: not in the service's image
+
+
+def third_party_imports(module: str) -> set[str]:
+    """The top-level names of the absolute imports anywhere in a module."""
+    tree = ast.parse(MODULE_OF[module].read_text(encoding="utf-8"))
+    found = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return found | {n.module.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module}
+
+
+def served_modules() -> set[str]:
+    """Every project module the service can load: the app factory, the HTTP edge and gunicorn's settings, and all
+    they import, directly or not."""
+    todo = ["cds_service", "cds_service.gunicorn_conf", *(m for m in MODULE_OF if m.startswith("cds_service.api"))]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += project_imports(module)
+    return seen
+
+
+def test_the_serving_path_never_loads_the_population_report_or_its_libraries():
+    served = served_modules()
+    assert "cds_service.pipeline" in served and "cds_service.api.services" in served  # the walk does find the path
+    assert sorted(m for m in served if m.startswith(("cds_service.population", "cds_service.evaluate_command"))) == []
+    assert sorted((m, sorted(third_party_imports(m) & ANALYTICS)) for m in served
+                  if third_party_imports(m) & ANALYTICS) == []
+
+
+def test_only_the_population_package_imports_the_analytics_libraries():
+    importers = {m for m in MODULE_OF if third_party_imports(m) & ANALYTICS}
+    assert importers and all(m.startswith("cds_service.population.") for m in importers)
