@@ -2,6 +2,7 @@
 
 Usage:
   .venv/bin/python bench/population.py [--copies 20] [--bundles ../shared/synthea/bundles] [--runs 1] [--smoke]
+                                      [--variant '2 processes' ...]
 
 Writes the Synthea bundles `--copies` times with new ids as one NDJSON export (the types the rules read, as
 `spasm-cds export-ndjson` writes them), then times `spasm-cds evaluate EXPORT --json --quiet --assume-cramps` as a
@@ -58,6 +59,8 @@ def main() -> int:
     parser.add_argument("--bundles", type=Path, default=REPO.parent / "shared" / "synthea" / "bundles")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="one copy, one run (CI)")
+    parser.add_argument("--variant", action="append", choices=[label for label, _, _ in VARIANTS],
+                        help="run only this variant (repeat for several; default: all three)")
     args = parser.parse_args()
     copies, runs = (1, 1) if args.smoke else (args.copies, args.runs)
     with tempfile.TemporaryDirectory(prefix="spasm-cds-bench-") as work:
@@ -69,7 +72,7 @@ def main() -> int:
               f" {os.cpu_count()} cores on this machine", file=sys.stderr)
         rows = []
         counts = []
-        for label, cores, options in VARIANTS:
+        for label, cores, options in (v for v in VARIANTS if not args.variant or v[0] in args.variant):
             seconds, cpus = [], []
             for _ in range(runs):
                 wall, cpu, figures = timed(export, options)
