@@ -209,13 +209,13 @@ class Server:
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, timeout_s: float = 60.0, workers: int = WORKERS) -> None:
         assert self.process is not None
         problem = wait_until_ok(f"{self.url}/healthz", self.process, timeout_s)
         if problem:
             raise BenchError(f"{self.name} {problem}; log tail:\n{log_tail(self.log_path)}")
         deadline = time.monotonic() + timeout_s  # /healthz answers from the first worker: wait for all of them
-        while len(self.workers()) < WORKERS and time.monotonic() < deadline:
+        while len(self.workers()) < workers and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def stop(self) -> None:

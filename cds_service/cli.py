@@ -326,7 +326,7 @@ def identity_failures(knowledge) -> list[str]:
 
 def _lint(args: argparse.Namespace) -> int:
     from .case_runner import run_case
-    from .knowledge.lint import card_texts, copied_runs, uncoded_ingredients, unused_sources
+    from .knowledge.lint import card_texts, copied_runs, suggestion_problems, uncoded_ingredients, unused_sources
     from .knowledge.loader import load_knowledge
 
     root = args.knowledge_dir or Settings.from_env().knowledge_dir
@@ -341,6 +341,7 @@ def _lint(args: argparse.Namespace) -> int:
         if problem:
             failures.append(f"cards/{knowledge.rules[case.rule].group}/{case.rule}.cases.yaml: {case.name}: {problem}")
     failures += identity_failures(knowledge)
+    failures += suggestion_problems(knowledge.concepts, knowledge.systems["loinc"][0])
     if args.seeds:
         seed_texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(args.seeds.glob("*.txt"))]
         failures += copied_runs(card_texts(knowledge), seed_texts)

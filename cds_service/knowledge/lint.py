@@ -3,6 +3,7 @@
 Used by the loader at start-up, by `spasm-cds lint`, and by the knowledge tests."""
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -456,3 +457,30 @@ def uncoded_ingredients(concepts: Mapping[str, Concept], products: Mapping[str, 
             warnings.append(f"mappings/medications/{concept.id}.yaml: codes.rxnorm: no ingredient (IN) code for "
                             f"{', '.join(missing)}")
     return warnings
+
+
+def suggestion_problems(concepts: Mapping[str, Concept], loinc_uri: str) -> list[str]:
+    """Each ServiceRequest a work-up suggestion can propose (one per lab with lab.order), checked against
+    fhir.resources' R4B model: it must validate and dump back unchanged. Run by `spasm-cds lint` and the knowledge
+    tests, not at start: serving builds the resources as plain dicts and never imports the models (issue 16)."""
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+    from pydantic import ValidationError
+
+    from ..render.suggestions import service_request
+
+    problems: list[str] = []
+    for cid, concept in sorted(concepts.items()):
+        spec = concept.lab
+        if spec is None or spec.order_loinc is None or spec.order_display is None:
+            continue
+        resource = service_request(loinc_uri, spec.order_loinc, spec.order_display)
+        try:
+            dumped = ServiceRequest.model_validate(resource).model_dump(mode="json", exclude_none=True)
+        except ValidationError as exc:
+            problems.append(f"mappings/labs/{cid}.yaml: lab.order: the ServiceRequest it proposes is not valid FHIR "
+                            f"R4: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+            continue
+        if json.dumps(dumped) != json.dumps(resource):  # key order too: the service sends these bytes
+            problems.append(f"mappings/labs/{cid}.yaml: lab.order: the ServiceRequest it proposes changes when "
+                            f"read by the FHIR R4 model: {dumped!r}")
+    return problems

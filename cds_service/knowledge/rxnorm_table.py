@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 HEADER = ("rxcui", "tty", "ingredients", "dose_form", "display", "source")
 CODES_HEADER = ("rxcui", "tty", "name", "ingredients", "dose_form", "source")
 CODE_RE = re.compile(r"[0-9]{1,8}")
+T = TypeVar("T")
 TTYS = frozenset({"IN", "PIN", "MIN", "BN", "SCDC", "SBDC", "SCD", "SBD", "GPCK", "BPCK"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: thousands are held by every serving process
 class Row:
     """One RxNorm code and the ingredient names it rolls up to, with its dose form (products) and provenance."""
 
@@ -34,6 +36,12 @@ def read_rows(path: str | Path, header: tuple[str, ...] = HEADER) -> list[Row]:
     ValueError naming the file and line. `#` lines are comments."""
     rows: list[Row] = []
     seen: set[str] = set()
+    # one string object per distinct term type, dose form, source and ingredient list: the table repeats them on
+    # thousands of rows, and a copy per row cost every serving process ~2.7 MiB with the slots (issue 16)
+    shared: dict[Any, Any] = {}
+
+    def once(value: T) -> T:
+        return shared.setdefault(value, value)
     header_seen = False
     with open(path, encoding="utf-8") as handle:
         for line_no, raw in enumerate(handle, start=1):
@@ -52,6 +60,8 @@ def read_rows(path: str | Path, header: tuple[str, ...] = HEADER) -> list[Row]:
             values = dict(zip(header, (f.strip() for f in fields), strict=True))
             row = _row(values["rxcui"], values["tty"], values["ingredients"], values["dose_form"],
                        values.get("display") or values.get("name", ""), values["source"], where)
+            row = Row(row.rxcui, once(row.tty), once(tuple(once(n) for n in row.ingredients)), once(row.dose_form),
+                      row.display, once(row.source))
             if row.rxcui in seen:
                 raise ValueError(f"{where}: rxcui {row.rxcui} appears twice")
             seen.add(row.rxcui)

@@ -1,4 +1,6 @@
-"""Suggestions whose actions create FHIR R4 resources, built and checked with fhir.resources R4B models."""
+"""Suggestions whose actions create FHIR R4 resources. The resources are plain dicts: `spasm-cds lint` and the
+knowledge tests check each one the knowledge can emit against fhir.resources' R4B model (knowledge.lint
+.suggestion_problems), which serving does not import (~24 MiB in the master and so in every worker, issue 16)."""
 from __future__ import annotations
 
 import uuid
@@ -6,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from ..knowledge.model import Concept
 
@@ -28,17 +29,21 @@ def order_lab_suggestion(lab: Concept, patient_id: str, loinc_uri: str, card_uui
     }
 
 
-@lru_cache(maxsize=256)
-def _service_request(lab_id: str, loinc_uri: str, loinc: str, display: str) -> bytes:
-    """The lab's ServiceRequest as JSON, built and validated once with the R4B model (per call only the subject and
-    reason are set on a fresh copy parsed from it, ten times cheaper than a deepcopy; validating every emitted
-    resource cost more than the rest of rendering)."""
-    model = ServiceRequest.model_validate({
+def service_request(loinc_uri: str, loinc: str, display: str) -> dict[str, Any]:
+    """The proposed ServiceRequest for a lab's order code, with a placeholder subject and reason (the caller sets
+    both), in the shape and key order fhir.resources' R4B model dumps it (knowledge.lint.suggestion_problems)."""
+    return {
         "resourceType": "ServiceRequest", "status": "draft", "intent": "proposal",
         "code": {"coding": [{"system": loinc_uri, "code": loinc, "display": display}], "text": display},
         "subject": {"reference": "Patient/template"}, "reasonCode": [{"text": "template"}],
-    })
-    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+    }
+
+
+@lru_cache(maxsize=256)
+def _service_request(lab_id: str, loinc_uri: str, loinc: str, display: str) -> bytes:
+    """The lab's ServiceRequest as JSON, built once: per call only the subject and reason are set on a fresh copy
+    parsed from it (ten times cheaper than a deepcopy)."""
+    return orjson.dumps(service_request(loinc_uri, loinc, display))
 
 
 def remove_draft_suggestion(draft_id: str, drug: str, card_uuid: str) -> dict[str, Any]:

@@ -110,3 +110,14 @@ def test_committed_table_header_and_rows_are_valid():
     assert len(rows) > 200
     keys = [("|".join(r.ingredients), r.tty, int(r.rxcui)) for r in rows]
     assert keys == sorted(keys)
+
+
+def test_the_committed_table_is_read_with_one_copy_of_each_repeated_value():
+    rows = read_rows(TABLE)
+    by_value: dict[object, set[int]] = {}
+    for row in rows:
+        for value in (row.tty, row.dose_form, row.source, row.ingredients, *row.ingredients):
+            by_value.setdefault(value, set()).add(id(value))
+    assert len(rows) > 1000
+    assert len(by_value) < len(rows)  # values do repeat across the table
+    assert [value for value, copies in by_value.items() if len(copies) > 1] == []
