@@ -12,8 +12,9 @@ import re
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,19 +81,24 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _resource(line: bytes, name: str, line_number: Callable[[], int]) -> dict[str, Any]:
+    """The FHIR resource on an NDJSON line; NdjsonError naming name:line (the number worked out only then) if not."""
+    try:
+        resource = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise NdjsonError(f"{name}:{line_number()}: not a JSON line ({exc})") from None
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        raise NdjsonError(f"{name}:{line_number()}: not a FHIR resource (no resourceType)")
+    return resource
+
+
 def records(path: Path, name: str) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
     """(line number, line, resource) for each non-blank line; NdjsonError naming name:line on a bad one."""
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                resource = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise NdjsonError(f"{name}:{number}: not a JSON line ({exc})") from None
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                raise NdjsonError(f"{name}:{number}: not a FHIR resource (no resourceType)")
-            yield number, line.rstrip(b"\r\n"), resource
+            yield number, line.rstrip(b"\r\n"), _resource(line, name, partial(int, number))
 
 
 def records_between(path: Path, name: str, start: int, end: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
@@ -108,13 +114,7 @@ def records_between(path: Path, name: str, start: int, end: int) -> Iterator[tup
             if not line:
                 break
             if line.strip():
-                try:
-                    resource = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise NdjsonError(f"{name}:{_line_number(path, at)}: not a JSON line ({exc})") from None
-                if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                    raise NdjsonError(f"{name}:{_line_number(path, at)}: not a FHIR resource (no resourceType)")
-                yield line.rstrip(b"\r\n"), resource
+                yield line.rstrip(b"\r\n"), _resource(line, name, partial(_line_number, path, at))
             at += len(line)
 
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from cds_service.cli import main
-from tests.browser.test_try_it_page import WIDTH, browser
+from tests.browser.conftest import WIDTH
 from tests.conftest import REPO
 from tests.test_evaluate_cli import BUNDLES, needs_bundles
 
 pytestmark = [pytest.mark.browser]
-__all__ = ["browser"]  # the fixture, shared with the try-it page test
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from cds_service.settings import Settings
 from cds_service.state import open_database
 from cds_service.state.feedback import FeedbackItem, FeedbackStore
 from cds_service.state.suppression import CardMemory, read_secret
-from tests.browser.test_try_it_page import CHROMEDRIVER, CHROMIUM, WAIT_S, WIDTH, _missing_browser
+from tests.browser.conftest import WIDTH
 from tests.conftest import REPO
 from tests.support.service_server import ServiceServer
 
@@ -70,30 +70,6 @@ def seed(data_dir: Path, knowledge) -> dict[str, Counter[str]]:
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    problem = _missing_browser()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"the browser test must run in CI: {problem}")
-        pytest.skip(problem)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     f"--window-size={WIDTH},1000", "--hide-scrollbars", "--force-device-scale-factor=1",
-                     "--no-first-run", "--disable-extensions", "--disable-background-networking"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@pytest.fixture(scope="module")
 def seeded(tmp_path_factory, knowledge) -> Iterator[tuple[ServiceServer, dict[str, Counter[str]]]]:
     data_dir = tmp_path_factory.mktemp("feedback-page")
     expected = seed(data_dir, knowledge)
@@ -102,41 +78,41 @@ def seeded(tmp_path_factory, knowledge) -> Iterator[tuple[ServiceServer, dict[st
         yield server, expected
 
 
-def test_the_report_page_shows_the_seeded_counts_in_its_tables_and_charts(chromium, seeded, knowledge, tmp_path):
+def test_the_report_page_shows_the_seeded_counts_in_its_tables_and_charts(browser, seeded, knowledge, tmp_path):
     from selenium.webdriver.common.by import By
 
     server, expected = seeded
-    chromium.get(f"{server.url}/admin/feedback")
-    assert "Feedback report" not in chromium.page_source  # no token yet: 401, nothing shown
+    browser.get(f"{server.url}/admin/feedback")
+    assert "Feedback report" not in browser.page_source  # no token yet: 401, nothing shown
 
-    chromium.execute_cdp_cmd("Network.enable", {})
-    chromium.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {TOKEN}"}})
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {TOKEN}"}})
     try:
-        chromium.get(f"{server.url}/admin/feedback?min_feedback=20")
-        assert chromium.title == "spasm-cds feedback report"
+        browser.get(f"{server.url}/admin/feedback?min_feedback=20")
+        assert browser.title == "spasm-cds feedback report"
         for rule, counts in expected.items():
-            row = chromium.find_element(By.CSS_SELECTOR, f'#rules tr[data-rule="{rule}"]')
+            row = browser.find_element(By.CSS_SELECTOR, f'#rules tr[data-rule="{rule}"]')
             assert int(row.find_element(By.CSS_SELECTOR, "td.issued").text) == counts["issued"], rule
             assert row.find_element(By.CSS_SELECTOR, "td.accepted").text.startswith(f"{counts['accepted']} ("), rule
             assert row.find_element(By.CSS_SELECTOR, "td.overridden").text.startswith(f"{counts['overridden']} (")
             assert int(row.find_element(By.CSS_SELECTOR, "td.snoozed").text) == counts["snooze-30d"], rule
             assert int(row.find_element(By.CSS_SELECTOR, "td.not-relevant").text) == counts["not-relevant"], rule
-            bar = chromium.find_element(By.CSS_SELECTOR, f'#rules-chart g.bar[data-rule="{rule}"]')
+            bar = browser.find_element(By.CSS_SELECTOR, f'#rules-chart g.bar[data-rule="{rule}"]')
             assert int(bar.get_attribute("data-issued")) == counts["issued"]
             assert bar.find_element(By.CSS_SELECTOR, "rect.accepted").size["width"] > 0
         ranked = [r.get_attribute("data-rule")
-                  for r in chromium.find_elements(By.CSS_SELECTOR, "#review-first tr[data-rule]")]
+                  for r in browser.find_elements(By.CSS_SELECTOR, "#review-first tr[data-rule]")]
         assert ranked and ranked[0] == max(expected, key=lambda r: wilson_lower_bound(
             expected[r]["overridden"], expected[r]["overridden"] + expected[r]["accepted"]))
-        issued_points = chromium.find_elements(By.CSS_SELECTOR, '#periods-chart g[data-series="issued"] circle')
+        issued_points = browser.find_elements(By.CSS_SELECTOR, '#periods-chart g[data-series="issued"] circle')
         assert [int(p.get_attribute("data-value")) for p in issued_points] == \
-            [int(c.text) for c in chromium.find_elements(By.CSS_SELECTOR, "#periods tr td:nth-child(2)")]
+            [int(c.text) for c in browser.find_elements(By.CSS_SELECTOR, "#periods tr td:nth-child(2)")]
         assert len(issued_points) == 8  # one point a week
         assert sum(int(p.get_attribute("data-value")) for p in issued_points) == \
             sum(c["issued"] for c in expected.values())
-        save_screenshot(chromium, tmp_path / "feedback-report.png")
+        save_screenshot(browser, tmp_path / "feedback-report.png")
     finally:
-        chromium.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
 
 
 def save_screenshot(driver, shot: Path) -> None:

@@ -17,8 +17,7 @@ import pytest
 
 from cds_service.demo import demo_bundle, load_demos
 from cds_service.tools.demo_fhir import as_transaction
-from tests.browser.test_try_it_page import WAIT_S, WIDTH
-from tests.browser.test_try_it_page import browser as browser
+from tests.browser.conftest import WAIT_S, WIDTH
 from tests.conftest import REPO
 from tests.support.fhir_server import FhirServer, free_port
 from tests.support.service_server import ServiceServer
