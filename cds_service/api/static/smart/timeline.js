@@ -152,6 +152,40 @@ function medicationName(request, fallback) {
   return concept.text || (codings(concept).find(c => c.display) || {}).display || fallback;
 }
 
+function sameUnit(a, b) { return typeof a === "string" && typeof b === "string" && a.toLowerCase() === b.toLowerCase(); }
+
+// A result's own reference range in this unit: the first referenceRange whose low and/or high are numbers in it
+// (matched by UCUM code or by unit text), as {low, high} with either left out; null when it has none.
+function ownRange(obs, unit) {
+  const bound = q => (q && typeof q.value === "number" && (sameUnit(q.code, unit) || sameUnit(q.unit, unit)))
+    ? q.value : undefined;
+  for (const range of Array.isArray(obs.referenceRange) ? obs.referenceRange : []) {
+    if (!range || typeof range !== "object") continue;
+    const low = bound(range.low), high = bound(range.high);
+    if (low !== undefined || high !== undefined) return {low, high};
+  }
+  return null;
+}
+
+// The band of a lab's panel: the own range of its most recent charted result that has one, else the fallback
+// range of the appContext (from mappings/).
+function bandOf(lab, mine) {
+  const latest = mine.filter(r => r.range).pop();
+  if (latest) return {...latest.range, source: "laboratory", date: day(latest.date)};
+  return {low: typeof lab.low === "number" ? lab.low : undefined,
+          high: typeof lab.high === "number" ? lab.high : undefined, source: "fallback"};
+}
+
+function outsideOf(value, range) {
+  return (range.low !== undefined && value < range.low) || (range.high !== undefined && value > range.high);
+}
+
+function rangeText(range) {
+  if (!range) return "—";
+  if (range.low !== undefined && range.high !== undefined) return `${range.low}–${range.high}`;
+  return range.low !== undefined ? `≥ ${range.low}` : `≤ ${range.high}`;
+}
+
 async function draw(iss, token, patient, context) {
   const labs = Array.isArray(context.labs) ? context.labs : [];
   const medications = Array.isArray(context.medications) ? context.medications : [];
@@ -171,8 +205,9 @@ async function draw(iss, token, patient, context) {
       if (!coded || typeof quantity.value !== "number" || !when || isNaN(Date.parse(when))) continue;
       if (results.some(r => r.id === obs.id && r.lab === lab)) continue;
       const unit = quantity.code || quantity.unit || "";
-      results.push({id: obs.id, lab, date: when, value: quantity.value, unit: quantity.unit || unit,
-                    charted: unit.toLowerCase() === String(lab.unit || "").toLowerCase()});
+      const charted = sameUnit(unit, lab.unit);
+      results.push({id: obs.id, lab, date: when, value: quantity.value, unit: quantity.unit || unit, charted,
+                    range: ownRange(obs, charted ? lab.unit : unit)});
     }
   }
   const starts = [];
@@ -233,18 +268,27 @@ function drawChart(labs, results, starts) {
     const panel = node("g", {class: "panel", "data-lab": lab.id});
     panel.append(node("text", {class: "panel-title", x: LEFT, y: top - 8},
       `${lab.label} (${lab.unit})${mine.length ? "" : ": no results"}`));
+    const band = bandOf(lab, mine);
+    panel.append(node("text", {class: "range-caption", x: WIDTH - RIGHT, y: top - 8, "text-anchor": "end",
+                               "data-source": band.source},
+      band.source === "laboratory" ? `range: the laboratory's, from ${band.date}`
+        : "range: typical adult range (no laboratory range on the results)"));
     const values = mine.map(r => r.value);
-    for (const bound of [lab.low, lab.high]) if (typeof bound === "number") values.push(bound);
+    for (const bound of [band.low, band.high]) if (bound !== undefined) values.push(bound);
     let low = values.length ? Math.min(...values) : 0, high = values.length ? Math.max(...values) : 1;
     const room = Math.max((high - low) * 0.15, Math.abs(high) * 0.05, 0.1);
     low -= room; high += room;
     const y = v => bottom - (v - low) / (high - low) * (bottom - top);
-    if (typeof lab.low === "number" || typeof lab.high === "number") {
-      const upper = typeof lab.high === "number" ? y(lab.high) : top;
-      const lower = typeof lab.low === "number" ? y(lab.low) : bottom;
-      panel.append(node("rect", {class: "band", x: LEFT, y: upper, width: WIDTH - LEFT - RIGHT, height: lower - upper}));
-      for (const bound of [lab.low, lab.high]) {
-        if (typeof bound !== "number") continue;
+    if (band.low !== undefined || band.high !== undefined) {
+      const upper = band.high !== undefined ? y(band.high) : top;
+      const lower = band.low !== undefined ? y(band.low) : bottom;
+      const rect = node("rect", {class: "band", x: LEFT, y: upper, width: WIDTH - LEFT - RIGHT, height: lower - upper,
+                                 "data-source": band.source});
+      if (band.low !== undefined) rect.setAttribute("data-low", String(band.low));
+      if (band.high !== undefined) rect.setAttribute("data-high", String(band.high));
+      panel.append(rect);
+      for (const bound of [band.low, band.high]) {
+        if (bound === undefined) continue;
         panel.append(node("line", {class: "band-edge", x1: LEFT, x2: WIDTH - RIGHT, y1: y(bound), y2: y(bound)}));
         panel.append(node("text", {class: "tick", x: LEFT - 6, y: y(bound) + 4, "text-anchor": "end"}, String(bound)));
       }
@@ -262,7 +306,7 @@ function drawChart(labs, results, starts) {
         points: mine.map(r => `${x(Date.parse(r.date)).toFixed(1)},${y(r.value).toFixed(1)}`).join(" ")}));
     }
     for (const r of mine) {
-      const outside = (typeof lab.low === "number" && r.value < lab.low) || (typeof lab.high === "number" && r.value > lab.high);
+      const outside = outsideOf(r.value, r.range || band);  // its own range when it has one, else the band
       const point = node("circle", {class: outside ? "point outside" : "point", cx: x(Date.parse(r.date)).toFixed(1),
                                     cy: y(r.value).toFixed(1), r: 5, "data-value": r.value, "data-date": day(r.date)});
       point.append(node("title", {}, `${lab.label} ${r.value} ${r.unit} on ${day(r.date)}`));
@@ -295,7 +339,8 @@ function row(cells) {
 
 function fillTables(results, starts) {
   document.querySelector("#results-table tbody").replaceChildren(
-    ...results.map(r => row([r.lab.label, day(r.date), String(r.value), r.unit, r.charted ? "yes" : "no (other unit)"])));
+    ...results.map(r => row([r.lab.label, day(r.date), String(r.value), r.unit, rangeText(r.range),
+                          r.charted ? "yes" : "no (other unit)"])));
   document.querySelector("#medications-table tbody").replaceChildren(
     ...starts.map(s => row([s.name, s.group.label, day(s.date)])));
   document.getElementById("tables").hidden = false;
