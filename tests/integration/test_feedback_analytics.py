@@ -255,3 +255,30 @@ def test_feedback_sent_over_http_shows_in_the_admin_report_and_the_cli_report(se
     assert mine["title"] == knowledge.rules[case.rule].title
     assert printed["rules"] == served_report["rules"] and printed["totals"] == served_report["totals"]
     assert "another-patient" not in answer.decode()
+
+
+def test_a_suggestion_accepted_over_http_is_counted_for_the_rule_that_offered_it(served, knowledge):
+    """Real cards: the suggestions the service offered are recorded with the card, and the uuid a feedback accepts
+    is counted against the suggestion's label and rule; the other suggestion of the card is offered, not accepted."""
+    url, _, clock = served
+    case = first_case(knowledge, lambda c, r: not r.card.group and len(r.card.suggest_labs) >= 2
+                      and not r.card.suggest_remove_draft)
+    service_id, body = request_for(knowledge, case)
+    first = card_of(call(url, service_id, body), case.rule)
+    body["context"]["patientId"] = "another-patient"
+    second = card_of(call(url, service_id, body), case.rule)
+    chosen, other = first["suggestions"][0], first["suggestions"][1]
+    assert chosen["uuid"] != second["suggestions"][0]["uuid"]  # a suggestion's uuid is its card's
+    assert send_feedback(url, service_id, accepted(first["uuid"], clock(), chosen["uuid"]))[0] == 200
+    assert send_feedback(url, service_id, accepted(second["uuid"], clock(), other["uuid"]))[0] == 200  # not its own
+
+    status, answer = http_request("GET", f"{url}/admin/feedback?format=json",
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert status == 200
+    mine = rule(json.loads(answer), case.rule, knowledge.rules[case.rule].version)
+    counted = {s["label"]: (s["offered"], s["accepted"], s["kind"]) for s in mine["suggestions"]}
+    assert counted[chosen["label"]][:2] == (2, 1) and counted[other["label"]][:2] == (2, 0)
+    assert len(counted) == len(first["suggestions"])
+    assert all(kind.startswith("order-lab:") for _, _, kind in counted.values())
+    assert "another-patient" not in answer.decode()
