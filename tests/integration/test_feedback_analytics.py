@@ -17,6 +17,7 @@ from cds_service.cli import main
 from cds_service.feedback_formats import as_csv, as_json, as_text
 from cds_service.feedback_report import build_report, epoch, wilson_lower_bound
 from cds_service.memory import IssuedCard
+from cds_service.pipeline import respond
 from cds_service.settings import Settings
 from cds_service.state import open_database
 from cds_service.state.analytics import count_feedback
@@ -282,3 +283,33 @@ def test_a_suggestion_accepted_over_http_is_counted_for_the_rule_that_offered_it
     assert len(counted) == len(first["suggestions"])
     assert all(kind.startswith("order-lab:") for _, _, kind in counted.values())
     assert "another-patient" not in answer.decode()
+
+
+def test_a_group_cards_suggestions_are_counted_once_each_under_a_rule_the_card_shows(served, knowledge):
+    """A group card shows several rules and carries their suggestions: each suggestion is counted once, under the
+    rule that asked for it (one of the card's rules), not once for every rule on the card."""
+    url, _, clock = served
+    def offers_two(case, rule) -> bool:  # judged offline, without the service's memory
+        if rule.card.group is None:
+            return False
+        service_id, body = request_for(knowledge, case)
+        cards = respond(body, knowledge.services[service_id], knowledge, Settings.from_env({}), date.today())
+        return len(card_of(cards["cards"], case.rule).get("suggestions", [])) >= 2
+
+    case = first_case(knowledge, offers_two)
+    service_id, body = request_for(knowledge, case)
+    card = card_of(call(url, service_id, body), case.rule)
+    assert len(card["suggestions"]) >= 2, card["suggestions"]
+    taken = card["suggestions"][-1]
+    assert send_feedback(url, service_id, accepted(card["uuid"], clock(), taken["uuid"]))[0] == 200
+
+    status, answer = http_request("GET", f"{url}/admin/feedback?format=json",
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert status == 200
+    counted = [(r["rule"], s["label"], s["offered"], s["accepted"]) for r in json.loads(answer)["rules"]
+               for s in r["suggestions"]]
+    assert sorted(label for _, label, _, _ in counted) == sorted(s["label"] for s in card["suggestions"])
+    assert {rule_id for rule_id, _, _, _ in counted} <= set(card["extension"]["org.spasm-cds"]["rules"])
+    assert [(label, offered, took) for _, label, offered, took in counted if took] == [(taken["label"], 1, 1)]
+    assert all(offered == 1 for _, _, offered, _ in counted)
