@@ -8,8 +8,11 @@ import json
 from typing import Any
 
 from .feedback_report import Report, RuleReport, Tally
+from .state.analytics import SuggestionCount
 
 COUNTS = ("issued", "with_feedback", "accepted", "overridden", "snoozed", "not_relevant")
+SUGGESTION_COLUMNS = ("suggestion", "suggestion_kind", "suggestion_offered", "suggestion_accepted",
+                      "suggestion_acceptance_rate")
 
 
 def tally_dict(tally: Tally) -> dict[str, Any]:
@@ -19,6 +22,12 @@ def tally_dict(tally: Tally) -> dict[str, Any]:
     out["override_rate"] = _ratio(tally.overridden, tally.with_feedback)
     out["override_reasons"] = dict(sorted(tally.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
+
+
+def suggestion_dict(offered: SuggestionCount) -> dict[str, Any]:
+    """One suggestion of a rule: its label and kind, cards that offered it, cards whose acceptance named it."""
+    return {"label": offered.label, "kind": offered.kind, "offered": offered.offered, "accepted": offered.accepted,
+            "acceptance_rate": _ratio(offered.accepted, offered.offered)}
 
 
 def as_json(report: Report) -> dict[str, Any]:
@@ -42,15 +51,17 @@ def _rule_json(rule: RuleReport) -> dict[str, Any]:
     return {"rule": rule.rule, "version": rule.version, "title": rule.title, **tally_dict(rule.total),
             "review_rank": rule.review_rank,
             "review_score": None if rule.review_score is None else round(rule.review_score, 4),
-            "periods": [{"period": label, **tally_dict(tally)} for label, tally in sorted(rule.periods.items())]}
+            "periods": [{"period": label, **tally_dict(tally)} for label, tally in sorted(rule.periods.items())],
+            "suggestions": [suggestion_dict(o) for o in rule.suggestions]}
 
 
 def as_csv(report: Report) -> str:
-    """One row per rule, version and period, and one per rule and version for all periods (period `all`)."""
+    """One row per rule, version and period, and one per rule and version for all periods (period `all`); then
+    one per suggestion a rule version offered (period `all`, the suggestion_* columns filled, the card counts not)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["rule", "version", "period", *COUNTS, "acceptance_rate", "override_rate", "review_rank",
-                     "review_score", "override_reasons"])
+                     "review_score", "override_reasons", *SUGGESTION_COLUMNS])
     for rule in report.rules:
         for label, tally in [("all", rule.total), *sorted(rule.periods.items())]:
             row = tally_dict(tally)
@@ -59,6 +70,11 @@ def as_csv(report: Report) -> str:
                              rule.review_rank if label == "all" and rule.review_rank else "",
                              f"{rule.review_score:.4f}" if label == "all" and rule.review_score is not None else "",
                              ";".join(f"{code}={n}" for code, n in row["override_reasons"].items())])
+    for rule in report.rules:
+        for offered in rule.suggestions:
+            writer.writerow([rule.rule, rule.version, "all", *([""] * (len(COUNTS) + 5)), offered.label,
+                             offered.kind, offered.offered, offered.accepted,
+                             _cell(_ratio(offered.accepted, offered.offered))])
     return out.getvalue()
 
 
@@ -87,6 +103,9 @@ def as_text(report: Report) -> str:
         if t.reasons:
             lines.append("      override reasons: " + ", ".join(
                 f"{code} {n}" for code, n in sorted(t.reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
+        for offered in rule.suggestions:
+            lines.append(f"      suggestion {offered.label!r}: offered {offered.offered}, accepted "
+                         f"{offered.accepted}/{offered.offered} ({_pct(offered.accepted, offered.offered)})")
     lines += ["", f"PER {report.by.upper()} (all rules)",
               f"{'period':<12} {'issued':>7} {'feedback':>8} {'accepted':>8} {'overridden':>10} {'snoozed':>7} "
               f"{'not rel.':>8}"]

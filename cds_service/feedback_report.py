@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from .knowledge.model import OverrideEffect
-from .state.analytics import Counts
+from .state.analytics import Counts, SuggestionCount
 
 MIN_FEEDBACK = 10  # the default fewest cards with feedback before a rule is ranked
 Z_95 = 1.959964  # two-sided 95% normal quantile, for the Wilson bound
@@ -58,6 +58,9 @@ class RuleReport:
     periods: dict[str, Tally] = field(default_factory=dict)
     review_score: float | None = None  # the Wilson lower bound of the override rate; None when not ranked
     review_rank: int | None = None
+    # each suggestion the rule's cards offered: most offered first (a group card's suggestion counts for the rule
+    # that asked for it)
+    suggestions: list[SuggestionCount] = field(default_factory=list)
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -117,6 +120,14 @@ def build_report(counts: Counts, effects: Mapping[str, OverrideEffect], titles: 
             bucket.snoozed += outcome.cards
         elif effect is not None and effect.kind == "until-data-changes":
             bucket.not_relevant += outcome.cards
+    for offered in counts.suggestions:
+        report = rules.get((offered.rule, offered.version))
+        if report is None:
+            report = rules[(offered.rule, offered.version)] = RuleReport(
+                offered.rule, offered.version, titles.get(offered.rule, offered.rule))
+        report.suggestions.append(offered)
+    for report in rules.values():
+        report.suggestions.sort(key=lambda o: (-o.offered, -o.accepted, o.label, o.kind))
     overall: dict[str, Tally] = defaultdict(Tally)
     for report in rules.values():
         for label, bucket in report.periods.items():

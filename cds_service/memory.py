@@ -40,3 +40,4 @@ class IssuedCard:
     rules: dict[str, str]  # rule id -> finding fingerprint
     indicator: str
     rule_versions: dict[str, int] = field(default_factory=dict)  # rule id -> version (revision 0005)
+    suggestions: dict[str, dict[str, str]] = field(default_factory=dict)  # uuid -> rule, kind, label (0007)

@@ -108,7 +108,7 @@ class Screening:
         if self.memory is None or self.recall is None:
             return  # no memory, or it could not be read: recording now would only fail or mislead
         issued = [IssuedCard(c.uuid, c.key, self._card_fingerprint(c), {r: self._fingerprint(c, r) for r in c.rules},
-                             c.indicator, dict(c.rule_versions)) for c in cards]
+                             c.indicator, dict(c.rule_versions), dict(c.offered)) for c in cards]
         try:
             self.memory.record(issued, self.service.id, self.call.hook, self.call.hook_instance,
                                self.call.patient_id, self.patient_key, self.context_key, self.user_key)

@@ -25,6 +25,9 @@ class Card:
     missing_data: tuple[str, ...] | None = None  # the notice: the kinds of data it names
     details: dict[str, Any] = field(default_factory=dict)  # the rest of the extension: evidence, unread labs, ...
     suggestions: list[dict[str, Any]] = field(default_factory=list)
+    # suggestion uuid -> the rule that offers it, its kind (order-lab:<concept> or remove-draft) and its label: what
+    # the card memory keeps (revision 0007) so accepted suggestions can be counted per rule; not in the card's JSON
+    offered: dict[str, dict[str, str]] = field(default_factory=dict)
     selection_behavior: str | None = None
     override_reasons: list[dict[str, str]] | None = None
     links: list[dict[str, str]] = field(default_factory=list)

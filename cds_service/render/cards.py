@@ -259,23 +259,31 @@ def _add_suggestions(card: Card, findings: list[Finding], knowledge: Knowledge, 
     """One order per missing lab across the findings that ask for them (each lab once); or the removal of the
     draft order that triggered the card (the clinician picks at most one)."""
     loinc_uri = knowledge.systems["loinc"][0]
-    wanted: dict[str, str] = {}
-    removals: dict[str, str] = {}
+    wanted: dict[str, Finding] = {}  # lab concept id -> the first finding asking for it
+    removals: dict[str, tuple[str, str]] = {}  # draft id -> (drug name, the first rule asking for its removal)
     for f in findings:
         if f.rule.card.suggest_missing_labs:
             for cid in f.missing_labs:
-                wanted.setdefault(cid, f.rule.title)
+                wanted.setdefault(cid, f)
         for cid in f.rule.card.suggest_labs:
-            wanted.setdefault(cid, f.rule.title)
+            wanted.setdefault(cid, f)
         if f.rule.card.suggest_remove_draft:
             for draft_id in f.drafts:
-                removals.setdefault(draft_id, f.fields.get("draft.name", "the drug"))
-    suggestions = [order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card.uuid, reason)
-                   for cid, reason in wanted.items()]
+                removals.setdefault(draft_id, (f.fields.get("draft.name", "the drug"), f.rule.id))
+    suggestions = []
+    for cid, finding in wanted.items():
+        suggestions.append(order_lab_suggestion(knowledge.concepts[cid], patient_id, loinc_uri, card.uuid,
+                                                finding.rule.title))
+        card.offered[suggestions[-1]["uuid"]] = {"rule": finding.rule.id, "kind": f"order-lab:{cid}",
+                                                 "label": suggestions[-1]["label"]}
     # a draft without an id cannot be named in a delete action ("MedicationRequest/" would delete nothing, or the
     # wrong thing): the card still warns, without the button
-    suggestions += [remove_draft_suggestion(draft_id, name, card.uuid) for draft_id, name in removals.items()
-                    if draft_id]
+    for draft_id, (name, rule_id) in removals.items():
+        if draft_id:
+            suggestions.append(remove_draft_suggestion(draft_id, name, card.uuid))
+            # the draft's id is the patient's record: the kind says only that a draft was removed
+            card.offered[suggestions[-1]["uuid"]] = {"rule": rule_id, "kind": "remove-draft",
+                                                     "label": suggestions[-1]["label"]}
     if suggestions:
         card.suggestions = suggestions
         card.selection_behavior = "at-most-one" if removals and not wanted else "any"

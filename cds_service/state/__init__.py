@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD_REVISION = "0006"  # the newest migration; tests/integration/test_state.py holds it equal to alembic's head
+HEAD_REVISION = "0007"  # the newest migration; tests/integration/test_state.py holds it equal to alembic's head
 _SQLITE_BUSY_TIMEOUT_S = 10.0
 _MIGRATION_LOCK = 72_610_001  # any constant: serialises replicas that start at once on one PostgreSQL
 _READ_ONLY = "spasm_read_only"

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import Connection, String, Text, and_, case, cast, func, null, select, true
+from sqlalchemy import JSON, Connection, String, Text, and_, case, cast, column, func, null, select, true
 
 from . import Database
 from .tables import CardIssued, Feedback
@@ -43,6 +43,20 @@ class OutcomeCount:
     cards: int
 
 
+@dataclass(frozen=True, order=True)
+class SuggestionCount:
+    """One suggestion a rule's cards offered (at a rule version), over the window: its kind (order-lab:<concept> or
+    remove-draft) and label, the cards issued that carried it, and of those the cards whose accepted feedback named
+    it (each card once, however many outcomes named it)."""
+
+    rule: str
+    version: int
+    kind: str
+    label: str
+    offered: int
+    accepted: int
+
+
 @dataclass(frozen=True)
 class Counts:
     """What the database holds for a report's window."""
@@ -51,6 +65,7 @@ class Counts:
     outcomes: tuple[OutcomeCount, ...]
     feedback_records: int  # every outcome received on a card of the window (a card may get several)
     unknown_card_feedback: int  # outcomes received in the window on cards this service has no record of
+    suggestions: tuple[SuggestionCount, ...] = ()  # cards issued before revision 0007 recorded none
 
 
 def count_feedback(database: Database, since: int | None = None, until: int | None = None,
@@ -100,7 +115,9 @@ def count_feedback(database: Database, since: int | None = None, until: int | No
     if until is not None:
         received.append(Feedback.received_at < until)
     unknown = select(func.count()).select_from(Feedback).where(~Feedback.card_known, *received)
+    suggestions = _suggestion_counts(database.dialect, window)
     with _report_reading(database, timeout_s) as conn:
+        suggestion_rows = conn.execute(suggestions).all()
         issued_rows = conn.execute(issued).all()
         outcome_rows = conn.execute(outcomes).all()
         feedback_records = conn.execute(records).scalar_one()
@@ -111,7 +128,42 @@ def count_feedback(database: Database, since: int | None = None, until: int | No
         tuple(sorted((OutcomeCount(r.rule, _version(r.version), _label(r.period, by), r.outcome, r.reason_code,
                                    int(r.cards)) for r in outcome_rows),
                      key=lambda o: (o.rule, o.version, o.period, o.outcome, o.reason_code or ""))),
-        int(feedback_records), int(unknown_cards))
+        int(feedback_records), int(unknown_cards),
+        tuple(sorted(SuggestionCount(r.rule, _version(r.version), r.kind, r.label, int(r.offered), int(r.accepted))
+                     for r in suggestion_rows)))
+
+
+def _suggestion_counts(dialect: str, window: list):
+    """Per rule, version, kind and label of a suggestion: the cards that offered it, and those whose accepted
+    feedback named its uuid. A suggestion is a key of card_issued.suggestions (json_each on both dialects); the
+    uuids a feedback accepted are a JSON array, read by json_each on SQLite and json_array_elements_text on
+    PostgreSQL (whose json_each reads objects only)."""
+    stored = case((cast(CardIssued.suggestions, Text) == "null", null()), else_=CardIssued.suggestions)
+    offered = func.json_each(stored).table_valued(column("key", String), column("value", JSON), name="s")
+    accepted_ids = case((cast(Feedback.accepted_suggestions, Text) == "null", null()),
+                        else_=Feedback.accepted_suggestions)
+    elements = func.json_array_elements_text if dialect == "postgresql" else func.json_each
+    named = elements(accepted_ids).table_valued("value", name="e")
+    # each (card, suggestion) once, however many accepted outcomes named it
+    accepted = (select(Feedback.service_id, Feedback.card_uuid, cast(named.c.value, String).label("suggestion"))
+                .select_from(Feedback).join(named, true())
+                .where(Feedback.outcome == "accepted").distinct().subquery("acc"))
+    rule = offered.c.value["rule"].as_string().label("rule")
+    kind = offered.c.value["kind"].as_string().label("kind")
+    label = offered.c.value["label"].as_string().label("label")
+    stored_versions = case((cast(CardIssued.rule_versions, Text) == "null", null()), else_=CardIssued.rule_versions)
+    versions = func.json_each(stored_versions).table_valued("key", "value", name="v")
+    version = cast(versions.c.value, String).label("version")
+    return (select(rule, version, kind, label, func.count().label("offered"),
+                   func.count(accepted.c.suggestion).label("accepted"))
+            .select_from(CardIssued)
+            .join(offered, true())
+            .outerjoin(versions, versions.c.key == offered.c.value["rule"].as_string())
+            .outerjoin(accepted, and_(accepted.c.service_id == CardIssued.service_id,
+                                      accepted.c.card_uuid == CardIssued.card_uuid,
+                                      accepted.c.suggestion == offered.c.key))
+            .where(*window)
+            .group_by(rule, version, kind, label))
 
 
 @contextmanager

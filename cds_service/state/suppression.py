@@ -69,8 +69,8 @@ class CardMemory:
         open their own). A database fault or a busy lock here is left for the calls to meet."""
         row: dict[str, Any] = {
             "card_uuid": "warm-up", "service_id": "", "hook": "", "hook_instance": "", "card_key": "",
-            "fingerprint": "", "rules": {}, "rule_versions": None, "indicator": "info", "patient_key": "",
-            "context_key": "", "user_key": None, "patient_id": None, "issued_at": 0}
+            "fingerprint": "", "rules": {}, "rule_versions": None, "suggestions": None, "indicator": "info",
+            "patient_key": "", "context_key": "", "user_key": None, "patient_id": None, "issued_at": 0}
         params = {"patient_key": "", "user_key": "", "service_id": "", "since": 0, "hook_instance": "",
                   "context_key": "", "select_service": "", "select_since": 0}
         try:
@@ -131,7 +131,8 @@ class CardMemory:
         rows: list[dict[str, Any]] = [
             {"card_uuid": c.card_uuid, "service_id": service_id, "hook": hook, "hook_instance": hook_instance,
              "card_key": c.card_key, "fingerprint": c.fingerprint, "rules": c.rules,
-             "rule_versions": c.rule_versions or None, "indicator": c.indicator,
+             "rule_versions": c.rule_versions or None, "suggestions": c.suggestions or None,
+             "indicator": c.indicator,
              "patient_key": patient_key, "context_key": context_key, "user_key": user_key,
              "patient_id": patient_id if self._store_patient_ids else None, "issued_at": now} for c in cards]
         if not rows:

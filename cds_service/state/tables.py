@@ -45,6 +45,8 @@ class CardIssued(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)  # of the card's triggering data
     rules: Mapped[dict] = mapped_column(JSON, nullable=False)  # rule id -> fingerprint of its finding
     rule_versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # rule id -> version (0005)
+    # suggestion uuid -> {rule, kind, label} of each suggestion the card offered (0007): no patient data
+    suggestions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     indicator: Mapped[str] = mapped_column(String(16), nullable=False)
     patient_key: Mapped[str] = mapped_column(String(64), nullable=False)
     context_key: Mapped[str] = mapped_column(String(64), nullable=False)  # patient, user and encounter

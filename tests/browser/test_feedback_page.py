@@ -29,15 +29,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 TOKEN = "browser-test-admin-token-6f1d2c"
 T0 = 1_800_000_000  # 2027-01-15
 WEEK = 7 * 86_400
+SUGGESTIONS = (("order-lab:magnesium", "Order serum magnesium"), ("remove-draft", "Remove the draft order for X"))
 
 
 def seed(data_dir: Path, knowledge) -> dict[str, Counter[str]]:
     """Eight weeks of cards of six real rules, with feedback drawn at rates that differ per rule (a fixed seed);
-    returns the counts per rule that the page must show."""
+    the first two rules' cards offer two suggestions, of which an accepted card accepts one or both; returns the
+    counts per rule that the page must show."""
     database = open_database(Settings(data_dir=data_dir).effective_database_url)
     rules = sorted(knowledge.rules)[:6]
     override_rate = dict(zip(rules, (0.85, 0.6, 0.4, 0.25, 0.15, 0.5), strict=True))
     draw = random.Random(15)
+    pick = random.Random(7)  # which suggestions an acceptance names (apart, so the outcomes drawn stay the same)
     now = [T0]
     memory = CardMemory(database, read_secret(database), clock=lambda: now[0])
     store = FeedbackStore(database, clock=lambda: T0 + 9 * WEEK)
@@ -49,9 +52,13 @@ def seed(data_dir: Path, knowledge) -> dict[str, Counter[str]]:
         for rule in rules:
             for n in range(draw.randint(6, 14)):
                 uuid = f"{rule}-{week}-{n}"
+                offered = {f"{uuid}-{i}": {"rule": rule, "kind": kind, "label": label}
+                           for i, (kind, label) in enumerate(SUGGESTIONS)} if rule in rules[:2] else {}
                 cards.append(IssuedCard(uuid, rule, "fp", {rule: "fp"}, "warning",
-                                        {rule: knowledge.rules[rule].version}))
+                                        {rule: knowledge.rules[rule].version}, offered))
                 expected[rule]["issued"] += 1
+                for suggestion in offered.values():
+                    expected[rule][f"offered {suggestion['label']}"] += 1
                 roll = draw.random()
                 if roll < 0.2:
                     continue  # no feedback
@@ -61,8 +68,11 @@ def seed(data_dir: Path, knowledge) -> dict[str, Counter[str]]:
                     expected[rule]["overridden"] += 1
                     expected[rule][code] += 1
                 else:
-                    items.append(FeedbackItem(uuid, "accepted", now[0] * 1000))
+                    chosen = tuple(sid for sid in offered if pick.random() < 0.6)
+                    items.append(FeedbackItem(uuid, "accepted", now[0] * 1000, accepted_suggestions=chosen))
                     expected[rule]["accepted"] += 1
+                    for sid in chosen:
+                        expected[rule][f"accepted {offered[sid]['label']}"] += 1
         memory.record(cards, "svc", "patient-view", f"h{week}", "p", memory.key("p"), "c", memory.key("p", "u"))
     store.store("svc", items)
     database.engine.dispose()
@@ -100,6 +110,15 @@ def test_the_report_page_shows_the_seeded_counts_in_its_tables_and_charts(browse
             bar = browser.find_element(By.CSS_SELECTOR, f'#rules-chart g.bar[data-rule="{rule}"]')
             assert int(bar.get_attribute("data-issued")) == counts["issued"]
             assert bar.find_element(By.CSS_SELECTOR, "rect.accepted").size["width"] > 0
+        shown = 0
+        for row in browser.find_elements(By.CSS_SELECTOR, "#suggestions tr[data-rule]"):
+            rule, label = row.get_attribute("data-rule"), row.find_element(By.CSS_SELECTOR, "td.suggestion").text
+            offered, took = expected[rule][f"offered {label}"], expected[rule][f"accepted {label}"]
+            assert int(row.find_element(By.CSS_SELECTOR, "td.offered").text) == offered > 0, (rule, label)
+            assert row.find_element(By.CSS_SELECTOR, "td.accepted").text == \
+                f"{took}/{offered} ({100 * took / offered:.0f}%)", (rule, label)
+            shown += 1
+        assert shown == 2 * len(SUGGESTIONS)  # the first two rules, each suggestion once
         ranked = [r.get_attribute("data-rule")
                   for r in browser.find_elements(By.CSS_SELECTOR, "#review-first tr[data-rule]")]
         assert ranked and ranked[0] == max(expected, key=lambda r: wilson_lower_bound(

@@ -14,9 +14,10 @@ import pytest
 
 from cds_service import create_app
 from cds_service.cli import main
-from cds_service.feedback_formats import as_csv, as_json
+from cds_service.feedback_formats import as_csv, as_json, as_text
 from cds_service.feedback_report import build_report, epoch, wilson_lower_bound
 from cds_service.memory import IssuedCard
+from cds_service.pipeline import respond
 from cds_service.settings import Settings
 from cds_service.state import open_database
 from cds_service.state.analytics import count_feedback
@@ -45,13 +46,23 @@ def database(request, tmp_path):
     opened.engine.dispose()
 
 
-def item(card: str, outcome: str, at_s: int, code: str | None = None) -> FeedbackItem:
-    return FeedbackItem(card, outcome, at_s * 1000, reason_code=code)
+def item(card: str, outcome: str, at_s: int, code: str | None = None, accepted: tuple[str, ...] = ()) -> FeedbackItem:
+    return FeedbackItem(card, outcome, at_s * 1000, accepted_suggestions=accepted, reason_code=code)
+
+
+MAGNESIUM = {"rule": "rule-a", "kind": "order-lab:magnesium", "label": "Order serum magnesium"}
+REMOVAL = {"rule": "rule-a", "kind": "remove-draft", "label": "Remove the draft order for tizanidine"}
+CK = {"rule": "rule-b", "kind": "order-lab:ck", "label": "Order creatine kinase"}
+
+
+def offers(card: str, *suggestions: dict) -> dict:
+    return {f"{card}-{s['kind']}": s for s in suggestions}
 
 
 def seed(database, knowledge) -> None:
     """Week 1: five cards of rule-a v2 and a group card of rule-a and rule-b (issued before rule versions were
-    recorded, so v1); week 2: one more rule-a v2 card, no feedback. Plus feedback on a card never issued."""
+    recorded, so v1); week 2: one more rule-a v2 card, no feedback. Plus feedback on a card never issued. Every
+    rule-a card offers magnesium, a1 also a removal; the group card magnesium (rule-a) and CK (rule-b)."""
     now = [T0]
     memory = CardMemory(database, read_secret(database), clock=lambda: now[0])
 
@@ -59,20 +70,23 @@ def seed(database, knowledge) -> None:
         memory.record(cards, "svc", "patient-view", f"h{now[0]}", "p1", memory.key("p1"), "ctx",
                       memory.key("p1", "u1"))
 
-    issue(*(IssuedCard(f"a{i}", "rule-a", "fp", {"rule-a": "fp"}, "warning", {"rule-a": 2}) for i in range(1, 5)),
-          IssuedCard("g1", "group:g", "fp", {"rule-a": "fa", "rule-b": "fb"}, "info"))
+    issue(*(IssuedCard(f"a{i}", "rule-a", "fp", {"rule-a": "fp"}, "warning", {"rule-a": 2},
+                       offers(f"a{i}", MAGNESIUM, *([REMOVAL] if i == 1 else []))) for i in range(1, 5)),
+          IssuedCard("g1", "group:g", "fp", {"rule-a": "fa", "rule-b": "fb"}, "info", {},
+                     offers("g1", MAGNESIUM, CK)))
     now[0] = T0 + 8 * DAY
-    issue(IssuedCard("a5", "rule-a", "fp", {"rule-a": "fp"}, "warning", {"rule-a": 2}))
+    issue(IssuedCard("a5", "rule-a", "fp", {"rule-a": "fp"}, "warning", {"rule-a": 2}, offers("a5", MAGNESIUM)))
     effects = knowledge.override_effects
     assert effects["snooze-30d"].kind == "snooze" and effects["not-relevant"].kind == "until-data-changes"
     assert "already-addressed" not in effects and "benefit-outweighs-risk" not in effects
     FeedbackStore(database, clock=lambda: now[0]).store("svc", [
-        item("a1", "accepted", T0),
+        item("a1", "accepted", T0, accepted=("a1-order-lab:magnesium", "a1-remove-draft")),
         item("a2", "overridden", T0, "snooze-30d"),
         item("a3", "overridden", T0, "not-relevant"),
-        item("a4", "overridden", T0, "already-addressed"), item("a4", "accepted", T0 + 60),  # the last counts
+        item("a4", "overridden", T0, "already-addressed"),  # the last counts
+        item("a4", "accepted", T0 + 60, accepted=("a4-order-lab:magnesium", "a1-order-lab:magnesium")),
         item("g1", "overridden", T0, "benefit-outweighs-risk"),
-        item("never-issued", "accepted", T0)])
+        item("never-issued", "accepted", T0, accepted=("never-issued-order-lab:magnesium",))])
 
 
 def report_of(database, knowledge, min_feedback: int = 1, by: str = "week", **window):
@@ -103,6 +117,35 @@ def test_the_report_counts_each_rule_version_and_week_exactly(database, knowledg
     assert report["totals"]["feedback_records"] == 6  # a4's two outcomes both received
     assert report["totals"]["unknown_card_feedback"] == 1
     assert [(p["period"], p["issued"]) for p in report["periods"]] == [("2027-01-11", 6), ("2027-01-18", 1)]
+
+
+def test_each_suggestion_is_counted_per_rule_offered_and_accepted(database, knowledge):
+    """Offered: the cards that carried it; accepted: those whose accepted feedback named its uuid (a uuid of
+    another card, or of a card never issued, counts nowhere). A group card's suggestion counts for its own rule."""
+    seed(database, knowledge)
+
+    report = as_json(report_of(database, knowledge))
+
+    assert rule(report, "rule-a", 2)["suggestions"] == [
+        {"label": "Order serum magnesium", "kind": "order-lab:magnesium", "offered": 5, "accepted": 2,
+         "acceptance_rate": 0.4},
+        {"label": "Remove the draft order for tizanidine", "kind": "remove-draft", "offered": 1, "accepted": 1,
+         "acceptance_rate": 1.0}]
+    assert rule(report, "rule-a", 1)["suggestions"] == [
+        {"label": "Order serum magnesium", "kind": "order-lab:magnesium", "offered": 1, "accepted": 0,
+         "acceptance_rate": 0.0}]
+    assert [(s["label"], s["offered"], s["accepted"]) for s in rule(report, "rule-b", 1)["suggestions"]] == \
+        [("Order creatine kinase", 1, 0)]
+    first_week = as_json(report_of(database, knowledge, until=date(2027, 1, 16)))
+    assert rule(first_week, "rule-a", 2)["suggestions"][0]["offered"] == 4
+    text = as_text(report_of(database, knowledge))
+    assert "suggestion 'Order serum magnesium': offered 5, accepted 2/5 (40%)" in text
+    rows = [r for r in csv.DictReader(io.StringIO(as_csv(report_of(database, knowledge)))) if r["suggestion"]]
+    assert [(r["rule"], r["version"], r["suggestion"], r["suggestion_offered"], r["suggestion_accepted"],
+             r["suggestion_acceptance_rate"]) for r in rows if r["rule"] == "rule-a"] == [
+        ("rule-a", "1", "Order serum magnesium", "1", "0", "0.0000"),  # the rules in review order
+        ("rule-a", "2", "Order serum magnesium", "5", "2", "0.4000"),
+        ("rule-a", "2", "Remove the draft order for tizanidine", "1", "1", "1.0000")]
 
 
 def test_review_first_ranks_by_the_wilson_bound_and_leaves_out_rules_with_too_little_feedback(database, knowledge):
@@ -168,7 +211,7 @@ def test_csv_has_a_row_per_rule_version_and_period_and_one_for_all_periods(datab
 
     rows = list(csv.DictReader(io.StringIO(as_csv(report_of(database, knowledge)))))
 
-    a2 = {r["period"]: r for r in rows if (r["rule"], r["version"]) == ("rule-a", "2")}
+    a2 = {r["period"]: r for r in rows if (r["rule"], r["version"]) == ("rule-a", "2") and not r["suggestion"]}
     assert sorted(a2) == ["2027-01-11", "2027-01-18", "all"]
     assert (a2["all"]["issued"], a2["all"]["snoozed"], a2["all"]["override_reasons"]) == \
         ("5", "1", "not-relevant=1;snooze-30d=1")
@@ -213,3 +256,60 @@ def test_feedback_sent_over_http_shows_in_the_admin_report_and_the_cli_report(se
     assert mine["title"] == knowledge.rules[case.rule].title
     assert printed["rules"] == served_report["rules"] and printed["totals"] == served_report["totals"]
     assert "another-patient" not in answer.decode()
+
+
+def test_a_suggestion_accepted_over_http_is_counted_for_the_rule_that_offered_it(served, knowledge):
+    """Real cards: the suggestions the service offered are recorded with the card, and the uuid a feedback accepts
+    is counted against the suggestion's label and rule; the other suggestion of the card is offered, not accepted."""
+    url, _, clock = served
+    case = first_case(knowledge, lambda c, r: not r.card.group and len(r.card.suggest_labs) >= 2
+                      and not r.card.suggest_remove_draft)
+    service_id, body = request_for(knowledge, case)
+    first = card_of(call(url, service_id, body), case.rule)
+    body["context"]["patientId"] = "another-patient"
+    second = card_of(call(url, service_id, body), case.rule)
+    chosen, other = first["suggestions"][0], first["suggestions"][1]
+    assert chosen["uuid"] != second["suggestions"][0]["uuid"]  # a suggestion's uuid is its card's
+    assert send_feedback(url, service_id, accepted(first["uuid"], clock(), chosen["uuid"]))[0] == 200
+    assert send_feedback(url, service_id, accepted(second["uuid"], clock(), other["uuid"]))[0] == 200  # not its own
+
+    status, answer = http_request("GET", f"{url}/admin/feedback?format=json",
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert status == 200
+    mine = rule(json.loads(answer), case.rule, knowledge.rules[case.rule].version)
+    counted = {s["label"]: (s["offered"], s["accepted"], s["kind"]) for s in mine["suggestions"]}
+    assert counted[chosen["label"]][:2] == (2, 1) and counted[other["label"]][:2] == (2, 0)
+    assert len(counted) == len(first["suggestions"])
+    assert all(kind.startswith("order-lab:") for _, _, kind in counted.values())
+    assert "another-patient" not in answer.decode()
+
+
+def test_a_group_cards_suggestions_are_counted_once_each_under_a_rule_the_card_shows(served, knowledge):
+    """A group card shows several rules and carries their suggestions: each suggestion is counted once, under the
+    rule that asked for it (one of the card's rules), not once for every rule on the card."""
+    url, _, clock = served
+    def offers_two(case, rule) -> bool:  # judged offline, without the service's memory
+        if rule.card.group is None:
+            return False
+        service_id, body = request_for(knowledge, case)
+        cards = respond(body, knowledge.services[service_id], knowledge, Settings.from_env({}), date.today())
+        return len(card_of(cards["cards"], case.rule).get("suggestions", [])) >= 2
+
+    case = first_case(knowledge, offers_two)
+    service_id, body = request_for(knowledge, case)
+    card = card_of(call(url, service_id, body), case.rule)
+    assert len(card["suggestions"]) >= 2, card["suggestions"]
+    taken = card["suggestions"][-1]
+    assert send_feedback(url, service_id, accepted(card["uuid"], clock(), taken["uuid"]))[0] == 200
+
+    status, answer = http_request("GET", f"{url}/admin/feedback?format=json",
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert status == 200
+    counted = [(r["rule"], s["label"], s["offered"], s["accepted"]) for r in json.loads(answer)["rules"]
+               for s in r["suggestions"]]
+    assert sorted(label for _, label, _, _ in counted) == sorted(s["label"] for s in card["suggestions"])
+    assert {rule_id for rule_id, _, _, _ in counted} <= set(card["extension"]["org.spasm-cds"]["rules"])
+    assert [(label, offered, took) for _, label, offered, took in counted if took] == [(taken["label"], 1, 1)]
+    assert all(offered == 1 for _, _, offered, _ in counted)

@@ -9,17 +9,16 @@ import json
 import logging
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, insert, inspect, select
 
 from cds_service import create_app
 from cds_service.cli import main
 from cds_service.knowledge.model import OverrideEffect
-from cds_service.memory import IssuedCard
 from cds_service.settings import Settings
 from cds_service.state import connect, open_database
 from cds_service.state.feedback import FeedbackItem, FeedbackStore
 from cds_service.state.snooze_admin import SnoozeAdmin
-from cds_service.state.suppression import CardMemory, read_secret
+from cds_service.state.suppression import keyed, read_secret
 from cds_service.state.tables import CardIssued, Feedback, Suppression
 from tests.conftest import REPO
 from tests.integration.test_feedback import Clock, first_case, request_for
@@ -147,9 +146,13 @@ def test_revision_0006_upgrades_a_0005_database_that_holds_data(database_url):
     database = connect(database_url)
     try:
         migrate(database, "upgrade", "0005")
-        memory = CardMemory(database, read_secret(database), clock=lambda: T0)
-        memory.record([IssuedCard("c1", "rule-a", "fp", {"rule-a": "fp"}, "warning", {"rule-a": 2})], "svc",
-                      "patient-view", "h", "p", memory.key("p"), "ctx", memory.key("p", "u"))
+        secret = read_secret(database)
+        with database.engine.begin() as conn:  # the card as a 0005 service recorded it (no later column)
+            conn.execute(insert(CardIssued).values(
+                card_uuid="c1", service_id="svc", hook="patient-view", hook_instance="h", card_key="rule-a",
+                fingerprint="fp", rules={"rule-a": "fp"}, rule_versions={"rule-a": 2}, indicator="warning",
+                patient_key=keyed(secret, "p"), context_key="ctx", user_key=keyed(secret, "p", "u"),
+                issued_at=T0))
         FeedbackStore(database, clock=lambda: T0).store("svc", [FeedbackItem(
             "c1", "overridden", T0 * 1000, reason_code="snooze-30d", effect=OverrideEffect("snooze", 30))])
         with database.engine.connect() as conn:

@@ -479,6 +479,28 @@ def test_cards_issued_keep_the_version_of_each_rule(database_url, open_db):
     assert rows == {"uuid-v2": {"rule-a": 2, "rule-b": 1}, "uuid-unversioned": None}
 
 
+def test_cards_issued_keep_the_suggestions_they_offered_and_0007_migrates_both_ways(database_url, open_db):
+    """Revision 0007: each suggestion a card offered is stored with it (uuid -> rule, kind, label; NULL when it
+    offered none, and for rows from before); downgrading drops the column and keeps the cards."""
+    database = open_db(database_url)
+    memory = memory_at(database, [1_000_000.0])
+    offered = {"s-1": {"rule": "rule-a", "kind": "order-lab:magnesium", "label": "Order serum magnesium"},
+               "s-2": {"rule": "rule-b", "kind": "remove-draft", "label": "Remove the draft order for X"}}
+    issue(memory, "p1", IssuedCard("uuid-offers", "group:g", "fp", {"rule-a": "fp", "rule-b": "fp2"}, "warning",
+                                   {"rule-a": 1, "rule-b": 1}, offered))
+    issue(memory, "p1", IssuedCard("uuid-offers-none", "rule-c", "fp", {"rule-c": "fp"}, "info"))
+    with database.engine.connect() as conn:
+        rows = dict(conn.execute(select(CardIssued.card_uuid, CardIssued.suggestions)).all())
+    assert rows == {"uuid-offers": offered, "uuid-offers-none": None}
+    migrate(database, "downgrade", "0006")
+    columns = {c["name"] for c in inspect(database.engine).get_columns("card_issued")}
+    assert "suggestions" not in columns and "rule_versions" in columns
+    migrate(database, "upgrade", "0007")
+    with database.engine.connect() as conn:
+        rows = dict(conn.execute(select(CardIssued.card_uuid, CardIssued.suggestions)).all())
+    assert rows == {"uuid-offers": None, "uuid-offers-none": None}
+
+
 def test_the_head_revision_the_service_checks_for_is_alembics():
     assert head_revision() == HEAD_REVISION
 
