@@ -100,20 +100,6 @@ def checkout(variant: Variant, workdir: Path, stack: ExitStack) -> None:
     variant.tree = tree
 
 
-class TreeServer(Server):
-    """bench/run.py's Server, started from a variant's own tree: its cds_service first on sys.path."""
-
-    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], tree: Path) -> None:
-        super().__init__(name, command, workdir, env)
-        self._tree = tree
-
-    def start(self) -> TreeServer:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self._command, cwd=self._tree, env=self._env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-
 def run(variants: list[Variant], rounds: int, seconds: int, warmup: int, workdir: Path, stack: ExitStack) -> str:
     started = time.monotonic()
 
@@ -139,8 +125,8 @@ def run(variants: list[Variant], rounds: int, seconds: int, warmup: int, workdir
         checkout(v, workdir, stack)
         env = {**base_env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(v.tree),
                "SPASM_CDS_DATA_DIR": str(workdir / f"data-{v.label}"), **v.env}
-        v.server = TreeServer(v.label, [sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1",
-                                        "--port", "{port}", "--workers", str(WORKERS)], workdir, env, v.tree)
+        v.server = Server(v.label, [sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1",
+                                    "--port", "{port}", "--workers", str(WORKERS)], workdir, env, cwd=v.tree)
         stack.callback(v.server.stop)
         v.server.start()
     for v in variants:

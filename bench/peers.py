@@ -59,23 +59,9 @@ app.register_service(hooks)
 '''
 
 
-class PeerServer(Server):
-    """A peer's server command on a free loopback port, run from the folder holding peer_app.py."""
-
-    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], cwd: Path) -> None:
-        super().__init__(name, command, workdir, env)
-        self._cwd = cwd
-
-    def start(self) -> PeerServer:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self._command, cwd=self._cwd, env=self._env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-
 def peer_start(name: str, command: list[str], body: dict, workdir: Path, app_dir: Path, calls: int,
                env: dict[str, str]) -> dict[str, float]:
-    server = PeerServer(name, command, workdir, env, app_dir)
+    server = Server(name, command, workdir, env, cwd=app_dir)
     started = time.perf_counter()
     server.start()
     try:

@@ -192,10 +192,13 @@ def _kill_group(process: subprocess.Popen) -> None:
 # -------------------------------------------------------------------------------------------------------- servers
 
 class Server:
-    """A gunicorn server subprocess on a free loopback port, in its own process group; stopped by stop()."""
+    """A gunicorn server subprocess on a free loopback port, in its own process group; stopped by stop(). It runs
+    in cwd (default the checkout): a variant's own tree puts its cds_service first on sys.path."""
 
-    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str],
+                 cwd: Path = REPO) -> None:
         self.name = name
+        self._cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}.log"
@@ -205,7 +208,7 @@ class Server:
 
     def start(self) -> Server:
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self._command, cwd=REPO, env=self._env, stdin=subprocess.DEVNULL,
+            self.process = subprocess.Popen(self._command, cwd=self._cwd, env=self._env, stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

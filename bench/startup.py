@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.compare import TreeServer, Variant, checkout, parse_variant  # noqa: E402
-from bench.run import WORKERS, BenchError, children, commit, machine, post_json  # noqa: E402
+from bench.compare import Variant, checkout, parse_variant  # noqa: E402
+from bench.run import WORKERS, BenchError, Server, children, commit, machine, post_json  # noqa: E402
 from cds_service.demo import demo_bundle, hook_request, load_demos  # noqa: E402
 from cds_service.knowledge.loader import load_knowledge  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
@@ -115,9 +115,9 @@ def one_start(variant: Variant, body: dict, workdir: Path, run: int, calls: int 
         subprocess.run([sys.executable, "-m", "cds_service", "db", "upgrade"], cwd=variant.tree, env=env, check=True,
                        capture_output=True, stdin=subprocess.DEVNULL)
     workers = workers_of(variant)
-    server = TreeServer(f"{variant.label}-{run}", [sys.executable, "-m", "cds_service", "serve", "--host",
-                                                    "127.0.0.1", "--port", "{port}", "--workers", str(workers)],
-                        workdir, env, variant.tree)
+    server = Server(f"{variant.label}-{run}", [sys.executable, "-m", "cds_service", "serve", "--host",
+                                                "127.0.0.1", "--port", "{port}", "--workers", str(workers)],
+                    workdir, env, cwd=variant.tree)
     started = time.perf_counter()
     server.start()
     try:

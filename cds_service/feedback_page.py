@@ -3,10 +3,11 @@ stylesheet or font from elsewhere), every text escaped by Jinja's autoescape. Se
 by `spasm-cds feedback report --format html`."""
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 
 from .feedback_formats import as_json
 from .feedback_report import Report
@@ -21,11 +22,17 @@ SERIES = (("issued", "Issued", "#1565c0"), ("accepted", "Accepted", "#2e7d32"),
           ("overridden", "Overridden", "#ef6c00"))
 
 
+@cache
+def _template() -> Template:
+    """The page's template, compiled once per process."""
+    environment = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True))
+    return environment.get_template("feedback_report.html")
+
+
 def render_page(report: Report, generated_at: str) -> str:
     """The HTML page of the report."""
-    environment = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True))
     data = as_json(report)
-    return environment.get_template("feedback_report.html").render(
+    return _template().render(
         report=data, explanation=report.explanation, generated_at=generated_at, bars=_bars(data["rules"]),
         segments=SEGMENTS, lines=_lines(data["periods"]), series=SERIES)
 
